@@ -1,0 +1,1 @@
+"""The `evercron` command line."""
