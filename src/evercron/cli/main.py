@@ -27,7 +27,8 @@ def main() -> None:
         click.echo("evercron: error: evercron runs on Linux only", err=True)
         sys.exit(1)
     try:
-        cli.main(standalone_mode=False)
+        # Without standalone mode click returns an Exit's code instead of exiting.
+        result = cli.main(standalone_mode=False)
     except click.exceptions.Exit as done:
         sys.exit(done.exit_code)
     except click.Abort:
@@ -47,3 +48,4 @@ def main() -> None:
     except click.ClickException as error:
         click.echo(f"evercron: error: {error.format_message()}", err=True)
         sys.exit(error.exit_code)
+    sys.exit(result if isinstance(result, int) else 0)
