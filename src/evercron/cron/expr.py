@@ -10,7 +10,7 @@ from evercron.cron.errors import CronSyntaxError
 from evercron.cron.explain import describe_every, describe_fields
 from evercron.cron.fields import Field, FieldSpec
 from evercron.cron.search import WallSearch
-from evercron.cron.zones import next_instant, prev_instant
+from evercron.cron.zones import next_after, next_instant, prev_instant
 from evercron.units import parse_duration
 
 MACROS: Final = {
@@ -28,6 +28,8 @@ _LAYOUTS: Final = {
     6: (Field.MINUTE, Field.HOUR, Field.DAY_OF_MONTH, Field.MONTH, Field.DAY_OF_WEEK, Field.YEAR),
     7: tuple(Field),
 }
+_SECOND_ZERO: Final = Field.SECOND.parse("0")
+_ANY_YEAR: Final = Field.YEAR.parse("*")
 _NAIVE_EPOCH: Final = dt.datetime(1970, 1, 1)
 _ONE_SECOND: Final = dt.timedelta(seconds=1)
 _SIX_FIELD_WARNING: Final = (
@@ -84,6 +86,8 @@ class CronExpr:
         try:
             if tz is None:
                 return self._next_every_naive(after)
+            if self._search is not None:
+                return next_after(self._search, after, self._fixed)
             return self._next_aware(math.floor(after.timestamp()), tz)
         except (OverflowError, ValueError):  # beyond datetime's range
             return None
@@ -232,18 +236,20 @@ class _Parsed:
             raise CronSyntaxError(
                 f'expected 5, 6 or 7 fields (or a macro like @daily), got {len(parts)}: "{text}"'
             )
-        specs = {field: field.parse(part) for field, part in zip(layout, parts, strict=True)}
-        second = specs.get(Field.SECOND) or Field.SECOND.parse("0")
-        year = specs.get(Field.YEAR)
-        minute, hour = specs[Field.MINUTE], specs[Field.HOUR]
-        dom, month, dow = specs[Field.DAY_OF_MONTH], specs[Field.MONTH], specs[Field.DAY_OF_WEEK]
+        specs = [field.parse(part) for field, part in zip(layout, parts, strict=True)]
+        year: FieldSpec | None
+        if len(specs) == 7:
+            second, minute, hour, dom, month, dow, year = specs
+        else:
+            second, year = _SECOND_ZERO, specs[5] if len(specs) == 6 else None
+            minute, hour, dom, month, dow = specs[:5]
         search = WallSearch(second, minute, hour, dom, month, dow, year)
         if not search.can_fire():
             raise CronSyntaxError(_never_fires(dom, month, dow, year))
         self._search = search
         self._fixed = not (minute.star or hour.star)
         self._seven_fields = [
-            s.text for s in (second, minute, hour, dom, month, dow, year or Field.YEAR.parse("*"))
+            s.text for s in (second, minute, hour, dom, month, dow, year or _ANY_YEAR)
         ]
         if len(parts) == 6 and parts[5] == "*":
             self.warnings = (_SIX_FIELD_WARNING,)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from evercron.cron.errors import CronSyntaxError
 
@@ -58,30 +58,42 @@ class Field(enum.Enum):
         self.label = label
         self.low = low
         self.high = high
-
-    @property
-    def star_high(self) -> int:
+        self.is_day_of_week = label == "day-of-week"
+        self.is_month = label == "month"
+        self.is_day_of_month = label == "day-of-month"
+        self.star_high = 6 if self.is_day_of_week else high
         """The end of the field for `*` and `a/n` (Sunday counts once in day-of-week)."""
-        return 6 if self is Field.DAY_OF_WEEK else self.high
-
-    @property
-    def size(self) -> int:
+        self.size = self.star_high - low + 1
         """How many distinct values the field has (the largest step allowed)."""
-        return self.star_high - self.low + 1
+        self.every_value = frozenset(range(low, self.star_high + 1))
+        self.name_table = _MONTHS if self.is_month else _DAYS if self.is_day_of_week else {}
 
     def parse(self, text: str) -> FieldSpec:
         """Parse one field's text; raise `CronSyntaxError` naming this field on bad input."""
+        if text == "*":
+            return FieldSpec(self, text, True, self.every_value, _NO_SPECIALS)
+        if text.isdigit():  # the other common case: one number
+            value = self._normalize(self._value(text, text))
+            return FieldSpec(self, text, False, frozenset((value,)), _NO_SPECIALS)
         if not text:
             raise self._error(text, "the field is empty")
-        star = text[0] in "*?"
         values: set[int] = set()
-        specials = _DaySpecials()
+        collector = _DaySpecials() if self.is_day_of_month or self.is_day_of_week else None
         for item in text.split(","):
             if not item:
                 raise self._error(text, "empty item in list")
-            if not self._parse_special(item.lower(), text, specials):
-                values.update(self._parse_item(item, text))
-        return FieldSpec(self, text, star, frozenset(values), specials.freeze())
+            if item.isdigit():
+                values.add(self._normalize(self._value(item, text)))
+                continue
+            lowered = item.lower()
+            if collector is None:
+                if _DAY_SPECIAL_SHAPE.fullmatch(lowered):
+                    raise self._error(text, "L, W and # are only allowed in the day fields")
+            elif self._parse_special(lowered, text, collector):
+                continue
+            values.update(self._parse_item(item, text))
+        specials = collector.freeze() if collector and collector.found else _NO_SPECIALS
+        return FieldSpec(self, text, text[0] in "*?", frozenset(values), specials)
 
     # -- items -------------------------------------------------------------------------
 
@@ -93,7 +105,7 @@ class Field(enum.Enum):
             if not 1 <= step <= self.size:
                 raise self._error(text, f"step {step} is out of range 1-{self.size}")
         if base in ("*", "?"):
-            if base == "?" and self not in (Field.DAY_OF_MONTH, Field.DAY_OF_WEEK):
+            if base == "?" and not (self.is_day_of_month or self.is_day_of_week):
                 raise self._error(text, "'?' is only allowed in day-of-month and day-of-week")
             return list(range(self.low, self.star_high + 1, step))
         first_text, dash, last_text = base.partition("-")
@@ -106,22 +118,21 @@ class Field(enum.Enum):
             return [self._normalize(first)]
         if first <= last:
             sequence = list(range(first, last + 1))
-        else:  # wrap-around, e.g. 22-2 or FRI-MON
-            sequence = list(range(first, self.high + 1)) + list(range(self.low, last + 1))
+        else:  # wrap-around, e.g. 22-2 or FRI-MON (counting Sunday once)
+            sequence = list(range(first, self.star_high + 1)) + list(range(self.low, last + 1))
         return sorted({self._normalize(v) for v in sequence[::step]})
 
     def _normalize(self, value: int) -> int:
-        return 0 if self is Field.DAY_OF_WEEK and value == 7 else value
+        return 0 if value == 7 and self.is_day_of_week else value
 
     def _value(self, token: str, text: str) -> int:
-        names = _MONTHS if self is Field.MONTH else _DAYS if self is Field.DAY_OF_WEEK else {}
-        lowered = token.lower()
-        if names and lowered in names:
-            return names[lowered]
+        names = self.name_table
+        if names and token.lower() in names:
+            return names[token.lower()]
         if not token.isdigit() or not token.isascii():
             hint = ""
             if names:
-                first, last = ("jan", "dec") if self is Field.MONTH else ("sun", "sat")
+                first, last = ("jan", "dec") if self.is_month else ("sun", "sat")
                 hint = f" or a name ({first}-{last})"
             raise self._error(text, f'"{token}" is not a number{hint}')
         value = int(token)
@@ -137,13 +148,9 @@ class Field(enum.Enum):
     # -- day specials ------------------------------------------------------------------
 
     def _parse_special(self, item: str, text: str, out: _DaySpecials) -> bool:
-        if self is Field.DAY_OF_MONTH:
+        if self.is_day_of_month:
             return self._parse_dom_special(item, text, out)
-        if self is Field.DAY_OF_WEEK:
-            return self._parse_dow_special(item, text, out)
-        if _DAY_SPECIAL_SHAPE.fullmatch(item):
-            raise self._error(text, "L, W and # are only allowed in the day fields")
-        return False
+        return self._parse_dow_special(item, text, out)
 
     def _parse_dom_special(self, item: str, text: str, out: _DaySpecials) -> bool:
         if item == "l":
@@ -193,6 +200,17 @@ class _DaySpecials:
         self.last_of_weekday: set[int] = set()
         self.nth_weekday: set[tuple[int, int]] = set()
 
+    @property
+    def found(self) -> bool:
+        """Whether any special form was collected."""
+        return bool(
+            self.last_minus
+            or self.nearest_weekday
+            or self.last_weekday
+            or self.last_of_weekday
+            or self.nth_weekday
+        )
+
     def freeze(self) -> DaySpecials:
         return DaySpecials(
             frozenset(self.last_minus),
@@ -203,8 +221,7 @@ class _DaySpecials:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class DaySpecials:
+class DaySpecials(NamedTuple):
     """Day rules that depend on the month: `L-n`, `nW`, `LW` (dom); `nL`, `n#k` (dow)."""
 
     last_minus: frozenset[int] = frozenset()
@@ -214,8 +231,7 @@ class DaySpecials:
     nth_weekday: frozenset[tuple[int, int]] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
-class FieldSpec:
+class FieldSpec(NamedTuple):
     """A parsed field: the values it allows, whether it was a wildcard, the day specials."""
 
     field: Field
@@ -223,3 +239,6 @@ class FieldSpec:
     star: bool
     values: frozenset[int]
     specials: DaySpecials
+
+
+_NO_SPECIALS = DaySpecials()

@@ -17,25 +17,63 @@ Wall = tuple[int, int, int, int, int, int]
 MIN_YEAR = dt.MINYEAR
 MAX_YEAR = dt.MAXYEAR
 _DAYS_IN_MONTH = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_LONGEST_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _MONTH_CACHE_LIMIT = 4096
 
 
-def _next_table(values: frozenset[int], size: int) -> tuple[int, ...]:
-    table, upcoming = [-1] * size, -1
-    for value in range(size - 1, -1, -1):
-        if value in values:
-            upcoming = value
-        table[value] = upcoming
-    return tuple(table)
+_SHARED_TABLES: dict[tuple[frozenset[int], int, bool], tuple[int, ...]] = {}
+_SHARED_TABLES_LIMIT = 4096
 
 
-def _prev_table(values: frozenset[int], size: int) -> tuple[int, ...]:
-    table, latest = [-1] * size, -1
-    for value in range(size):
-        if value in values:
-            latest = value
-        table[value] = latest
-    return tuple(table)
+def _shared_table(values: frozenset[int], size: int, forward: bool) -> tuple[int, ...]:
+    """The lookup table for a field's values, shared by every expression that uses them.
+
+    Thousands of jobs mostly repeat a few fields (`0`, `*`, `*/5`), so sharing keeps the
+    memory per loaded job small. Races are harmless: the tables are immutable values.
+    """
+    key = (values, size, forward)
+    table = _SHARED_TABLES.get(key)
+    if table is None:
+        if len(_SHARED_TABLES) >= _SHARED_TABLES_LIMIT:
+            _SHARED_TABLES.clear()
+        table = tuple(_next_table(values, size) if forward else _prev_table(values, size))
+        _SHARED_TABLES[key] = table
+    return table
+
+
+def _next_table(values: frozenset[int], size: int) -> list[int]:
+    """table[v] = the smallest allowed value >= v, or -1."""
+    low, high = min(values), max(values)
+    if high - low + 1 == len(values):  # a contiguous run, such as `*`
+        return [low] * low + [*range(low, high + 1)] + [-1] * (size - high - 1)
+    table, start = [-1] * size, 0
+    for value in sorted(values):
+        table[start : value + 1] = [value] * (value + 1 - start)
+        start = value + 1
+    return table
+
+
+def _prev_table(values: frozenset[int], size: int) -> list[int]:
+    """table[v] = the largest allowed value <= v, or -1."""
+    low, high = min(values), max(values)
+    if high - low + 1 == len(values):
+        return [-1] * low + [*range(low, high + 1)] + [high] * (size - high - 1)
+    table, ordered = [-1] * size, sorted(values)
+    for value, following in zip(ordered, [*ordered[1:], size], strict=True):
+        table[value:following] = [value] * (following - value)
+    return table
+
+
+def _obviously_fires(dom: FieldSpec, dow: FieldSpec, months: frozenset[int]) -> bool:
+    """A quick sufficient test that some day of some allowed month matches."""
+    longest = max(map(_LONGEST_MONTH.__getitem__, months))
+    dom_any = (bool(dom.values) and min(dom.values) <= longest) or 0 in dom.specials.last_minus
+    dow_any = bool(dow.values or dow.specials.last_of_weekday) or any(
+        nth <= 4 for _, nth in dow.specials.nth_weekday
+    )
+    if dom.star or dow.star:  # both must match on the same day
+        return (len(dom.values) == 31 and dow_any) or (len(dow.values) == 7 and dom_any)
+    return dom_any or dow_any
 
 
 def _month_shape(year: int, month: int) -> tuple[int, int]:
@@ -57,6 +95,7 @@ class WallSearch:
         "_month_cache",
         "_month_next",
         "_month_prev",
+        "_months",
         "_second_next",
         "_second_prev",
         "_shape_cache",
@@ -73,14 +112,15 @@ class WallSearch:
         dow: FieldSpec,
         year: FieldSpec | None,
     ) -> None:
-        self._second_next = _next_table(second.values, 61)
-        self._second_prev = _prev_table(second.values, 60)
-        self._minute_next = _next_table(minute.values, 61)
-        self._minute_prev = _prev_table(minute.values, 60)
-        self._hour_next = _next_table(hour.values, 25)
-        self._hour_prev = _prev_table(hour.values, 24)
-        self._month_next = _next_table(month.values, 14)
-        self._month_prev = _prev_table(month.values, 13)
+        self._second_next = _shared_table(second.values, 61, True)
+        self._second_prev = _shared_table(second.values, 60, False)
+        self._minute_next = _shared_table(minute.values, 61, True)
+        self._minute_prev = _shared_table(minute.values, 60, False)
+        self._hour_next = _shared_table(hour.values, 25, True)
+        self._hour_prev = _shared_table(hour.values, 24, False)
+        self._month_next = _shared_table(month.values, 14, True)
+        self._month_prev = _shared_table(month.values, 13, False)
+        self._months = month.values
         self._years = None if year is None or year.star else tuple(sorted(year.values))
         self._dom = dom
         self._dow = dow
@@ -89,7 +129,9 @@ class WallSearch:
 
     def can_fire(self) -> bool:
         """Whether any calendar day at all satisfies the day, month and year fields."""
-        months = [m for m in range(1, 13) if self._month_next[m] == m]
+        if self._years is None and _obviously_fires(self._dom, self._dow, self._months):
+            return True
+        months = sorted(self._months)
         if self._years is None:
             shapes = [
                 (days, first)
@@ -121,7 +163,7 @@ class WallSearch:
 
     def next_wall(self, y: int, mo: int, d: int, h: int, mi: int, s: int) -> Wall | None:
         """The first matching wall time at or after the given one (`s` may be 60)."""
-        years, month_next = self._years, self._month_next
+        years, month_next, month_cache = self._years, self._month_next, self._month_cache
         hour_next, minute_next, second_next = self._hour_next, self._minute_next, self._second_next
         while True:
             if years is not None:
@@ -138,7 +180,8 @@ class WallSearch:
                 continue
             if found != mo:
                 mo, d, h, mi, s = found, 1, 0, 0, 0
-            found = self._day_tables(y, mo)[0][d]
+            tables = month_cache.get(y * 16 + mo) or self._day_tables(y, mo)
+            found = tables[0][d]
             if found < 0:
                 mo, d, h, mi, s = mo + 1, 1, 0, 0, 0
                 continue

@@ -15,10 +15,31 @@ one zone by wall clock and ignores `fold`, which is wrong across an overlap.
 from __future__ import annotations
 
 import datetime as dt
+import math
 
 from evercron.cron.search import Wall, WallSearch
 
 _ONE_SECOND = dt.timedelta(seconds=1)
+
+
+def next_after(search: WallSearch, after: dt.datetime, fixed: bool) -> dt.datetime | None:
+    """The first fire time strictly after aware `after`, in its zone."""
+    tz = after.tzinfo
+    assert tz is not None
+    y, mo, d, h, mi, s = after.year, after.month, after.day, after.hour, after.minute, after.second
+    offset = after.utcoffset()
+    # Fast path, taken unless `after` is in the first pass of an overlap (elapsed schedules
+    # must then look at the second pass): when the first matching wall time is an ordinary
+    # one in the offset of `after`, no overlap or gap can put another fire time before it.
+    # (datetime(..., fold=1) is built directly: `replace(fold=1)` is several times slower.)
+    if fixed or dt.datetime(y, mo, d, h, mi, s, 0, tz, fold=1).utcoffset() == offset:
+        wall = search.next_wall(y, mo, d, h, mi, s + 1)
+        if wall is None:
+            return None
+        first = dt.datetime(*wall, 0, tz)
+        if first.utcoffset() == offset and dt.datetime(*wall, 0, tz, fold=1).utcoffset() == offset:
+            return first
+    return next_instant(search, math.floor(after.timestamp()), tz, fixed)
 
 
 def next_instant(search: WallSearch, after: int, tz: dt.tzinfo, fixed: bool) -> dt.datetime | None:
