@@ -8,6 +8,7 @@ import click
 
 from evercron import __version__
 from evercron.cli.errors import CliError
+from evercron.cli.run_command import run_command
 from evercron.cli.schedule import check_command, next_command
 
 
@@ -19,6 +20,7 @@ def cli() -> None:
 
 cli.add_command(next_command)
 cli.add_command(check_command)
+cli.add_command(run_command)
 
 
 def main() -> None:

@@ -1,0 +1,32 @@
+"""Run one command the way a scheduler must: in its own process group, output streamed
+and captured within bounds, a deadline that ends the whole tree, and nothing left behind.
+
+>>> import asyncio
+>>> from evercron.process import Command, run
+>>> result = asyncio.run(run(Command("echo hello", timeout=5)))
+>>> result.status, result.exit_code, result.output.text()
+(<Status.SUCCEEDED: 'succeeded'>, 0, 'hello\\n')
+
+Linux only. The calling process becomes a child subreaper on first use, so orphaned
+descendants of commands come back to it and are ended and reaped.
+"""
+
+from evercron.process.capture import CapturedOutput, OutputChunk, Stream
+from evercron.process.result import Result, Status
+from evercron.process.runner import OutputSink, RunningProcess, run, start
+from evercron.process.spec import LIMITS, Command, KillMode
+
+__all__ = [
+    "LIMITS",
+    "CapturedOutput",
+    "Command",
+    "KillMode",
+    "OutputChunk",
+    "OutputSink",
+    "Result",
+    "RunningProcess",
+    "Status",
+    "Stream",
+    "run",
+    "start",
+]

@@ -1,0 +1,67 @@
+"""Small, exact readers of /proc for the process runner (Linux only)."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class ProcStat:
+    """The fields of /proc/<pid>/stat the runner needs."""
+
+    state: str
+    ppid: int
+    pgrp: int
+    session: int
+    start_ticks: int
+
+
+def own_children() -> set[int]:
+    """Pids of this process's direct children (every thread's, reparented ones included)."""
+    children: set[int] = set()
+    for path in glob.glob("/proc/self/task/*/children"):
+        try:
+            with open(path, "rb") as file:
+                children.update(int(pid) for pid in file.read().split())
+        except OSError:  # the thread ended while we listed them
+            continue
+    return children
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    """The process's state and ids, or None when it no longer exists."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            raw = file.read()
+    except OSError:
+        return None
+    # The command name is in parentheses and may itself contain spaces or parentheses.
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    return ProcStat(
+        state=fields[0].decode(),
+        ppid=int(fields[1]),
+        pgrp=int(fields[2]),
+        session=int(fields[3]),
+        start_ticks=int(fields[19]),
+    )
+
+
+def read_environ(pid: int) -> bytes:
+    """The process's initial environment (NUL-separated), or b"" when unreadable."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as file:
+            return file.read()
+    except OSError:
+        return b""
+
+
+def has_environ_entry(pid: int, entry: bytes) -> bool:
+    """Whether `KEY=value` (as bytes) is exactly one of the process's environment entries."""
+    return entry in read_environ(pid).split(b"\0")
+
+
+def is_linux() -> bool:
+    """Whether this is Linux with /proc mounted (everything here needs both)."""
+    return os.uname().sysname == "Linux" and os.path.exists("/proc/self/stat")

@@ -1,0 +1,160 @@
+"""One reaper owns every wait() of this process.
+
+Our own commands are watched through pidfds (no signal handler needed, any thread's event
+loop works) and reaped with `wait4` for their resource usage. Other children that die
+here - descendants of our commands reparented to us because we are a child subreaper - are
+reaped only after looking at them without reaping (their /proc entry): a zombie in our own
+session is some other code's child (`subprocess.run` elsewhere in this program) and is left
+for its owner, unless we are PID 1, where every orphan must be reaped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import resource
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from evercron.process.procfs import own_children, read_stat
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass(frozen=True, slots=True)
+class ExitInfo:
+    """How one process ended: its raw wait status and its resource usage."""
+
+    pid: int
+    status: int
+    rusage: resource.struct_rusage | None
+
+
+Accountant = Callable[[ExitInfo], None]
+
+
+@dataclass
+class _Watch:
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[ExitInfo]
+    pidfd: int
+
+
+class Reaper:
+    """Collects exit statuses for the whole process; use the module's `reaper()` instance."""
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._watches: dict[int, _Watch] = {}
+        self._by_session: dict[int, Accountant] = {}
+        self._by_pid: dict[int, Accountant] = {}
+        self._own_session = os.getsid(0)
+        self._loops_with_handler: set[int] = set()
+        self._subreaper = False
+
+    @contextlib.contextmanager
+    def spawning(self) -> Iterator[None]:
+        """Hold while starting a child and calling `watch`, so no stray scan can take it."""
+        with self._lock:
+            yield
+
+    def watch(self, pid: int) -> asyncio.Future[ExitInfo]:
+        """A future resolved with the exit of our own child `pid` (on the running loop)."""
+        loop = asyncio.get_running_loop()
+        self._install_sigchld(loop)
+        future: asyncio.Future[ExitInfo] = loop.create_future()
+        pidfd = os.pidfd_open(pid)
+        with self._lock:
+            self._watches[pid] = _Watch(loop, future, pidfd)
+        loop.add_reader(pidfd, self._collect_own, pid)
+        return future
+
+    def is_watched(self, pid: int) -> bool:
+        """Whether `pid` is one of our own commands' main processes, not yet reaped."""
+        return pid in self._watches
+
+    def account(self, session: int | None, pid: int | None, accountant: Accountant | None) -> None:
+        """Route exits of strays in `session` (or the single `pid`) to `accountant`;
+        None stops routing."""
+        with self._lock:
+            for table, key in ((self._by_session, session), (self._by_pid, pid)):
+                if key is None:
+                    continue
+                if accountant is None:
+                    table.pop(key, None)
+                else:
+                    table[key] = accountant
+
+    def _collect_own(self, pid: int) -> None:
+        watch = self._watches.get(pid)
+        if watch is None:
+            return
+        try:
+            found, status, usage = os.wait4(pid, os.WNOHANG)
+        except ChildProcessError:  # reaped behind our back: the status is lost
+            found, status, usage = pid, 255 << 8, None
+        if found == 0:
+            return
+        with self._lock:
+            self._watches.pop(pid, None)
+        watch.loop.remove_reader(watch.pidfd)
+        os.close(watch.pidfd)
+        if not watch.future.done():
+            watch.future.set_result(ExitInfo(pid, status, usage))
+
+    def reap_strays(self) -> None:
+        """Reap every dead child that is not ours to leave (see the module docstring)."""
+        everything = os.getpid() == 1
+        with self._lock:
+            for pid in own_children():
+                if pid in self._watches:
+                    continue
+                stat = read_stat(pid)
+                if stat is None or stat.state not in ("Z", "X"):
+                    continue
+                if stat.session == self._own_session and not everything:
+                    continue
+                try:
+                    found, status, usage = os.wait4(pid, os.WNOHANG)
+                except ChildProcessError:
+                    continue
+                if found == 0:
+                    continue
+                accountant = self._by_pid.pop(pid, None) or self._by_session.get(stat.session)
+                if accountant is not None:
+                    accountant(ExitInfo(pid, status, usage))
+
+    def become_subreaper(self) -> None:
+        """Make orphaned descendants of our commands come back to this process."""
+        if self._subreaper:
+            return
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            error = ctypes.get_errno()
+            raise OSError(error, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(error)}")
+        self._subreaper = True
+
+    def _install_sigchld(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Orphans that die outside a run's termination are reaped on SIGCHLD; signal
+        # handlers only work in the main thread, elsewhere the runs' own scans do it.
+        if id(loop) in self._loops_with_handler:
+            return
+        self._loops_with_handler.add(id(loop))
+        if threading.current_thread() is threading.main_thread():
+            with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
+                loop.add_signal_handler(signal.SIGCHLD, self.reap_strays)
+
+
+_REAPER: Reaper | None = None
+
+
+def reaper() -> Reaper:
+    """The process-wide reaper."""
+    global _REAPER
+    if _REAPER is None:
+        _REAPER = Reaper()
+    return _REAPER

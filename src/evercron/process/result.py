@@ -1,0 +1,62 @@
+"""How a command ended."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from dataclasses import dataclass
+
+from evercron.process.capture import CapturedOutput
+
+
+class Status(enum.StrEnum):
+    """The outcome of one command."""
+
+    SUCCEEDED = "succeeded"
+    """The main process exited with code 0."""
+    FAILED = "failed"
+    """It exited non-zero, died of a signal evercron did not send, or could not start."""
+    TIMED_OUT = "timed_out"
+    """Its deadline passed and evercron ended it."""
+    KILLED = "killed"
+    """evercron ended it on request (an explicit kill or a cancelled wait)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """Everything known about a finished command.
+
+    `exit_code` is the main process's (None when it died of a signal, then `signal` names
+    it, e.g. "SIGKILL", or when it never started). `kill_signal` is the strongest signal
+    evercron had to send to end the tree ("SIGTERM", "SIGKILL") or None. CPU times cover the
+    whole tree as far as it was reaped here; `max_rss_kb` is the largest single process.
+    """
+
+    status: Status
+    exit_code: int | None
+    signal: str | None
+    pid: int | None
+    run_id: str
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    duration: float
+    cpu_user: float
+    cpu_system: float
+    max_rss_kb: int
+    output: CapturedOutput
+    error: str | None = None
+    kill_signal: str | None = None
+
+    @property
+    def shell_exit_code(self) -> int:
+        """The exit code `timeout(1)` would give: 124 when the deadline fired, 128+N for
+        death by signal N, 125 when evercron could not start it, else the command's own."""
+        if self.status is Status.TIMED_OUT:
+            return 124
+        if self.exit_code is not None:
+            return self.exit_code
+        if self.signal is not None:
+            import signal as signals  # noqa: PLC0415 - only needed here
+
+            return 128 + int(signals.Signals[self.signal])
+        return 125

@@ -1,0 +1,210 @@
+"""`start` and `run`: one command, its output, its deadline, its whole process tree.
+
+The lifecycle, as in Go's `os/exec`: `start()` returns a `RunningProcess`; its `wait()`
+returns the `Result` once the main process has exited *and* everything it left behind is
+gone; `kill()` ends it early. A `RunningProcess` cannot be restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import itertools
+import os
+import signal
+import time
+import uuid
+from collections.abc import Callable
+
+from evercron.process.capture import OutputCapture, OutputChunk, Stream
+from evercron.process.pipes import ChildPipes
+from evercron.process.procfs import is_linux
+from evercron.process.reaper import ExitInfo, reaper
+from evercron.process.result import Result, Status
+from evercron.process.spawn import SpawnError, start_process
+from evercron.process.spec import Command
+from evercron.process.tree import ProcessTree
+
+OutputSink = Callable[[OutputChunk], None]
+"""Called in the event loop with every chunk of output as it arrives."""
+
+_EOF_WAIT_GROUP = 1.0  # after the tree is gone, an unknown holder may keep a pipe open
+_EOF_WAIT_MAIN = 0.2  # with kill_mode="main", leftovers may keep it open for good
+_run_numbers = itertools.count(1)
+_RUN_PREFIX = uuid.uuid4().hex[:12]
+
+
+async def run(command: Command, on_output: OutputSink | None = None) -> Result:
+    """Run `command` to the end and return its result (a failure to start is a result too).
+
+    Cancelling the awaiting task ends the whole tree first (shielded), then propagates.
+    """
+    process = await start(command, on_output)
+    return await process.wait()
+
+
+async def start(command: Command, on_output: OutputSink | None = None) -> RunningProcess:
+    """Start `command` on the running event loop (Linux only)."""
+    if not is_linux():
+        raise RuntimeError("evercron.process needs Linux (process groups, /proc, pidfds)")
+    return RunningProcess(command, on_output)
+
+
+class RunningProcess:
+    """A started command. Use `wait()`, `kill()`, `send_signal()`; read `result` at the end."""
+
+    def __init__(self, command: Command, on_output: OutputSink | None) -> None:
+        self.command = command
+        self.run_id = command.run_id or f"{_RUN_PREFIX}-{next(_run_numbers)}"
+        self.pid: int | None = None
+        self.result: Result | None = None
+        """The result once finished, else None."""
+        self._loop = asyncio.get_running_loop()
+        self._sink = on_output
+        self._capture = OutputCapture(command.max_output)
+        self._started_at = dt.datetime.now(dt.UTC)
+        self._started = time.monotonic()
+        self._done: asyncio.Future[Result] = self._loop.create_future()
+        self._stop_reason: Status | None = None
+        self._termination: asyncio.Task[str | None] | None = None
+        self._main_exited = False
+        self._cpu_user = self._cpu_system = 0.0
+        self._max_rss_kb = 0
+        self._deadline: asyncio.TimerHandle | None = None
+        self._reaper = reaper()
+        try:
+            self._reaper.become_subreaper()
+            with self._reaper.spawning():
+                popen = start_process(command, self.run_id)
+                self.pid = popen.pid
+                main_exit = self._reaper.watch(popen.pid)
+        except SpawnError as error:
+            self._finish_unstarted(error.message, error.exit_code)
+            return
+        self._popen = popen
+        self._tree = ProcessTree(popen.pid, self.run_id, self._reaper, self._account)
+        self._reaper.account(popen.pid, None, self._account)
+        self._pipes = ChildPipes(popen, command.stdin, self._on_data)
+        if command.timeout is not None:
+            self._deadline = self._loop.call_later(command.timeout, self._stop, Status.TIMED_OUT)
+        self._supervisor = self._loop.create_task(self._supervise(main_exit))
+
+    # -- public ------------------------------------------------------------------------
+
+    async def wait(self) -> Result:
+        """The result, once the main process exited and its whole tree is gone.
+
+        If the waiting task is cancelled, the tree is ended first (the kill continues even
+        if cancelled again) and the cancellation propagates; `result` stays readable.
+        """
+        try:
+            return await asyncio.shield(self._done)
+        except asyncio.CancelledError:
+            self._stop(Status.KILLED)
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(self._done)
+            raise
+
+    async def kill(self) -> Result:
+        """End the tree now (SIGTERM, then SIGKILL after `kill_grace`); status `killed`."""
+        self._stop(Status.KILLED)
+        return await self.wait()
+
+    def send_signal(self, signum: int) -> None:
+        """Send one signal to the main process (no effect once it has exited)."""
+        if self.pid is not None and not self._main_exited:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _stop(self, reason: Status) -> None:
+        if self._main_exited or self._termination is not None or self._done.done():
+            return
+        self._stop_reason = reason
+        main_only = self.command.kill_mode == "main"
+        self._termination = self._loop.create_task(
+            self._tree.terminate(self.command.kill_grace, main_only)
+        )
+
+    async def _supervise(self, main_exit: asyncio.Future[ExitInfo]) -> None:
+        try:
+            info = await main_exit
+            self._main_exited = True
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._account(info)
+            kill_signal = None
+            if self._termination is not None:
+                kill_signal = await self._termination
+            elif self.command.kill_mode == "group":
+                await self._tree.terminate(self.command.kill_grace)  # leftovers of a clean exit
+            group = self.command.kill_mode == "group"
+            await self._pipes.wait_closed(_EOF_WAIT_GROUP if group else _EOF_WAIT_MAIN)
+        finally:
+            self._reaper.account(self.pid, None, None)
+            for pid in self._tree.known_strays:
+                self._reaper.account(None, pid, None)
+        self._popen.returncode = info.status  # Popen must never wait() on its own
+        self._finish(info.status, kill_signal)
+
+    def _account(self, info: ExitInfo) -> None:
+        if info.rusage is not None:
+            self._cpu_user += info.rusage.ru_utime
+            self._cpu_system += info.rusage.ru_stime
+            self._max_rss_kb = max(self._max_rss_kb, info.rusage.ru_maxrss)
+
+    def _finish(self, status: int, kill_signal: str | None) -> None:
+        exit_code: int | None = None
+        signal_name: str | None = None
+        if os.WIFSIGNALED(status):
+            signal_name = _signal_name(os.WTERMSIG(status))
+        else:
+            exit_code = os.waitstatus_to_exitcode(status)
+        if self._stop_reason is not None:
+            outcome = self._stop_reason
+        else:
+            outcome = Status.SUCCEEDED if exit_code == 0 else Status.FAILED
+        self._set_result(outcome, exit_code, signal_name, None, kill_signal)
+
+    def _finish_unstarted(self, message: str, exit_code: int | None) -> None:
+        self._set_result(Status.FAILED, exit_code, None, message, None)
+
+    def _set_result(
+        self,
+        status: Status,
+        exit_code: int | None,
+        signal_name: str | None,
+        error: str | None,
+        kill_signal: str | None,
+    ) -> None:
+        self.result = Result(
+            status=status,
+            exit_code=exit_code,
+            signal=signal_name,
+            pid=self.pid,
+            run_id=self.run_id,
+            started_at=self._started_at,
+            finished_at=dt.datetime.now(dt.UTC),
+            duration=time.monotonic() - self._started,
+            cpu_user=self._cpu_user,
+            cpu_system=self._cpu_system,
+            max_rss_kb=self._max_rss_kb,
+            output=self._capture.result(),
+            error=error,
+            kill_signal=kill_signal,
+        )
+        self._done.set_result(self.result)
+
+    def _on_data(self, stream: Stream, data: bytes) -> None:
+        chunk = self._capture.add(stream, data, time.time())
+        if self._sink is not None:
+            self._sink(chunk)
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"SIG{number}"

@@ -1,0 +1,137 @@
+"""Starting the process: environment, executable lookup, user switch, limits - and errors
+that read like `os/exec`'s instead of tracebacks.
+
+Limits and nice are applied before the command runs by exec'ing through `nice(1)` and
+`prlimit(1)` (which set them on themselves, then exec the command): the child is never
+run through `preexec_fn`, which disables vfork and is unsafe with threads.
+"""
+
+from __future__ import annotations
+
+import grp
+import os
+import pwd
+import shutil
+import subprocess
+from dataclasses import dataclass
+
+from evercron.process.spec import Command, Limit
+
+_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+class SpawnError(Exception):
+    """The command could not be started; `exit_code` is the shell's code for it
+    (127 not found, 126 not executable) or None when the cause is not the executable."""
+
+    def __init__(self, message: str, exit_code: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True)
+class _Identity:
+    user: int | None = None
+    group: int | None = None
+    extra_groups: list[int] | None = None
+
+
+def start_process(command: Command, run_id: str) -> subprocess.Popen[bytes]:
+    """Start `command` in a new session with piped output; raise `SpawnError` on failure."""
+    env, identity = _environment(command, run_id)
+    cwd = command.cwd
+    if cwd is not None and not os.path.isdir(cwd):
+        raise SpawnError(f"chdir {cwd}: no such directory")
+    argv = command.argv
+    _check_executable(argv[0], env.get("PATH", _DEFAULT_PATH), cwd)
+    argv = _wrappers(command) + argv
+    try:
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE if command.stdin else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            close_fds=True,
+            umask=-1 if command.umask is None else command.umask,
+            user=identity.user,
+            group=identity.group,
+            extra_groups=identity.extra_groups,
+        )
+    except FileNotFoundError:
+        raise SpawnError(f'exec: "{argv[0]}": no such file or directory', 127) from None
+    except PermissionError:
+        raise SpawnError(f'exec: "{argv[0]}": permission denied', 126) from None
+    except OSError as error:
+        raise SpawnError(f'exec: "{argv[0]}": {error.strerror or error}', 126) from None
+
+
+def _environment(command: Command, run_id: str) -> tuple[dict[str, str], _Identity]:
+    env = dict(os.environ) if command.inherit_env else {}
+    identity = _identity(command)
+    if command.user is not None:
+        entry = pwd.getpwnam(command.user)
+        env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
+    env.update(command.env)
+    env.setdefault("PATH", _DEFAULT_PATH)
+    env["EVERCRON_RUN_ID"] = run_id
+    return env, identity
+
+
+def _identity(command: Command) -> _Identity:
+    if command.user is None and command.group is None:
+        return _Identity()
+    if os.geteuid() != 0:
+        raise SpawnError("running a command as another user or group needs root")
+    user = gid = None
+    extra: list[int] | None = None
+    if command.user is not None:
+        try:
+            entry = pwd.getpwnam(command.user)
+        except KeyError:
+            raise SpawnError(f'unknown user "{command.user}"') from None
+        user, gid = entry.pw_uid, entry.pw_gid
+        extra = os.getgrouplist(entry.pw_name, entry.pw_gid)
+    if command.group is not None:
+        try:
+            gid = grp.getgrnam(command.group).gr_gid
+        except KeyError:
+            raise SpawnError(f'unknown group "{command.group}"') from None
+    return _Identity(user, gid, extra)
+
+
+def _check_executable(program: str, path: str, cwd: str | None) -> None:
+    if "/" in program:
+        full = os.path.join(cwd or ".", program)
+        if not os.path.exists(full):
+            raise SpawnError(f'exec: "{program}": no such file or directory', 127)
+        if os.path.isdir(full) or not os.access(full, os.X_OK):
+            raise SpawnError(f'exec: "{program}": permission denied', 126)
+    elif shutil.which(program, path=path) is None:
+        raise SpawnError(f'exec: "{program}": executable file not found in $PATH', 127)
+
+
+def _wrappers(command: Command) -> list[str]:
+    prefix: list[str] = []
+    if command.nice is not None:
+        prefix += [_tool("nice", "coreutils"), "-n", str(command.nice)]
+    if command.limits:
+        prefix.append(_tool("prlimit", "util-linux"))
+        prefix += [f"--{name}={_limit_text(value)}" for name, value in command.limits.items()]
+        prefix.append("--")
+    return prefix
+
+
+def _limit_text(value: Limit) -> str:
+    soft, hard = value if isinstance(value, tuple) else (value, value)
+    return f"{soft}:{hard}"
+
+
+def _tool(name: str, package: str) -> str:
+    found = shutil.which(name, path=_DEFAULT_PATH + ":/usr/sbin:/sbin")
+    if found is None:
+        raise SpawnError(f"{name}(1) is needed for this command's settings: install {package}")
+    return found

@@ -1,0 +1,95 @@
+"""What to run: the immutable description of one command and the rules it runs under."""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+KillMode = Literal["group", "main"]
+"""`group` (default): when the main process exits, every descendant still alive is ended.
+`main`: only the main process is ever signalled; leftovers survive (systemd KillMode=process).
+"""
+
+LIMITS: Mapping[str, int] = {
+    "nofile": resource.RLIMIT_NOFILE,
+    "nproc": resource.RLIMIT_NPROC,
+    "as": resource.RLIMIT_AS,
+    "cpu": resource.RLIMIT_CPU,
+    "fsize": resource.RLIMIT_FSIZE,
+    "core": resource.RLIMIT_CORE,
+    "stack": resource.RLIMIT_STACK,
+    "memlock": resource.RLIMIT_MEMLOCK,
+}
+"""Resource limits a command may set, by the names `prlimit(1)` uses."""
+
+DEFAULT_KILL_GRACE = 10.0
+DEFAULT_MAX_OUTPUT = 1024 * 1024
+DEFAULT_SHELL = "/bin/sh"
+
+Limit = int | tuple[int, int]
+
+
+@dataclass(frozen=True)
+class Command:
+    """One command and how to run it. Validated on creation (`ValueError` on bad values).
+
+    `args` is an argv list, run directly, or a string, run with `shell -c`. The environment
+    is the runner's own plus `env` (or only `env` when `inherit_env` is false), and always
+    `EVERCRON_RUN_ID`. `stdin` is fed to the command then closed (empty by default).
+    `limits` maps names of `LIMITS` to a soft limit or a `(soft, hard)` pair. `user` and
+    `group` need root. `timeout` and `kill_grace` are seconds; `max_output` is how many
+    bytes of output are kept (the first and last halves).
+    """
+
+    args: Sequence[str] | str
+    shell: str = DEFAULT_SHELL
+    cwd: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    inherit_env: bool = True
+    stdin: bytes = b""
+    umask: int | None = None
+    nice: int | None = None
+    limits: Mapping[str, Limit] = field(default_factory=dict)
+    user: str | None = None
+    group: str | None = None
+    timeout: float | None = None
+    kill_grace: float = DEFAULT_KILL_GRACE
+    max_output: int = DEFAULT_MAX_OUTPUT
+    kill_mode: KillMode = "group"
+    run_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.args, str):
+            if not self.args.strip():
+                raise ValueError("the command is empty")
+        elif not self.args or not all(isinstance(a, str) for a in self.args):
+            raise ValueError("the command needs at least one argument, all strings")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
+        if not self.kill_grace >= 0:
+            raise ValueError(f"kill_grace must be >= 0 seconds, got {self.kill_grace}")
+        if self.max_output < 0:
+            raise ValueError(f"max_output must be >= 0 bytes, got {self.max_output}")
+        if self.kill_mode not in ("group", "main"):
+            raise ValueError(f'kill_mode must be "group" or "main", got {self.kill_mode!r}')
+        if self.umask is not None and not 0 <= self.umask <= 0o777:
+            raise ValueError(f"umask must be between 0 and 0o777, got {self.umask!r}")
+        if self.nice is not None and not -20 <= self.nice <= 19:
+            raise ValueError(f"nice must be between -20 and 19, got {self.nice}")
+        for name, value in self.limits.items():
+            if name not in LIMITS:
+                raise ValueError(f'unknown limit "{name}" (known: {", ".join(LIMITS)})')
+            pair = value if isinstance(value, tuple) else (value, value)
+            if len(pair) != 2 or any(not isinstance(v, int) or v < 0 for v in pair):
+                raise ValueError(f'limit "{name}" must be a number >= 0 or a (soft, hard) pair')
+            if pair[0] > pair[1]:
+                raise ValueError(f'limit "{name}": soft {pair[0]} is above hard {pair[1]}')
+
+    @property
+    def argv(self) -> list[str]:
+        """The argument vector that is executed (the shell form for a string command)."""
+        if isinstance(self.args, str):
+            return [self.shell, "-c", self.args]
+        return list(self.args)

@@ -1,0 +1,121 @@
+"""A run's process tree, and ending it: SIGTERM, grace, SIGKILL, until nothing is left.
+
+The tree is the run's process group (its main process leads a new session) plus the
+descendants that left it: they come back to us as orphans (we are a child subreaper) and
+are recognized among our own children only, by the run's session id or by
+`EVERCRON_RUN_ID` in their environment - never by a scan of all of /proc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+
+from evercron.process.procfs import has_environ_entry, own_children, read_stat
+from evercron.process.reaper import Accountant, Reaper
+
+_POLL_FIRST = 0.002
+_POLL_MAX = 0.05
+
+
+class ProcessTree:
+    """The processes of one run, led by `main_pid` (which is also its group and session)."""
+
+    def __init__(
+        self, main_pid: int, run_id: str, reaper: Reaper, accountant: Accountant | None = None
+    ) -> None:
+        self.main_pid = main_pid
+        self._marker = f"EVERCRON_RUN_ID={run_id}".encode()
+        self._reaper = reaper
+        self._accountant = accountant
+        self._known: set[int] = set()
+
+    @property
+    def known_strays(self) -> frozenset[int]:
+        """Pids recognized as this run's strays so far (alive or not)."""
+        return frozenset(self._known)
+
+    def strays(self) -> list[int]:
+        """Living descendants that were reparented to us (outside the group or not)."""
+        found = []
+        for pid in own_children():
+            if pid == self.main_pid or self._reaper.is_watched(pid):
+                continue
+            stat = read_stat(pid)
+            if stat is None or stat.state in ("Z", "X"):
+                continue
+            if (
+                pid in self._known
+                or stat.session == self.main_pid
+                or has_environ_entry(pid, self._marker)
+            ):
+                if pid not in self._known:
+                    self._known.add(pid)
+                    self._reaper.account(None, pid, self._accountant)
+                found.append(pid)
+        return found
+
+    def group_alive(self) -> bool:
+        """Whether any process (a zombie included) is still in the run's process group."""
+        try:
+            os.killpg(self.main_pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def alive(self) -> bool:
+        """Whether anything of the tree is left."""
+        self._reaper.reap_strays()
+        return self.group_alive() or bool(self.strays())
+
+    def signal(self, signum: int, main_only: bool = False) -> None:
+        """Send `signum` to the main process only, or to the group and every stray."""
+        targets = [] if main_only else self.strays()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if main_only:
+                os.kill(self.main_pid, signum)
+            else:
+                os.killpg(self.main_pid, signum)
+        for pid in targets:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+
+    async def terminate(self, grace: float, main_only: bool = False) -> str | None:
+        """End the tree: SIGTERM, then SIGKILL after `grace` seconds for what is left.
+
+        Returns the strongest signal that had to be sent ("SIGTERM" or "SIGKILL"), or None
+        when nothing was alive. With `main_only`, only the main process is signalled.
+        """
+        if not self._left(main_only):
+            return None
+        self.signal(signal.SIGTERM, main_only)
+        strongest = "SIGTERM"
+        deadline = time.monotonic() + grace
+        signalled = set(self._known)
+        pause = _POLL_FIRST
+        while self._left(main_only):
+            if strongest == "SIGTERM" and time.monotonic() >= deadline:
+                strongest = "SIGKILL"
+                self.signal(signal.SIGKILL, main_only)
+            elif not main_only:
+                # Orphans that appeared since (their parent just died) get the same signal.
+                for pid in self.strays():
+                    if pid not in signalled:
+                        signalled.add(pid)
+                        with contextlib.suppress(ProcessLookupError, PermissionError):
+                            os.kill(
+                                pid, signal.SIGTERM if strongest == "SIGTERM" else signal.SIGKILL
+                            )
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, _POLL_MAX)
+        return strongest
+
+    def _left(self, main_only: bool) -> bool:
+        if main_only:
+            return self._reaper.is_watched(self.main_pid)
+        return self.alive()

@@ -1,0 +1,56 @@
+"""Fixtures for process tests: unique markers for spawned processes, and a guarantee that
+no process a test started survives it (a leftover fails the test and is killed)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+_counter = itertools.count(1)
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids of live (non-zombie) processes whose command line contains `marker`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
+            state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in cmdline and state != b"Z":
+            found.append(int(entry.name))
+    return found
+
+
+class Marker:
+    """A unique `sleep` duration: `sleep <marker>` processes can be found and counted."""
+
+    def __init__(self) -> None:
+        self.value = f"{300 + next(_counter)}.{os.getpid() % 100000:05d}"
+
+    def sleep(self) -> str:
+        """A shell word that sleeps long and is unique to this test."""
+        return f"sleep {self.value}"
+
+    def alive(self) -> list[int]:
+        """The marked processes still running."""
+        return processes_with(f"sleep {self.value}")
+
+
+@pytest.fixture
+def marker() -> Iterator[Marker]:
+    """A unique marker; the test fails if a marked process outlives it."""
+    mark = Marker()
+    yield mark
+    left = mark.alive()
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], f"processes left behind: {left}"

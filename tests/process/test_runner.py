@@ -1,0 +1,270 @@
+"""The process runner with real processes: trees, deadlines, output, errors."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from evercron.process import Command, OutputChunk, Result, Status, run, start
+from evercron.process.reaper import reaper
+from tests.process.conftest import Marker
+
+
+def run_now(command: Command) -> Result:
+    """Run a command to the end in a fresh event loop."""
+    return asyncio.run(run(command))
+
+
+class TestExitStatus:
+    def test_success_and_output(self) -> None:
+        result = run_now(Command("echo out; echo err >&2"))
+        assert result.status is Status.SUCCEEDED
+        assert (result.exit_code, result.signal, result.error) == (0, None, None)
+        assert result.output.data("stdout") == b"out\n"
+        assert result.output.data("stderr") == b"err\n"
+        assert result.pid is not None and result.duration >= 0
+        assert result.finished_at >= result.started_at
+
+    def test_failure_keeps_the_exit_code(self) -> None:
+        result = run_now(Command(["sh", "-c", "exit 7"]))
+        assert (result.status, result.exit_code) == (Status.FAILED, 7)
+
+    def test_death_by_signal_is_named(self) -> None:
+        result = run_now(Command("kill -SEGV $$"))
+        assert result.status is Status.FAILED
+        assert (result.exit_code, result.signal) == (None, "SIGSEGV")
+        assert result.shell_exit_code == 128 + signal.SIGSEGV
+
+    def test_cpu_time_of_the_tree_is_counted(self) -> None:
+        busy = "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"
+        result = run_now(Command(f"({busy}) & ({busy}); wait"))
+        assert result.cpu_user + result.cpu_system > 0.1
+        assert result.max_rss_kb > 0
+
+
+class TestProcessTree:
+    def test_timeout_kills_background_children_too(self, marker: Marker) -> None:
+        began = time.monotonic()
+        result = run_now(
+            Command(["bash", "-c", f"{marker.sleep()} & {marker.sleep()}"], timeout=1, kill_grace=5)
+        )
+        assert result.status is Status.TIMED_OUT
+        assert result.kill_signal == "SIGTERM"
+        assert result.signal == "SIGTERM"
+        assert result.shell_exit_code == 124
+        assert time.monotonic() - began < 1 + 5
+        assert marker.alive() == []
+
+    def test_main_exit_ends_leftovers_at_once(self, marker: Marker) -> None:
+        began = time.monotonic()
+        result = run_now(Command(["bash", "-c", f"{marker.sleep()} & echo started"]))
+        assert (result.status, result.exit_code) == (Status.SUCCEEDED, 0)
+        assert result.output.text() == "started\n"
+        assert time.monotonic() - began < 3
+        assert marker.alive() == []
+
+    def test_double_forked_setsid_escapee_is_killed(self, marker: Marker) -> None:
+        script = f"(setsid {marker.sleep()} > /dev/null 2>&1 &); {marker.sleep()}"
+        result = run_now(Command(["bash", "-c", script], timeout=1, kill_grace=3))
+        assert result.status is Status.TIMED_OUT
+        assert marker.alive() == []
+
+    def test_escapee_left_by_a_clean_exit_is_killed(self, marker: Marker) -> None:
+        script = f"(setsid sh -c '{marker.sleep()}' > /dev/null 2>&1 &); exit 0"
+        result = run_now(Command(["bash", "-c", script]))
+        assert result.status is Status.SUCCEEDED
+        assert marker.alive() == []
+
+    def test_sigterm_trap_gets_sigkill_after_grace(self, marker: Marker) -> None:
+        script = f"trap '' TERM; {marker.sleep()} & wait"
+        began = time.monotonic()
+        result = run_now(Command(["bash", "-c", script], timeout=0.5, kill_grace=1))
+        elapsed = time.monotonic() - began
+        assert result.status is Status.TIMED_OUT
+        assert result.kill_signal == "SIGKILL"
+        assert result.signal == "SIGKILL"
+        assert 1.4 <= elapsed < 5
+        assert marker.alive() == []
+
+    def test_grandchild_holding_the_pipe_does_not_hang(self, marker: Marker) -> None:
+        # The grandchild keeps stdout open; the run still ends when the main process does.
+        script = f"(setsid {marker.sleep()} &) ; echo done"
+        began = time.monotonic()
+        result = run_now(Command(["bash", "-c", script]))
+        assert result.status is Status.SUCCEEDED
+        assert result.output.text() == "done\n"
+        assert time.monotonic() - began < 3
+        assert marker.alive() == []
+
+    def test_explicit_kill(self, marker: Marker) -> None:
+        async def scenario() -> Result:
+            process = await start(Command(["bash", "-c", f"{marker.sleep()} & wait"]))
+            await asyncio.sleep(0.3)
+            return await process.kill()
+
+        result = asyncio.run(scenario())
+        assert result.status is Status.KILLED
+        assert marker.alive() == []
+
+    def test_cancelling_the_waiting_task_kills_the_tree(self, marker: Marker) -> None:
+        async def scenario() -> Result | None:
+            process = await start(Command(["bash", "-c", f"{marker.sleep()} & wait"]))
+            waiter = asyncio.create_task(process.wait())
+            await asyncio.sleep(0.3)
+            waiter.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            return process.result
+
+        result = asyncio.run(scenario())
+        assert result is not None and result.status is Status.KILLED
+        assert marker.alive() == []
+
+    def test_kill_mode_main_leaves_leftovers(self, marker: Marker) -> None:
+        result = run_now(
+            Command(
+                ["bash", "-c", f"{marker.sleep()} > /dev/null 2>&1 & echo ok"], kill_mode="main"
+            )
+        )
+        assert result.status is Status.SUCCEEDED
+        survivors = marker.alive()
+        assert len(survivors) == 1
+        os.kill(survivors[0], signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while marker.alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        reaper().reap_strays()
+
+    def test_environment_marks_the_run(self) -> None:
+        result = run_now(Command("echo $EVERCRON_RUN_ID", run_id="run-42"))
+        assert result.output.text() == "run-42\n"
+        assert result.run_id == "run-42"
+
+
+class TestOutput:
+    def test_chunks_reach_the_sink_in_order_with_offsets(self) -> None:
+        chunks: list[OutputChunk] = []
+        script = "printf a; sleep 0.05; printf bb >&2; sleep 0.05; printf ccc"
+        result = asyncio.run(run(Command(script), on_output=chunks.append))
+        assert [(c.stream, c.data) for c in chunks] == [
+            ("stdout", b"a"),
+            ("stderr", b"bb"),
+            ("stdout", b"ccc"),
+        ]
+        assert [c.offset for c in chunks] == [0, 1, 3]
+        assert result.output.data() == b"abbccc"
+
+    def test_binary_and_invalid_utf8_and_no_newline(self) -> None:
+        payload = bytes(range(256)) * 10
+        result = run_now(
+            Command(["python3", "-c", "import sys; sys.stdout.buffer.write(bytes(range(256))*10)"])
+        )
+        assert result.output.data() == payload
+        assert "\ufffd" in result.output.text()
+
+    def test_capture_keeps_head_and_tail_within_the_limit(self) -> None:
+        script = "python3 -c \"import sys; sys.stdout.write('A'*1000 + 'B'*100000 + 'C'*1000)\""
+        result = run_now(Command(script, max_output=2000))
+        assert result.output.total_bytes == 102000
+        assert result.output.truncated
+        kept = result.output.data()
+        assert kept == b"A" * 1000 + b"C" * 1000
+
+    def test_stdin_is_fed_and_closed(self) -> None:
+        data = os.urandom(300_000)
+        result = run_now(Command(["cat"], stdin=data, max_output=1_000_000))
+        assert result.output.data() == data
+
+    def test_stdin_is_empty_by_default(self) -> None:
+        result = run_now(Command(["cat"], timeout=5))
+        assert (result.status, result.output.total_bytes) == (Status.SUCCEEDED, 0)
+
+
+class TestSettings:
+    def test_cwd_env_and_clean_env(self, tmp_path: Path) -> None:
+        result = run_now(
+            Command(
+                "pwd; echo $ONE; echo ${HOME:-none}",
+                cwd=str(tmp_path),
+                env={"ONE": "1"},
+                inherit_env=False,
+            )
+        )
+        assert result.output.text().splitlines() == [str(tmp_path), "1", "none"]
+
+    def test_umask(self, tmp_path: Path) -> None:
+        run_now(Command("touch f", cwd=str(tmp_path), umask=0o077))
+        assert (tmp_path / "f").stat().st_mode & 0o777 == 0o600
+
+    def test_nice_and_limits_apply_before_the_command_runs(self) -> None:
+        result = run_now(
+            Command("nice; ulimit -n; ulimit -t", nice=7, limits={"nofile": 64, "cpu": (30, 40)})
+        )
+        assert result.output.text().splitlines() == ["7", "64", "30"]
+
+    def test_cpu_limit_ends_a_busy_command(self) -> None:
+        result = run_now(Command("while :; do :; done", limits={"cpu": 1}, timeout=20))
+        assert result.status is Status.FAILED
+        assert result.signal in ("SIGXCPU", "SIGKILL")
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason="switching user needs root")
+    def test_user_switch_as_root(self) -> None:
+        result = run_now(Command("id -un; id -gn; echo $HOME", user="nobody"))
+        lines = result.output.text().splitlines()
+        assert lines[0] == "nobody"
+        assert lines[2] == "/nonexistent"
+
+
+class TestStartFailures:
+    def test_not_found_is_127(self) -> None:
+        result = run_now(Command(["no-such-program-xyz"]))
+        assert (result.status, result.exit_code, result.pid) == (Status.FAILED, 127, None)
+        assert result.error == 'exec: "no-such-program-xyz": executable file not found in $PATH'
+
+    def test_not_found_by_path_is_127(self) -> None:
+        result = run_now(Command(["/nonexistent/tool"]))
+        assert result.exit_code == 127 and "no such file" in (result.error or "")
+
+    def test_not_executable_is_126(self, tmp_path: Path) -> None:
+        script = tmp_path / "script.sh"
+        script.write_text("echo hi\n")
+        result = run_now(Command([str(script)]))
+        assert (result.exit_code, result.error) == (126, f'exec: "{script}": permission denied')
+
+    def test_shell_reports_not_found_itself(self) -> None:
+        result = run_now(Command("no-such-program-xyz"))
+        assert result.exit_code == 127
+
+    def test_missing_cwd(self, tmp_path: Path) -> None:
+        result = run_now(Command(["true"], cwd=str(tmp_path / "gone")))
+        assert result.status is Status.FAILED and result.exit_code is None
+        assert result.error == f"chdir {tmp_path / 'gone'}: no such directory"
+        assert result.shell_exit_code == 125
+
+    @pytest.mark.skipif(os.geteuid() != 0, reason="user lookup happens only as root")
+    def test_unknown_user(self) -> None:
+        result = run_now(Command(["true"], user="no-such-user-xyz"))
+        assert result.error == 'unknown user "no-such-user-xyz"'
+
+    @pytest.mark.parametrize(
+        ("kwargs", "message"),
+        [
+            ({"args": ""}, "empty"),
+            ({"args": []}, "at least one"),
+            ({"args": "x", "timeout": 0}, "timeout"),
+            ({"args": "x", "kill_mode": "all"}, "kill_mode"),
+            ({"args": "x", "limits": {"rss": 1}}, 'unknown limit "rss"'),
+            ({"args": "x", "limits": {"nofile": (10, 5)}}, "above hard"),
+            ({"args": "x", "nice": 40}, "nice"),
+        ],
+    )
+    def test_bad_commands_are_rejected_clearly(
+        self, kwargs: dict[str, object], message: str
+    ) -> None:
+        with pytest.raises(ValueError, match=message):
+            Command(**kwargs)  # type: ignore[arg-type]
