@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 from dataclasses import dataclass
 
@@ -21,10 +20,10 @@ class ProcStat:
 def own_children() -> set[int]:
     """Pids of this process's direct children (every thread's, reparented ones included)."""
     children: set[int] = set()
-    for path in glob.glob("/proc/self/task/*/children"):
+    for task in os.listdir("/proc/self/task"):
         try:
-            with open(path, "rb") as file:
-                children.update(int(pid) for pid in file.read().split())
+            with open(f"/proc/self/task/{task}/children", "rb") as file:
+                children.update(map(int, file.read().split()))
         except OSError:  # the thread ended while we listed them
             continue
     return children

@@ -106,11 +106,18 @@ class Reaper:
         if not watch.future.done():
             watch.future.set_result(ExitInfo(pid, status, usage))
 
-    def reap_strays(self) -> None:
-        """Reap every dead child that is not ours to leave (see the module docstring)."""
+    def unwatched(self, children: set[int]) -> list[int]:
+        """The pids among `children` that are not our own commands' main processes."""
+        return [pid for pid in children if pid not in self._watches]
+
+    def reap_strays(self, candidates: list[int] | None = None) -> None:
+        """Reap every dead child that is not ours to leave (see the module docstring);
+        only among `candidates` (unwatched children) when given."""
         everything = os.getpid() == 1
         with self._lock:
-            for pid in own_children():
+            if candidates is None:
+                candidates = self.unwatched(own_children())
+            for pid in candidates:
                 if pid in self._watches:
                     continue
                 stat = read_stat(pid)
@@ -138,13 +145,30 @@ class Reaper:
             raise OSError(error, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(error)}")
         self._subreaper = True
 
+    def adopt(self, pid: int) -> None:
+        """Reap the stray `pid` (a living orphan left to run) as soon as it exits."""
+        loop = asyncio.get_running_loop()
+        try:
+            pidfd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            self.reap_strays()
+            return
+
+        def exited() -> None:
+            loop.remove_reader(pidfd)
+            os.close(pidfd)
+            self.reap_strays()
+
+        loop.add_reader(pidfd, exited)
+
     def _install_sigchld(self, loop: asyncio.AbstractEventLoop) -> None:
-        # Orphans that die outside a run's termination are reaped on SIGCHLD; signal
-        # handlers only work in the main thread, elsewhere the runs' own scans do it.
+        # As PID 1 every orphan of the container comes here: reap on SIGCHLD. Otherwise
+        # the runs' own scans and `adopt` suffice, and a SIGCHLD handler would only wake
+        # the loop once per exit (and overflow its wakeup pipe under a spawn storm).
         if id(loop) in self._loops_with_handler:
             return
         self._loops_with_handler.add(id(loop))
-        if threading.current_thread() is threading.main_thread():
+        if os.getpid() == 1 and threading.current_thread() is threading.main_thread():
             with contextlib.suppress(RuntimeError, ValueError, NotImplementedError):
                 loop.add_signal_handler(signal.SIGCHLD, self.reap_strays)
 

@@ -140,6 +140,9 @@ class RunningProcess:
                 kill_signal = await self._termination
             elif self.command.kill_mode == "group":
                 await self._tree.terminate(self.command.kill_grace)  # leftovers of a clean exit
+            else:
+                for pid in self._tree.strays():  # left to run: reaped when they end
+                    self._reaper.adopt(pid)
             group = self.command.kill_mode == "group"
             await self._pipes.wait_closed(_EOF_WAIT_GROUP if group else _EOF_WAIT_MAIN)
         finally:

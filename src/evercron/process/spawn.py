@@ -43,9 +43,12 @@ def start_process(command: Command, run_id: str) -> subprocess.Popen[bytes]:
     cwd = command.cwd
     if cwd is not None and not os.path.isdir(cwd):
         raise SpawnError(f"chdir {cwd}: no such directory")
-    argv = command.argv
-    _check_executable(argv[0], env.get("PATH", _DEFAULT_PATH), cwd)
-    argv = _wrappers(command) + argv
+    program = command.argv[0]
+    wrappers = _wrappers(command)
+    if wrappers:  # the wrapper would hide a missing program behind its own exit code
+        path = env.get(b"PATH", _DEFAULT_PATH.encode()).decode(errors="surrogateescape")
+        _check_executable(program, path, cwd)
+    argv = wrappers + command.argv
     try:
         return subprocess.Popen(
             argv,
@@ -62,22 +65,32 @@ def start_process(command: Command, run_id: str) -> subprocess.Popen[bytes]:
             extra_groups=identity.extra_groups,
         )
     except FileNotFoundError:
-        raise SpawnError(f'exec: "{argv[0]}": no such file or directory', 127) from None
+        if "/" in program:
+            raise SpawnError(f'exec: "{program}": no such file or directory', 127) from None
+        raise SpawnError(f'exec: "{program}": executable file not found in $PATH', 127) from None
     except PermissionError:
-        raise SpawnError(f'exec: "{argv[0]}": permission denied', 126) from None
+        raise SpawnError(f'exec: "{program}": permission denied', 126) from None
     except OSError as error:
-        raise SpawnError(f'exec: "{argv[0]}": {error.strerror or error}', 126) from None
+        raise SpawnError(f'exec: "{program}": {error.strerror or error}', 126) from None
 
 
-def _environment(command: Command, run_id: str) -> tuple[dict[str, str], _Identity]:
-    env = dict(os.environ) if command.inherit_env else {}
+def _environment(command: Command, run_id: str) -> tuple[dict[bytes, bytes], _Identity]:
+    # Built as bytes from os.environb: a str copy of os.environ decodes and re-encodes every
+    # variable on every run, which costs more than the fork itself.
+    env = dict(os.environb) if command.inherit_env else {}
     identity = _identity(command)
+    overrides = dict(command.env)
     if command.user is not None:
         entry = pwd.getpwnam(command.user)
-        env.update(HOME=entry.pw_dir, USER=entry.pw_name, LOGNAME=entry.pw_name)
-    env.update(command.env)
-    env.setdefault("PATH", _DEFAULT_PATH)
-    env["EVERCRON_RUN_ID"] = run_id
+        overrides = {
+            "HOME": entry.pw_dir,
+            "USER": entry.pw_name,
+            "LOGNAME": entry.pw_name,
+            **overrides,
+        }
+    env.update((os.fsencode(k), os.fsencode(v)) for k, v in overrides.items())
+    env.setdefault(b"PATH", _DEFAULT_PATH.encode())
+    env[b"EVERCRON_RUN_ID"] = run_id.encode()
     return env, identity
 
 

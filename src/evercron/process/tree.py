@@ -38,11 +38,14 @@ class ProcessTree:
         """Pids recognized as this run's strays so far (alive or not)."""
         return frozenset(self._known)
 
-    def strays(self) -> list[int]:
-        """Living descendants that were reparented to us (outside the group or not)."""
+    def strays(self, candidates: list[int] | None = None) -> list[int]:
+        """Living descendants that were reparented to us (outside the group or not), among
+        `candidates` (our unwatched children) when given."""
+        if candidates is None:
+            candidates = self._reaper.unwatched(own_children())
         found = []
-        for pid in own_children():
-            if pid == self.main_pid or self._reaper.is_watched(pid):
+        for pid in candidates:
+            if pid == self.main_pid:
                 continue
             stat = read_stat(pid)
             if stat is None or stat.state in ("Z", "X"):
@@ -69,9 +72,13 @@ class ProcessTree:
         return True
 
     def alive(self) -> bool:
-        """Whether anything of the tree is left."""
-        self._reaper.reap_strays()
-        return self.group_alive() or bool(self.strays())
+        """Whether anything of the tree is left (reaping its dead strays on the way)."""
+        candidates = self._reaper.unwatched(own_children())
+        if candidates:
+            self._reaper.reap_strays(candidates)
+            if self.strays(candidates):
+                return True
+        return self.group_alive()
 
     def signal(self, signum: int, main_only: bool = False) -> None:
         """Send `signum` to the main process only, or to the group and every stray."""
