@@ -1,7 +1,8 @@
 """Benchmark: spawning commands through evercron vs subprocess and raw asyncio, one process.
 
-Runs per second for `true` and `/bin/sh -c true`: evercron with full capture (its output
-pipes, sink and bounded buffers), `asyncio.create_subprocess_exec` with a stdout pipe, and
+Runs per second for `true` and `/bin/sh -c true` (all in runs/s): evercron with full
+capture (its output pipes, sink and bounded buffers), by default (a cgroup per run where
+possible) and with `tracking="session"`, `asyncio.create_subprocess_exec` with a stdout pipe, and
 `subprocess.run` with captured stdout; then the memory each idle running command costs
 evercron. Median of --repeats rounds, the methods interleaved within each round.
 
@@ -23,6 +24,7 @@ from collections.abc import Awaitable, Callable
 
 from evercron.process import Command, OutputChunk, RunningProcess, start
 from evercron.process import run as evercron_run
+from evercron.process.cgroup import discover
 
 COMMANDS = {"true": ["true"], "sh -c true": ["/bin/sh", "-c", "true"]}
 
@@ -30,6 +32,12 @@ COMMANDS = {"true": ["true"], "sh -c true": ["/bin/sh", "-c", "true"]}
 async def via_evercron(argv: list[str]) -> None:
     chunks: list[OutputChunk] = []
     result = await evercron_run(Command(argv), on_output=chunks.append)
+    assert result.exit_code == 0
+
+
+async def via_evercron_session(argv: list[str]) -> None:
+    chunks: list[OutputChunk] = []
+    result = await evercron_run(Command(argv, tracking="session"), on_output=chunks.append)
     assert result.exit_code == 0
 
 
@@ -46,6 +54,7 @@ async def via_subprocess(argv: list[str]) -> None:
 Method = Callable[[list[str]], Awaitable[None]]
 METHODS: dict[str, tuple[Method, bool]] = {
     "evercron": (via_evercron, True),
+    "evercron session": (via_evercron_session, True),
     "asyncio": (via_asyncio, True),
     "subprocess.run": (via_subprocess, False),
 }
@@ -103,10 +112,13 @@ async def main() -> None:
     )
     await rate(via_evercron, ["true"], 50, 4)  # warm up both paths
     await rate(via_asyncio, ["true"], 50, 4)
+    cgroups = "a cgroup per run" if discover() is not None else "no cgroups on this machine"
+    print(f"evercron default: {cgroups}; evercron session: tracking='session'\n")
     print(
-        "| command | evercron runs/s | asyncio runs/s | subprocess.run runs/s | evercron / asyncio |"
+        "| command | evercron | evercron session | asyncio | subprocess.run "
+        "| evercron / asyncio | session / asyncio |"
     )
-    print("|---|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for label, argv in COMMANDS.items():
         samples: dict[str, list[float]] = {name: [] for name in METHODS}
         for _ in range(args.repeats):
@@ -115,8 +127,11 @@ async def main() -> None:
                 samples[name].append(
                     await rate(method, argv, runs, args.concurrency if concurrent else 1)
                 )
-        ours, raw, blocking = (statistics.median(samples[n]) for n in METHODS)
-        print(f"| `{label}` | {ours:.0f} | {raw:.0f} | {blocking:.0f} | {ours / raw:.0%} |")
+        ours, session, raw, blocking = (statistics.median(samples[n]) for n in METHODS)
+        print(
+            f"| `{label}` | {ours:.0f} | {session:.0f} | {raw:.0f} | {blocking:.0f} "
+            f"| {ours / raw:.0%} | {session / raw:.0%} |"
+        )
     heap, rss = await idle_memory(500)
     print(f"\nidle running command (500 `sleep`): {heap:.1f} KB Python heap, {rss:.1f} KB RSS each")
 

@@ -15,7 +15,7 @@ _counter = itertools.count(1)
 
 
 def processes_with(marker: str) -> list[int]:
-    """Pids of live (non-zombie) processes whose command line contains `marker`."""
+    """Pids of live (non-zombie) `sleep` processes whose command line contains `marker`."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
@@ -23,9 +23,10 @@ def processes_with(marker: str) -> list[int]:
         try:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ")
             state = (entry / "stat").read_bytes().rsplit(b")", 1)[1].split()[0]
+            name = (entry / "comm").read_bytes().strip()
         except OSError:
             continue
-        if marker.encode() in cmdline and state != b"Z":
+        if name == b"sleep" and marker.encode() in cmdline and state != b"Z":
             found.append(int(entry.name))
     return found
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from tests.helpers import EVERCRON, run_cli
 from tests.process.conftest import Marker
@@ -53,13 +54,15 @@ def test_death_by_signal_is_128_plus_n() -> None:
     assert done.returncode == 128 + signal.SIGTERM
 
 
-def test_start_failures() -> None:
+def test_start_failures(tmp_path: Path) -> None:
     missing = run_cli("run", "--", "no-such-program-xyz")
     assert missing.returncode == 127
     assert missing.stderr == (
         'evercron: error: exec: "no-such-program-xyz": executable file not found in $PATH\n'
     )
-    assert run_cli("run", "--", "/etc/hostname").returncode == 126
+    plain_file = tmp_path / "not-executable"
+    plain_file.write_text("echo hi\n")
+    assert run_cli("run", "--", str(plain_file)).returncode == 126
 
 
 def test_bad_durations_are_usage_errors() -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from evercron.process import Command, OutputChunk, Result, Status, run, start
+from evercron.process.cgroup import discover
 from evercron.process.reaper import reaper
 from tests.process.conftest import Marker
 
@@ -47,11 +48,24 @@ class TestExitStatus:
         assert result.max_rss_kb > 0
 
 
+@pytest.fixture(params=["auto", "session"])
+def tracking(request: pytest.FixtureRequest) -> str:
+    """Both ways of finding a run's tree: a cgroup per run (where possible) and session."""
+    if request.param == "auto" and discover() is None:
+        pytest.skip("no writable cgroup v2 here: 'auto' is the same as 'session'")
+    return str(request.param)
+
+
 class TestProcessTree:
-    def test_timeout_kills_background_children_too(self, marker: Marker) -> None:
+    def test_timeout_kills_background_children_too(self, marker: Marker, tracking: str) -> None:
         began = time.monotonic()
         result = run_now(
-            Command(["bash", "-c", f"{marker.sleep()} & {marker.sleep()}"], timeout=1, kill_grace=5)
+            Command(
+                tracking=tracking,
+                args=["bash", "-c", f"{marker.sleep()} & {marker.sleep()}"],
+                timeout=1,
+                kill_grace=5,
+            )
         )
         assert result.status is Status.TIMED_OUT
         assert result.kill_signal == "SIGTERM"
@@ -60,30 +74,36 @@ class TestProcessTree:
         assert time.monotonic() - began < 1 + 5
         assert marker.alive() == []
 
-    def test_main_exit_ends_leftovers_at_once(self, marker: Marker) -> None:
+    def test_main_exit_ends_leftovers_at_once(self, marker: Marker, tracking: str) -> None:
         began = time.monotonic()
-        result = run_now(Command(["bash", "-c", f"{marker.sleep()} & echo started"]))
+        result = run_now(
+            Command(tracking=tracking, args=["bash", "-c", f"{marker.sleep()} & echo started"])
+        )
         assert (result.status, result.exit_code) == (Status.SUCCEEDED, 0)
         assert result.output.text() == "started\n"
         assert time.monotonic() - began < 3
         assert marker.alive() == []
 
-    def test_double_forked_setsid_escapee_is_killed(self, marker: Marker) -> None:
+    def test_double_forked_setsid_escapee_is_killed(self, marker: Marker, tracking: str) -> None:
         script = f"(setsid {marker.sleep()} > /dev/null 2>&1 &); {marker.sleep()}"
-        result = run_now(Command(["bash", "-c", script], timeout=1, kill_grace=3))
+        result = run_now(
+            Command(tracking=tracking, args=["bash", "-c", script], timeout=1, kill_grace=3)
+        )
         assert result.status is Status.TIMED_OUT
         assert marker.alive() == []
 
-    def test_escapee_left_by_a_clean_exit_is_killed(self, marker: Marker) -> None:
+    def test_escapee_left_by_a_clean_exit_is_killed(self, marker: Marker, tracking: str) -> None:
         script = f"(setsid sh -c '{marker.sleep()}' > /dev/null 2>&1 &); exit 0"
-        result = run_now(Command(["bash", "-c", script]))
+        result = run_now(Command(tracking=tracking, args=["bash", "-c", script]))
         assert result.status is Status.SUCCEEDED
         assert marker.alive() == []
 
-    def test_sigterm_trap_gets_sigkill_after_grace(self, marker: Marker) -> None:
+    def test_sigterm_trap_gets_sigkill_after_grace(self, marker: Marker, tracking: str) -> None:
         script = f"trap '' TERM; {marker.sleep()} & wait"
         began = time.monotonic()
-        result = run_now(Command(["bash", "-c", script], timeout=0.5, kill_grace=1))
+        result = run_now(
+            Command(tracking=tracking, args=["bash", "-c", script], timeout=0.5, kill_grace=1)
+        )
         elapsed = time.monotonic() - began
         assert result.status is Status.TIMED_OUT
         assert result.kill_signal == "SIGKILL"
@@ -91,19 +111,21 @@ class TestProcessTree:
         assert 1.4 <= elapsed < 5
         assert marker.alive() == []
 
-    def test_grandchild_holding_the_pipe_does_not_hang(self, marker: Marker) -> None:
+    def test_grandchild_holding_the_pipe_does_not_hang(self, marker: Marker, tracking: str) -> None:
         # The grandchild keeps stdout open; the run still ends when the main process does.
         script = f"(setsid {marker.sleep()} &) ; echo done"
         began = time.monotonic()
-        result = run_now(Command(["bash", "-c", script]))
+        result = run_now(Command(tracking=tracking, args=["bash", "-c", script]))
         assert result.status is Status.SUCCEEDED
         assert result.output.text() == "done\n"
         assert time.monotonic() - began < 3
         assert marker.alive() == []
 
-    def test_explicit_kill(self, marker: Marker) -> None:
+    def test_explicit_kill(self, marker: Marker, tracking: str) -> None:
         async def scenario() -> Result:
-            process = await start(Command(["bash", "-c", f"{marker.sleep()} & wait"]))
+            process = await start(
+                Command(tracking=tracking, args=["bash", "-c", f"{marker.sleep()} & wait"])
+            )
             await asyncio.sleep(0.3)
             return await process.kill()
 
@@ -111,9 +133,13 @@ class TestProcessTree:
         assert result.status is Status.KILLED
         assert marker.alive() == []
 
-    def test_cancelling_the_waiting_task_kills_the_tree(self, marker: Marker) -> None:
+    def test_cancelling_the_waiting_task_kills_the_tree(
+        self, marker: Marker, tracking: str
+    ) -> None:
         async def scenario() -> Result | None:
-            process = await start(Command(["bash", "-c", f"{marker.sleep()} & wait"]))
+            process = await start(
+                Command(tracking=tracking, args=["bash", "-c", f"{marker.sleep()} & wait"])
+            )
             waiter = asyncio.create_task(process.wait())
             await asyncio.sleep(0.3)
             waiter.cancel()
@@ -125,10 +151,12 @@ class TestProcessTree:
         assert result is not None and result.status is Status.KILLED
         assert marker.alive() == []
 
-    def test_kill_mode_main_leaves_leftovers(self, marker: Marker) -> None:
+    def test_kill_mode_main_leaves_leftovers(self, marker: Marker, tracking: str) -> None:
         result = run_now(
             Command(
-                ["bash", "-c", f"{marker.sleep()} > /dev/null 2>&1 & echo ok"], kill_mode="main"
+                tracking=tracking,
+                args=["bash", "-c", f"{marker.sleep()} > /dev/null 2>&1 & echo ok"],
+                kill_mode="main",
             )
         )
         assert result.status is Status.SUCCEEDED
@@ -140,10 +168,26 @@ class TestProcessTree:
             time.sleep(0.01)
         reaper().reap_strays()
 
-    def test_environment_marks_the_run(self) -> None:
-        result = run_now(Command("echo $EVERCRON_RUN_ID", run_id="run-42"))
+    def test_environment_marks_the_run(self, tracking: str) -> None:
+        result = run_now(Command(tracking=tracking, args="echo $EVERCRON_RUN_ID", run_id="run-42"))
         assert result.output.text() == "run-42\n"
         assert result.run_id == "run-42"
+
+    def test_cgroup_catches_an_escapee_with_a_cleared_environment(self, marker: Marker) -> None:
+        if discover() is None:
+            pytest.skip("needs a writable cgroup v2 (per-run cgroups)")
+        script = f"(setsid env -i {marker.sleep()} > /dev/null 2>&1 &); exit 0"
+        result = run_now(Command(["bash", "-c", script]))
+        assert result.status is Status.SUCCEEDED
+        assert marker.alive() == []
+
+    def test_cgroup_cpu_accounting_covers_escapees(self) -> None:
+        if discover() is None:
+            pytest.skip("needs a writable cgroup v2 (per-run cgroups)")
+        busy = "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"
+        script = f"setsid sh -c '{busy}' & wait"
+        result = run_now(Command(["bash", "-c", script]))
+        assert result.cpu_user + result.cpu_system > 0.2
 
 
 class TestOutput:

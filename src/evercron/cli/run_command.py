@@ -9,7 +9,7 @@ import sys
 import click
 
 from evercron.cli.errors import CliError
-from evercron.process import Command, OutputChunk, Result, Status, start
+from evercron.process import Command, OutputChunk, Result, RunningProcess, Status, start
 from evercron.units import parse_duration
 
 _INTERRUPT_EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -73,16 +73,21 @@ def run_command(
 
 async def _run(spec: Command) -> tuple[Result, signal.Signals | None]:
     loop = asyncio.get_running_loop()
-    process = await start(spec, _pass_through)
     interrupted: list[signal.Signals] = []
+    process: RunningProcess | None = None
     killing: list[asyncio.Task[Result]] = []
 
     def on_signal(signum: signal.Signals) -> None:
         interrupted.append(signum)
-        killing.append(loop.create_task(process.kill()))
+        if process is not None:
+            killing.append(loop.create_task(process.kill()))
 
+    # Handlers first: a signal that arrives while the command starts still ends its tree.
     for signum in _INTERRUPT_EXIT:
         loop.add_signal_handler(signum, on_signal, signum)
+    process = await start(spec, _pass_through)
+    if interrupted:
+        killing.append(loop.create_task(process.kill()))
     result = await process.wait()
     if interrupted and result.status is not Status.KILLED:
         interrupted.clear()  # it ended on its own before the signal took effect

@@ -14,7 +14,7 @@ descendants of commands come back to it and are ended and reaped.
 from evercron.process.capture import CapturedOutput, OutputChunk, Stream
 from evercron.process.result import Result, Status
 from evercron.process.runner import OutputSink, RunningProcess, run, start
-from evercron.process.spec import LIMITS, Command, KillMode
+from evercron.process.spec import LIMITS, Command, KillMode, Tracking
 
 __all__ = [
     "LIMITS",
@@ -27,6 +27,7 @@ __all__ = [
     "RunningProcess",
     "Status",
     "Stream",
+    "Tracking",
     "run",
     "start",
 ]

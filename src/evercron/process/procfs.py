@@ -56,9 +56,13 @@ def read_environ(pid: int) -> bytes:
         return b""
 
 
-def has_environ_entry(pid: int, entry: bytes) -> bool:
-    """Whether `KEY=value` (as bytes) is exactly one of the process's environment entries."""
-    return entry in read_environ(pid).split(b"\0")
+def environ_has(pid: int, entry: bytes) -> bool | None:
+    """Whether `KEY=value` (as bytes) is one of the process's environment entries; None
+    when the environment cannot be read (or is empty, as in the middle of an exec)."""
+    environ = read_environ(pid)
+    if not environ:
+        return None
+    return entry in environ.split(b"\0")
 
 
 def is_linux() -> bool:

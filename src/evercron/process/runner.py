@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 
 from evercron.process.capture import OutputCapture, OutputChunk, Stream
+from evercron.process.cgroup import discover
 from evercron.process.pipes import ChildPipes
 from evercron.process.procfs import is_linux
 from evercron.process.reaper import ExitInfo, reaper
@@ -73,17 +74,21 @@ class RunningProcess:
         self._max_rss_kb = 0
         self._deadline: asyncio.TimerHandle | None = None
         self._reaper = reaper()
+        self._cgroups = discover() if command.tracking == "auto" else None
+        self._cgroup = self._cgroups.acquire() if self._cgroups is not None else None
         try:
             self._reaper.become_subreaper()
             with self._reaper.spawning():
-                popen = start_process(command, self.run_id)
+                popen = start_process(command, self.run_id, self._cgroup)
                 self.pid = popen.pid
                 main_exit = self._reaper.watch(popen.pid)
         except SpawnError as error:
+            if self._cgroups is not None and self._cgroup is not None:
+                self._cgroups.release(self._cgroup, empty=True)
             self._finish_unstarted(error.message, error.exit_code)
             return
         self._popen = popen
-        self._tree = ProcessTree(popen.pid, self.run_id, self._reaper, self._account)
+        self._tree = ProcessTree(popen.pid, self.run_id, self._reaper, self._account, self._cgroup)
         self._reaper.account(popen.pid, None, self._account)
         self._pipes = ChildPipes(popen, command.stdin, self._on_data)
         if command.timeout is not None:
@@ -145,7 +150,14 @@ class RunningProcess:
                     self._reaper.adopt(pid)
             group = self.command.kill_mode == "group"
             await self._pipes.wait_closed(_EOF_WAIT_GROUP if group else _EOF_WAIT_MAIN)
+            if self._cgroup is not None:
+                exact = self._cgroup.cpu_times()
+                if exact is not None:
+                    self._cpu_user, self._cpu_system = exact
         finally:
+            if self._cgroups is not None and self._cgroup is not None:
+                gone = self._main_exited and self.command.kill_mode == "group"
+                self._cgroups.release(self._cgroup, empty=gone)
             self._reaper.account(self.pid, None, None)
             for pid in self._tree.known_strays:
                 self._reaper.account(None, pid, None)

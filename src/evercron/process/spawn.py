@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
+from evercron.process.cgroup import RunCgroup
 from evercron.process.spec import Command, Limit
 
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -37,14 +38,21 @@ class _Identity:
     extra_groups: list[int] | None = None
 
 
-def start_process(command: Command, run_id: str) -> subprocess.Popen[bytes]:
-    """Start `command` in a new session with piped output; raise `SpawnError` on failure."""
+def start_process(
+    command: Command, run_id: str, cgroup: RunCgroup | None = None
+) -> subprocess.Popen[bytes]:
+    """Start `command` in a new session (and `cgroup`) with piped output; raise
+    `SpawnError` on failure."""
     env, identity = _environment(command, run_id)
     cwd = command.cwd
     if cwd is not None and not os.path.isdir(cwd):
         raise SpawnError(f"chdir {cwd}: no such directory")
     program = command.argv[0]
     wrappers = _wrappers(command)
+    if cgroup is not None:
+        # The cgroup is joined by a root shell first; the user switch must come after it.
+        wrappers = cgroup.join_prefix() + _switch_identity(identity) + wrappers
+        identity = _Identity()
     if wrappers:  # the wrapper would hide a missing program behind its own exit code
         path = env.get(b"PATH", _DEFAULT_PATH.encode()).decode(errors="surrogateescape")
         _check_executable(program, path, cwd)
@@ -136,6 +144,20 @@ def _wrappers(command: Command) -> list[str]:
         prefix += [f"--{name}={_limit_text(value)}" for name, value in command.limits.items()]
         prefix.append("--")
     return prefix
+
+
+def _switch_identity(identity: _Identity) -> list[str]:
+    if identity.user is None and identity.group is None:
+        return []
+    argv = [_tool("setpriv", "util-linux")]
+    if identity.user is not None:
+        argv.append(f"--reuid={identity.user}")
+    if identity.group is not None:
+        argv.append(f"--regid={identity.group}")
+    if identity.extra_groups is not None:
+        groups = ",".join(map(str, identity.extra_groups))
+        argv.append(f"--groups={groups}" if groups else "--clear-groups")
+    return [*argv, "--"]
 
 
 def _limit_text(value: Limit) -> str:

@@ -7,6 +7,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+Tracking = Literal["auto", "session"]
+"""How a run's process tree is found: `auto` (default) uses a cgroup v2 group per run where
+one can be created (exact, nothing escapes) and falls back to `session`: the run's session
+plus orphans recognized by session or `EVERCRON_RUN_ID` (no extra exec per run)."""
+
 KillMode = Literal["group", "main"]
 """`group` (default): when the main process exits, every descendant still alive is ended.
 `main`: only the main process is ever signalled; leftovers survive (systemd KillMode=process).
@@ -58,6 +63,7 @@ class Command:
     kill_grace: float = DEFAULT_KILL_GRACE
     max_output: int = DEFAULT_MAX_OUTPUT
     kill_mode: KillMode = "group"
+    tracking: Tracking = "auto"
     run_id: str | None = None
 
     def __post_init__(self) -> None:
@@ -72,6 +78,8 @@ class Command:
             raise ValueError(f"kill_grace must be >= 0 seconds, got {self.kill_grace}")
         if self.max_output < 0:
             raise ValueError(f"max_output must be >= 0 bytes, got {self.max_output}")
+        if self.tracking not in ("auto", "session"):
+            raise ValueError(f'tracking must be "auto" or "session", got {self.tracking!r}')
         if self.kill_mode not in ("group", "main"):
             raise ValueError(f'kill_mode must be "group" or "main", got {self.kill_mode!r}')
         if self.umask is not None and not 0 <= self.umask <= 0o777:

@@ -1,9 +1,10 @@
 """A run's process tree, and ending it: SIGTERM, grace, SIGKILL, until nothing is left.
 
-The tree is the run's process group (its main process leads a new session) plus the
-descendants that left it: they come back to us as orphans (we are a child subreaper) and
-are recognized among our own children only, by the run's session id or by
-`EVERCRON_RUN_ID` in their environment - never by a scan of all of /proc.
+With a cgroup (see `cgroup.py`) the tree is exactly the cgroup's processes. Without one,
+it is the run's process group (its main process leads a new session) plus the descendants
+that left it: they come back to us as orphans (we are a child subreaper) and are
+recognized among our own children only, by the run's session id or by `EVERCRON_RUN_ID`
+in their environment - never by a scan of all of /proc.
 """
 
 from __future__ import annotations
@@ -14,24 +15,34 @@ import os
 import signal
 import time
 
-from evercron.process.procfs import has_environ_entry, own_children, read_stat
+from evercron.process.cgroup import RunCgroup
+from evercron.process.procfs import environ_has, own_children, read_stat
 from evercron.process.reaper import Accountant, Reaper
 
 _POLL_FIRST = 0.002
 _POLL_MAX = 0.05
+_UNDECIDED_CHECKS = 10
 
 
 class ProcessTree:
     """The processes of one run, led by `main_pid` (which is also its group and session)."""
 
     def __init__(
-        self, main_pid: int, run_id: str, reaper: Reaper, accountant: Accountant | None = None
+        self,
+        main_pid: int,
+        run_id: str,
+        reaper: Reaper,
+        accountant: Accountant | None = None,
+        cgroup: RunCgroup | None = None,
     ) -> None:
         self.main_pid = main_pid
+        self.cgroup = cgroup
         self._marker = f"EVERCRON_RUN_ID={run_id}".encode()
         self._reaper = reaper
         self._accountant = accountant
         self._known: set[int] = set()
+        self._undecided: dict[int, int] = {}
+        self._own_session = os.getsid(0)
 
     @property
     def known_strays(self) -> frozenset[int]:
@@ -41,6 +52,8 @@ class ProcessTree:
     def strays(self, candidates: list[int] | None = None) -> list[int]:
         """Living descendants that were reparented to us (outside the group or not), among
         `candidates` (our unwatched children) when given."""
+        if self.cgroup is not None:  # exact: nothing leaves its cgroup
+            return [pid for pid in self.cgroup.pids() if pid != self.main_pid]
         if candidates is None:
             candidates = self._reaper.unwatched(own_children())
         found = []
@@ -50,11 +63,15 @@ class ProcessTree:
             stat = read_stat(pid)
             if stat is None or stat.state in ("Z", "X"):
                 continue
-            if (
-                pid in self._known
-                or stat.session == self.main_pid
-                or has_environ_entry(pid, self._marker)
-            ):
+            if pid in self._known or stat.session == self.main_pid:
+                belongs: bool | None = True
+            else:
+                belongs = environ_has(pid, self._marker)
+            if belongs is None and stat.session != self._own_session:
+                # Unreadable right now (e.g. in the middle of an exec): look again soon.
+                self._undecided[pid] = self._undecided.get(pid, 0) + 1
+            if belongs:
+                self._undecided.pop(pid, None)
                 if pid not in self._known:
                     self._known.add(pid)
                     self._reaper.account(None, pid, self._accountant)
@@ -72,16 +89,26 @@ class ProcessTree:
         return True
 
     def alive(self) -> bool:
-        """Whether anything of the tree is left (reaping its dead strays on the way)."""
+        """Whether anything of the tree is left (reaping its dead strays on the way).
+
+        A child whose environment cannot be read yet counts as alive for a few checks, so
+        that an escapee caught in the middle of an exec is not missed."""
         candidates = self._reaper.unwatched(own_children())
         if candidates:
             self._reaper.reap_strays(candidates)
-            if self.strays(candidates):
-                return True
+        if self.cgroup is not None:
+            return self.cgroup.populated()
+        if candidates and self.strays(candidates):
+            return True
+        living = set(candidates)
+        if any(p in living and n <= _UNDECIDED_CHECKS for p, n in self._undecided.items()):
+            return True
         return self.group_alive()
 
     def signal(self, signum: int, main_only: bool = False) -> None:
         """Send `signum` to the main process only, or to the group and every stray."""
+        if self.cgroup is not None and not main_only:
+            self.cgroup.signal(signum)
         targets = [] if main_only else self.strays()
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if main_only:

@@ -1,0 +1,169 @@
+"""A cgroup v2 group per run, where this machine lets us create one.
+
+Inside its cgroup a run cannot escape (setsid, double fork, a cleared environment: all
+still counted), `cgroup.kill` ends every process at once, and `cpu.stat` is the exact CPU
+of the whole tree. Groups are made below this process's own cgroup, in `evercron-runs/`;
+when that is not writable (no cgroup v2, no delegation, not root) `discover()` returns
+None and runs are tracked by session and `EVERCRON_RUN_ID` instead. Setting the
+environment variable `EVERCRON_CGROUPS=off` forces that fallback.
+
+A command joins its cgroup before it runs: it is started through `/bin/sh -c`, which
+writes its own pid to `cgroup.procs` and then execs the command (Python cannot clone into
+a cgroup, and moving the process after it started would miss children it already forked).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+import signal
+from pathlib import Path
+
+_JOIN_SCRIPT = 'echo $$ > "$0" && exec "$@"'
+_POOL_SIZE = 64
+
+
+class RunCgroup:
+    """One run's cgroup directory (reused by later runs once empty)."""
+
+    def __init__(self, path: Path, cpu_before: tuple[float, float] | None = None) -> None:
+        self.path = path
+        self._cpu_before = cpu_before or self._read_cpu() or (0.0, 0.0)
+        self._cpu_after: tuple[float, float] | None = None
+
+    def join_prefix(self) -> list[str]:
+        """Arguments that make the command join this cgroup before it execs."""
+        return ["/bin/sh", "-c", _JOIN_SCRIPT, str(self.path / "cgroup.procs")]
+
+    def pids(self) -> list[int]:
+        """Processes in the group (exited ones are not)."""
+        try:
+            return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
+        except OSError:
+            return []
+
+    def populated(self) -> bool:
+        """Whether any process is left in the group."""
+        try:
+            events = (self.path / "cgroup.events").read_text()
+        except OSError:
+            return bool(self.pids())
+        return "populated 1" in events
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to every process in the group (`cgroup.kill` for SIGKILL)."""
+        if signum == signal.SIGKILL and (self.path / "cgroup.kill").exists():
+            with contextlib.suppress(OSError):
+                (self.path / "cgroup.kill").write_text("1")
+                return
+        for pid in self.pids():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+
+    def cpu_times(self) -> tuple[float, float] | None:
+        """User and system CPU seconds of everything that ran in the group for this run."""
+        now = self._cpu_after = self._read_cpu()
+        if now is None:
+            return None
+        return now[0] - self._cpu_before[0], now[1] - self._cpu_before[1]
+
+    @property
+    def cpu_reading(self) -> tuple[float, float] | None:
+        """The group's total CPU at the last `cpu_times()` call (the next run's baseline)."""
+        return self._cpu_after
+
+    def _read_cpu(self) -> tuple[float, float] | None:
+        try:
+            lines = (self.path / "cpu.stat").read_text().split("\n")
+        except OSError:
+            return None
+        stats = dict(line.split() for line in lines if line.count(" ") == 1)
+        if "user_usec" not in stats or "system_usec" not in stats:
+            return None
+        return int(stats["user_usec"]) / 1e6, int(stats["system_usec"]) / 1e6
+
+
+class CgroupRoot:
+    """The directory below which run cgroups live. Empty groups are kept in a small pool
+    and reused: creating a cgroup and moving the first process into it costs far more than
+    joining one that exists."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._idle: list[tuple[Path, tuple[float, float] | None]] = []
+        self._numbers = itertools.count(1)
+
+    def acquire(self) -> RunCgroup | None:
+        """An empty cgroup for one run, or None if none can be made."""
+        while self._idle:
+            path, cpu = self._idle.pop()
+            if path.is_dir():
+                return RunCgroup(path, cpu)
+        path = self.path / f"{os.getpid()}-{next(self._numbers)}"
+        try:
+            path.mkdir()
+        except OSError:
+            return None
+        return RunCgroup(path)
+
+    def release(self, cgroup: RunCgroup, empty: bool) -> None:
+        """Give back a run's cgroup (`empty`: known to have no process left): pooled,
+        else removed."""
+        if len(self._idle) < _POOL_SIZE and (empty or not cgroup.populated()):
+            self._idle.append((cgroup.path, cgroup.cpu_reading))
+        else:
+            with contextlib.suppress(OSError):
+                cgroup.path.rmdir()
+
+
+_discovered: dict[str, CgroupRoot | None] = {}
+
+
+def discover() -> CgroupRoot | None:
+    """The per-run cgroup root of this process, or None when runs cannot have cgroups."""
+    if os.environ.get("EVERCRON_CGROUPS", "").lower() in ("0", "off", "no", "false"):
+        return None
+    key = str(os.getpid())  # a forked child has its own answer
+    if key not in _discovered:
+        _discovered[key] = _find_root()
+    return _discovered[key]
+
+
+def _find_root() -> CgroupRoot | None:
+    mount = _cgroup2_mount()
+    own = _own_cgroup()
+    if mount is None or own is None:
+        return None
+    root = Path(mount) / own.lstrip("/") / "evercron-runs"
+    try:
+        root.mkdir(exist_ok=True)
+        probe = root / f"probe-{os.getpid()}"
+        probe.mkdir(exist_ok=True)
+        probe.rmdir()
+    except OSError:
+        return None
+    return CgroupRoot(root)
+
+
+def _cgroup2_mount() -> str | None:
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        before, _, after = line.partition(" - ")
+        if after.split(" ", 1)[0] == "cgroup2":
+            return before.split()[4]
+    return None
+
+
+def _own_cgroup() -> str | None:
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("0::"):
+            return line[3:]
+    return None
