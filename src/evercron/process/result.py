@@ -29,7 +29,10 @@ class Result:
     `exit_code` is the main process's (None when it died of a signal, then `signal` names
     it, e.g. "SIGKILL", or when it never started). `kill_signal` is the strongest signal
     evercron had to send to end the tree ("SIGTERM", "SIGKILL") or None. CPU times cover the
-    whole tree as far as it was reaped here; `max_rss_kb` is the largest single process.
+    whole tree (exactly with a per-run cgroup; else as far as it was reaped here).
+    `max_rss_kb` is the largest single process as the kernel reports it (`ru_maxrss`);
+    Linux counts a child's memory from before its exec too, so for small commands it is at
+    least the peak RSS of the process that started them.
     """
 
     status: Status
