@@ -89,7 +89,7 @@ class CronExpr:
             if self._search is not None:
                 return next_after(self._search, after, self._fixed)
             return self._next_aware(math.floor(after.timestamp()), tz)
-        except (OverflowError, ValueError):  # beyond datetime's range
+        except (OverflowError, ValueError, OSError):  # beyond datetime's range
             return None
 
     def next_n(self, after: dt.datetime, n: int) -> list[dt.datetime]:
@@ -109,7 +109,7 @@ class CronExpr:
             if tz is None:
                 return self._prev_naive(before)
             return self._prev_aware(math.ceil(before.timestamp()) - 1, tz)
-        except (OverflowError, ValueError):
+        except (OverflowError, ValueError, OSError):
             return None
 
     def matches(self, moment: dt.datetime) -> bool:
