@@ -1,0 +1,367 @@
+"""The embedded store: one SQLite file in WAL mode.
+
+Every method is a short transaction; the claim is a single INSERT guarded by the unique
+index on (job, scheduled_at, attempt): whoever inserts the row owns the firing. Calls
+block on disk, so the daemon makes them from one worker thread, never the event loop.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evercron.model import Job, Run, RunStatus, Trigger
+from evercron.store.schema import MIGRATIONS
+
+
+@dataclass(frozen=True)
+class StoredJob:
+    """A job as the store keeps it."""
+
+    job: Job
+    paused: bool
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """One stored piece of a run's output."""
+
+    offset: int
+    stream: str
+    at: float
+    data: bytes
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used (unreadable file, schema newer than this version)."""
+
+
+def to_text(moment: dt.datetime) -> str:
+    """The stored form of an aware time: UTC, microseconds, sortable as text."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def from_text(text: str | None) -> dt.datetime | None:
+    """The aware UTC time of a stored text (None stays None)."""
+    if text is None:
+        return None
+    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+
+
+_RUN_COLUMNS = (
+    "id, job, trigger, scheduled_at, attempt, status, started_at, finished_at, exit_code, "
+    "signal, pid, cpu_user, cpu_system, max_rss_kb, output_bytes, output_truncated, error, "
+    "retry_of, owner"
+)
+
+
+class SqliteStore:
+    """Jobs, runs, output and events in one SQLite database file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+        except sqlite3.Error as error:
+            raise StoreError(f"cannot open the store {self.path}: {error}") from None
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    # -- schema ------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Bring the schema to this version's; return the version. Refuses a newer one."""
+        with self._transaction() as db:
+            db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+            row = db.execute("SELECT version FROM schema_version").fetchone()
+            version = row[0] if row else 0
+            if version > len(MIGRATIONS):
+                raise StoreError(
+                    f"the store {self.path} has schema {version}, newer than this evercron "
+                    f"({len(MIGRATIONS)}): upgrade evercron"
+                )
+            for script in MIGRATIONS[version:]:
+                for statement in script.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+            if row is None:
+                db.execute("INSERT INTO schema_version VALUES (?)", (len(MIGRATIONS),))
+            else:
+                db.execute("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
+        return len(MIGRATIONS)
+
+    # -- jobs --------------------------------------------------------------------------
+
+    def put_job(self, job: Job, now: dt.datetime) -> bool:
+        """Create or replace a job (keeping its paused flag); True when it was created."""
+        definition = json.dumps(job.to_mapping(), sort_keys=True)
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET definition = ?, source = ?, updated_at = ? WHERE name = ?",
+                (definition, job.source, to_text(now), job.name),
+            )
+            if cursor.rowcount:
+                return False
+            db.execute(
+                "INSERT INTO jobs (name, definition, source, created_at, updated_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (job.name, definition, job.source, to_text(now), to_text(now)),
+            )
+            return True
+
+    def get_job(self, name: str) -> StoredJob | None:
+        """The job called `name`, or None."""
+        row = self._db.execute(
+            "SELECT definition, source, paused, created_at, updated_at FROM jobs WHERE name = ?",
+            (name,),
+        ).fetchone()
+        return None if row is None else _stored_job(row)
+
+    def list_jobs(self) -> list[StoredJob]:
+        """Every job, by name."""
+        rows = self._db.execute(
+            "SELECT definition, source, paused, created_at, updated_at FROM jobs ORDER BY name"
+        ).fetchall()
+        return [_stored_job(row) for row in rows]
+
+    def delete_job(self, name: str) -> bool:
+        """Remove a job (its runs stay in the history); True when it existed."""
+        with self._transaction() as db:
+            return db.execute("DELETE FROM jobs WHERE name = ?", (name,)).rowcount > 0
+
+    def set_paused(self, name: str, paused: bool) -> bool:
+        """Pause or resume a job; True when it exists."""
+        with self._transaction() as db:
+            cursor = db.execute("UPDATE jobs SET paused = ? WHERE name = ?", (int(paused), name))
+            return cursor.rowcount > 0
+
+    # -- claims and runs ---------------------------------------------------------------
+
+    def claim(
+        self,
+        job: str,
+        scheduled_at: dt.datetime,
+        trigger: Trigger,
+        owner: str,
+        attempt: int = 1,
+        status: RunStatus = RunStatus.RUNNING,
+        error: str | None = None,
+        retry_of: int | None = None,
+    ) -> int | None:
+        """Insert the run row of one firing; its id, or None when another process already
+        claimed that firing (same job, scheduled time and attempt; manual runs never
+        collide)."""
+        finished = None if status is RunStatus.RUNNING else to_text(dt.datetime.now(dt.UTC))
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO runs (job, trigger, scheduled_at, attempt, status, owner, "
+                "finished_at, error, retry_of) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
+                (
+                    job,
+                    str(trigger),
+                    to_text(scheduled_at),
+                    attempt,
+                    str(status),
+                    owner,
+                    finished,
+                    error,
+                    retry_of,
+                ),
+            )
+            return cursor.lastrowid if cursor.rowcount else None
+
+    def mark_started(
+        self, run_id: int, pid: int | None, pid_start_ticks: int | None, started_at: dt.datetime
+    ) -> None:
+        """Record the process of a claimed run."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE runs SET pid = ?, pid_start_ticks = ?, started_at = ? WHERE id = ?",
+                (pid, pid_start_ticks, to_text(started_at), run_id),
+            )
+
+    def finish(
+        self,
+        run_id: int,
+        status: RunStatus,
+        finished_at: dt.datetime,
+        *,
+        exit_code: int | None = None,
+        signal: str | None = None,
+        cpu_user: float | None = None,
+        cpu_system: float | None = None,
+        max_rss_kb: int | None = None,
+        output_bytes: int = 0,
+        output_truncated: bool = False,
+        error: str | None = None,
+    ) -> None:
+        """Record how a run ended."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE runs SET status = ?, finished_at = ?, exit_code = ?, signal = ?, "
+                "cpu_user = ?, cpu_system = ?, max_rss_kb = ?, output_bytes = ?, "
+                "output_truncated = ?, error = COALESCE(?, error) WHERE id = ?",
+                (
+                    str(status),
+                    to_text(finished_at),
+                    exit_code,
+                    signal,
+                    cpu_user,
+                    cpu_system,
+                    max_rss_kb,
+                    output_bytes,
+                    int(output_truncated),
+                    error,
+                    run_id,
+                ),
+            )
+
+    def get_run(self, run_id: int) -> Run | None:
+        """The run with this id, or None."""
+        row = self._db.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
+        found = row.fetchone()
+        return None if found is None else _run(found)
+
+    def list_runs(
+        self, job: str | None = None, status: RunStatus | None = None, limit: int = 100
+    ) -> list[Run]:
+        """Runs, newest first, optionally of one job and/or one status."""
+        clauses, values = [], []
+        if job is not None:
+            clauses.append("job = ?")
+            values.append(job)
+        if status is not None:
+            clauses.append("status = ?")
+            values.append(str(status))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._db.execute(
+            f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY id DESC LIMIT ?",
+            (*values, limit),
+        ).fetchall()
+        return [_run(row) for row in rows]
+
+    def last_scheduled(self, job: str) -> dt.datetime | None:
+        """The latest scheduled time claimed for `job` by its schedule (misfire baseline)."""
+        row = self._db.execute(
+            "SELECT MAX(scheduled_at) FROM runs WHERE job = ? AND trigger IN (?, ?)",
+            (job, str(Trigger.SCHEDULE), str(Trigger.CATCH_UP)),
+        ).fetchone()
+        return from_text(row[0]) if row else None
+
+    def running(self, owner: str | None = None) -> list[tuple[Run, int | None]]:
+        """Runs still marked running (of one owner), with their process start ticks."""
+        rows = self._db.execute(
+            f"SELECT {_RUN_COLUMNS}, pid_start_ticks FROM runs WHERE status = ?"
+            + (" AND owner = ?" if owner is not None else ""),
+            (str(RunStatus.RUNNING),) + ((owner,) if owner is not None else ()),
+        ).fetchall()
+        return [(_run(row[:-1]), row[-1]) for row in rows]
+
+    # -- output ------------------------------------------------------------------------
+
+    def append_output(self, run_id: int, chunks: Iterable[StoredChunk]) -> None:
+        """Store a batch of output chunks of one run."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO output (run_id, offset, stream, at, data) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(run_id, c.offset, c.stream, c.at, c.data) for c in chunks],
+            )
+
+    def read_output(self, run_id: int, after: int = -1, limit: int = 1000) -> list[StoredChunk]:
+        """Stored chunks of a run whose offset is greater than `after`, in order."""
+        rows = self._db.execute(
+            "SELECT offset, stream, at, data FROM output WHERE run_id = ? AND offset > ? "
+            "ORDER BY offset LIMIT ?",
+            (run_id, after, limit),
+        ).fetchall()
+        return [StoredChunk(row[0], row[1], row[2], bytes(row[3])) for row in rows]
+
+    # -- events and retention ----------------------------------------------------------
+
+    def add_event(self, kind: str, detail: str, at: dt.datetime) -> None:
+        """Record something the daemon did (start, stop, lost runs, upgrades)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)",
+                (to_text(at), kind, detail),
+            )
+
+    def prune(self, keep_per_job: int, older_than: dt.datetime) -> int:
+        """Delete finished runs (and their output) beyond the newest `keep_per_job` of
+        each job that also ended before `older_than`; return how many went."""
+        with self._transaction() as db:
+            doomed = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM (SELECT id, status, finished_at, ROW_NUMBER() OVER "
+                    "(PARTITION BY job ORDER BY id DESC) AS n FROM runs) "
+                    "WHERE n > ? AND status != ? AND finished_at < ?",
+                    (keep_per_job, str(RunStatus.RUNNING), to_text(older_than)),
+                )
+            ]
+            db.executemany("DELETE FROM output WHERE run_id = ?", [(i,) for i in doomed])
+            db.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in doomed])
+        return len(doomed)
+
+
+def _stored_job(row: tuple[str, str, int, str, str]) -> StoredJob:
+    created, updated = from_text(row[3]), from_text(row[4])
+    assert created is not None and updated is not None
+    return StoredJob(
+        Job.from_mapping(json.loads(row[0]), source=row[1]), bool(row[2]), created, updated
+    )
+
+
+def _run(row: tuple[Any, ...]) -> Run:
+    """A `Run` from a row of `_RUN_COLUMNS` (SQLite returns exactly the stored types)."""
+    scheduled = from_text(row[3])
+    assert scheduled is not None
+    return Run(
+        id=row[0],
+        job=row[1],
+        trigger=Trigger(row[2]),
+        scheduled_at=scheduled,
+        attempt=row[4],
+        status=RunStatus(row[5]),
+        started_at=from_text(row[6]),
+        finished_at=from_text(row[7]),
+        exit_code=row[8],
+        signal=row[9],
+        pid=row[10],
+        cpu_user=row[11],
+        cpu_system=row[12],
+        max_rss_kb=row[13],
+        output_bytes=row[14],
+        output_truncated=bool(row[15]),
+        error=row[16],
+        retry_of=row[17],
+        owner=row[18],
+    )

@@ -1,0 +1,82 @@
+"""Job definitions: validation with messages that name the field, and the round trip."""
+
+from __future__ import annotations
+
+import pytest
+
+from evercron.model import Concurrency, Job, JobError, Misfire, RunStatus
+
+
+def test_defaults_follow_the_design() -> None:
+    job = Job.from_mapping({"name": "j", "schedule": "@daily", "command": "true"})
+    assert job.concurrency is Concurrency.FORBID
+    assert job.misfire is Misfire.RUN_ONCE
+    assert (job.misfire_grace, job.kill_grace, job.max_output) == (60, 10, 1024 * 1024)
+    assert job.timezone is None and job.zone is None and job.enabled
+
+
+def test_values_in_user_spellings_and_round_trip() -> None:
+    data = {
+        "name": "nightly.backup-1",
+        "schedule": "0 3 * * *",
+        "command": "backup --all",
+        "timezone": "Europe/Berlin",
+        "timeout": "1h30m",
+        "concurrency": "replace",
+        "misfire": "run-all",
+        "misfire_grace": "5m",
+        "jitter": 30,
+        "retries": 2,
+        "retry_backoff": "1m",
+        "env": {"A": "1"},
+        "cwd": "/srv",
+        "umask": "027",
+        "nice": 5,
+        "limits": {"nofile": 1024},
+        "kill_grace": "2s",
+        "kill_mode": "main",
+        "max_output": "512KiB",
+        "log_output": True,
+        "enabled": False,
+        "description": "d",
+    }
+    job = Job.from_mapping(data)
+    assert job.timeout == 5400 and job.misfire_grace == 300 and job.umask == 0o027
+    assert job.max_output == 512 * 1024 and job.kill_mode == "main"
+    assert Job.from_mapping(job.to_mapping()) == job
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"name": ""}, "name: required"),
+        ({"name": "bad name"}, 'name "bad name"'),
+        ({"schedule": "0 24 * * *"}, 'schedule: hour field "24"'),
+        ({"command": 5}, "command: expected a string"),
+        ({"timezone": "Mars/Base"}, 'unknown time zone "Mars/Base"'),
+        ({"timeout": "soon"}, "timeout: invalid duration"),
+        ({"timeout": 0}, "timeout: must be more than 0"),
+        ({"concurrency": "maybe"}, 'concurrency: "maybe" is not one of allow, forbid, replace'),
+        ({"misfire": "never"}, "misfire:"),
+        ({"retries": -1}, "retries: expected a whole number from 0 to 100"),
+        ({"retries": True}, "retries"),
+        ({"env": {"A": 1}}, "env: expected a table of strings"),
+        ({"umask": "999"}, "umask"),
+        ({"nice": 30}, "nice"),
+        ({"limits": {"rss": 5}}, 'unknown limit "rss"'),
+        ({"max_output": "lots"}, "max_output: invalid size"),
+        ({"enabled": "yes"}, "enabled: expected true or false"),
+        ({"kill_mode": "all"}, 'kill_mode: "all"'),
+        ({"colour": "blue"}, "unknown field(s): colour"),
+    ],
+)
+def test_problems_name_the_field(change: dict[str, object], message: str) -> None:
+    data = {"name": "j", "schedule": "@daily", "command": "true", **change}
+    with pytest.raises(JobError) as caught:
+        Job.from_mapping(data)
+    assert message in str(caught.value)
+
+
+def test_finished_statuses() -> None:
+    assert not RunStatus.RUNNING.finished
+    assert all(s.finished for s in RunStatus if s is not RunStatus.RUNNING)
