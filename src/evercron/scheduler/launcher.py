@@ -1,0 +1,239 @@
+"""Running one claimed firing: its process, its output into the store and to followers,
+its result, and its retries."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from evercron.model import Job, RunStatus, Trigger
+from evercron.process import Command, OutputChunk, Result, RunningProcess, start
+from evercron.process.procfs import read_stat
+from evercron.scheduler.live import LiveEvent, LiveOutput
+from evercron.store import SqliteStore, StoredChunk
+from evercron.store.worker import StoreWorker
+
+log = logging.getLogger("evercron.jobs")
+_FLUSH_BYTES = 64 * 1024
+_FLUSH_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class Firing:
+    """A claimed run to start: which job, which run row, for which scheduled time."""
+
+    run_id: int
+    job: Job
+    scheduled_at: dt.datetime
+    trigger: Trigger
+    attempt: int = 1
+    retry_of: int | None = None
+
+
+class Launcher:
+    """Starts claimed firings and records everything about them."""
+
+    def __init__(
+        self,
+        store: SqliteStore,
+        db: StoreWorker,
+        owner: str,
+        live: LiveOutput,
+        claim_retry: Callable[[Firing, float], None],
+    ) -> None:
+        self._store = store
+        self._db = db
+        self._owner = owner
+        self._live = live
+        self._claim_retry = claim_retry
+        self.running: dict[int, tuple[Firing, RunningProcess | None]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._kills: set[asyncio.Task[Result]] = set()
+
+    def launch(self, firing: Firing) -> None:
+        """Run `firing` in the background."""
+        self.running[firing.run_id] = (firing, None)
+        self._live.begin(firing.run_id)
+        task = asyncio.get_running_loop().create_task(self._run(firing))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def running_of(self, job: str) -> list[int]:
+        """Ids of this process's running runs of `job`."""
+        return [run_id for run_id, (f, _) in self.running.items() if f.job.name == job]
+
+    async def kill(self, run_id: int) -> bool:
+        """End a run of this process (status `killed`); False when it is not running here."""
+        entry = self.running.get(run_id)
+        if entry is None:
+            return False
+        process = entry[1]
+        if process is None:  # still starting: wait for the process to exist
+            for _ in range(100):
+                await asyncio.sleep(0.01)
+                entry = self.running.get(run_id)
+                if entry is None or entry[1] is not None:
+                    break
+            if entry is None or entry[1] is None:
+                return entry is None
+            process = entry[1]
+        killing = asyncio.get_running_loop().create_task(process.kill())
+        self._kills.add(killing)
+        killing.add_done_callback(self._kills.discard)
+        return True
+
+    async def wait_all(self, timeout: float | None) -> bool:
+        """Wait for every running firing to finish; False when `timeout` passed first."""
+        pending = [t for t in self._tasks if not t.done()]
+        if not pending:
+            return True
+        _, still = await asyncio.wait(pending, timeout=timeout)
+        return not still
+
+    async def kill_all(self) -> None:
+        """End every running firing and wait until each is recorded."""
+        for run_id in list(self.running):
+            await self.kill(run_id)
+        await self.wait_all(None)
+
+    async def _run(self, firing: Firing) -> None:
+        job = firing.job
+        sink = _OutputSink(self._store, self._db, self._live, firing.run_id, job.max_output)
+        command = Command(
+            job.command,
+            shell=job.shell,
+            cwd=job.cwd,
+            env={
+                **job.env,
+                "EVERCRON_JOB": job.name,
+                "EVERCRON_SCHEDULED_AT": firing.scheduled_at.astimezone(dt.UTC).isoformat(),
+                "EVERCRON_ATTEMPT": str(firing.attempt),
+            },
+            umask=job.umask,
+            nice=job.nice,
+            limits=dict(job.limits),
+            user=job.user,
+            group=job.group,
+            timeout=job.timeout,
+            kill_grace=job.kill_grace,
+            max_output=job.max_output,
+            kill_mode="main" if job.kill_mode == "main" else "group",
+            run_id=str(firing.run_id),
+        )
+        result: Result | None = None
+        try:
+            process = await start(command, sink.add)
+            self.running[firing.run_id] = (firing, process)
+            if process.pid is not None:
+                stat = read_stat(process.pid)
+                await self._db(
+                    self._store.mark_started,
+                    firing.run_id,
+                    process.pid,
+                    stat.start_ticks if stat else None,
+                    dt.datetime.now(dt.UTC),
+                )
+            result = await process.wait()
+        except Exception as error:
+            log.exception("run %s of %s could not be run", firing.run_id, job.name)
+            await self._db(
+                self._store.finish,
+                firing.run_id,
+                RunStatus.FAILED,
+                dt.datetime.now(dt.UTC),
+                error=f"internal error: {error}",
+            )
+            self._live.end(firing.run_id, str(RunStatus.FAILED), sink.total)
+            self.running.pop(firing.run_id, None)
+            return
+        await sink.close(result)
+        status = RunStatus(str(result.status))
+        await self._db(
+            self._store.finish,
+            firing.run_id,
+            status,
+            result.finished_at,
+            exit_code=result.exit_code,
+            signal=result.signal,
+            cpu_user=result.cpu_user,
+            cpu_system=result.cpu_system,
+            max_rss_kb=result.max_rss_kb,
+            output_bytes=result.output.total_bytes,
+            output_truncated=result.output.truncated,
+            error=result.error,
+        )
+        self.running.pop(firing.run_id, None)
+        self._live.end(firing.run_id, str(status), result.output.total_bytes)
+        if job.log_output and result.output.total_bytes:
+            log.info("run %s of %s output:\n%s", firing.run_id, job.name, result.output.text())
+        log.info(
+            "run %s of %s %s (exit %s%s)",
+            firing.run_id,
+            job.name,
+            status,
+            result.exit_code,
+            f", {result.signal}" if result.signal else "",
+        )
+        if status in (RunStatus.FAILED, RunStatus.TIMED_OUT) and firing.attempt <= job.retries:
+            backoff = job.retry_backoff * (2 ** (firing.attempt - 1))
+            self._claim_retry(firing, backoff)
+
+
+class _OutputSink:
+    """Output of one run: to followers at once, to the store in batches - the first half
+    of `max_output` as it comes, the last half from the capture when the run ends."""
+
+    def __init__(
+        self, store: SqliteStore, db: StoreWorker, live: LiveOutput, run_id: int, max_output: int
+    ) -> None:
+        self._store = store
+        self._db = db
+        self._live = live
+        self._run_id = run_id
+        self._head_limit = max_output - max_output // 2
+        self._pending: list[StoredChunk] = []
+        self._pending_bytes = 0
+        self._flusher: asyncio.TimerHandle | None = None
+        self._writes: set[asyncio.Task[None]] = set()
+        self.total = 0
+
+    def add(self, chunk: OutputChunk) -> None:
+        self._live.publish(self._run_id, LiveEvent(chunk.stream, chunk.offset, chunk.data))
+        self.total = chunk.offset + len(chunk.data)
+        if chunk.offset < self._head_limit:
+            data = chunk.data[: self._head_limit - chunk.offset]
+            self._pending.append(StoredChunk(chunk.offset, chunk.stream, chunk.at, data))
+            self._pending_bytes += len(data)
+            if self._pending_bytes >= _FLUSH_BYTES:
+                self._flush()
+            elif self._flusher is None:
+                self._flusher = asyncio.get_running_loop().call_later(_FLUSH_SECONDS, self._flush)
+
+    def _flush(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        if not self._pending:
+            return
+        batch, self._pending, self._pending_bytes = self._pending, [], 0
+        task = asyncio.get_running_loop().create_task(
+            self._db(self._store.append_output, self._run_id, batch)
+        )
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def close(self, result: Result) -> None:
+        self._flush()
+        tail = [
+            StoredChunk(c.offset, c.stream, c.at, c.data)
+            for c in result.output.tail
+            if c.offset + len(c.data) > self._head_limit
+        ]
+        if tail:
+            await self._db(self._store.append_output, self._run_id, tail)
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._writes)
