@@ -8,8 +8,10 @@ import click
 
 from evercron import __version__
 from evercron.cli.errors import CliError
+from evercron.cli.remote import COMMANDS
 from evercron.cli.run_command import run_command
 from evercron.cli.schedule import check_command, next_command
+from evercron.cli.serve_command import serve_command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -21,6 +23,9 @@ def cli() -> None:
 cli.add_command(next_command)
 cli.add_command(check_command)
 cli.add_command(run_command)
+cli.add_command(serve_command)
+for remote_command in COMMANDS:
+    cli.add_command(remote_command)
 
 
 def main() -> None:

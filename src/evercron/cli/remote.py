@@ -1,0 +1,261 @@
+"""Client commands: jobs, runs, logs, kill, trigger, add, rm, pause, resume, status, stop,
+upgrade. Tables for people, `--json` for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from evercron.cli.client import Client
+from evercron.cli.errors import CliError
+
+Command = Callable[..., None]
+
+
+def connection_options(command: Command) -> Command:
+    """Add --url, --token, --state-dir and --json, and pass a `Client` as `client`."""
+
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+    @click.option("--url", envvar="EVERCRON_URL", help="Daemon URL (default: found locally).")
+    @click.option("--token", envvar="EVERCRON_TOKEN", help="API token (default: found locally).")
+    @click.option("--state-dir", help="State dir of a local daemon (to find it).")
+    @wraps(command)
+    def wrapper(url: str | None, token: str | None, state_dir: str | None, **kwargs: Any) -> None:
+        command(client=Client(url, token, state_dir), **kwargs)
+
+    return wrapper
+
+
+def _emit(data: Any, as_json: bool, table: Callable[[Any], Table] | None = None) -> None:
+    if as_json or table is None:
+        click.echo(json.dumps(data, indent=2 if not as_json else None, default=str))
+        return
+    Console(soft_wrap=True).print(table(data))
+
+
+def _jobs_table(jobs: list[dict[str, Any]]) -> Table:
+    table = Table("name", "schedule", "next run", "state", "command", box=None)
+    for job in jobs:
+        state = "paused" if job["paused"] else ("disabled" if not job["enabled"] else "active")
+        table.add_row(
+            job["name"], job["schedule"], job.get("next_fire_at") or "-", state, job["command"]
+        )
+    return table
+
+
+def _runs_table(runs: list[dict[str, Any]]) -> Table:
+    table = Table("id", "job", "trigger", "scheduled", "status", "exit", "duration", box=None)
+    for run in runs:
+        exit_text = run["signal"] or ("" if run["exit_code"] is None else str(run["exit_code"]))
+        table.add_row(
+            str(run["id"]),
+            run["job"],
+            run["trigger"],
+            run["scheduled_at"],
+            run["status"],
+            exit_text,
+            _duration(run),
+        )
+    return table
+
+
+def _duration(run: dict[str, Any]) -> str:
+    import datetime as dt  # noqa: PLC0415
+
+    if not run.get("started_at") or not run.get("finished_at"):
+        return ""
+    seconds = (
+        dt.datetime.fromisoformat(run["finished_at"]) - dt.datetime.fromisoformat(run["started_at"])
+    ).total_seconds()
+    return f"{seconds:.2f}s"
+
+
+@click.command("jobs")
+@connection_options
+def jobs_command(client: Client, as_json: bool) -> None:
+    """List jobs with their next run."""
+    _emit(client.request("GET", "/api/v1/jobs"), as_json, _jobs_table)
+
+
+@click.command("runs")
+@click.option("--job", help="Only this job's runs.")
+@click.option("--status", help="Only runs with this status.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@connection_options
+def runs_command(
+    client: Client, as_json: bool, job: str | None, status: str | None, limit: int
+) -> None:
+    """List runs, newest first."""
+    params: dict[str, Any] = {"limit": limit}
+    if job:
+        params["job"] = job
+    if status:
+        params["status"] = status
+    _emit(client.request("GET", "/api/v1/runs", params=params), as_json, _runs_table)
+
+
+@click.command("logs")
+@click.argument("run_id", type=int)
+@click.option("-f", "--follow", is_flag=True, help="Stream new output until the run ends.")
+@connection_options
+def logs_command(client: Client, as_json: bool, run_id: int, follow: bool) -> None:
+    """Print a run's output (with -f, follow it live)."""
+    if not follow:
+        data = client.raw("GET", f"/api/v1/runs/{run_id}/output")
+        if as_json:
+            click.echo(json.dumps({"run": run_id, "output": data.decode("utf-8", "replace")}))
+        else:
+            sys.stdout.buffer.write(data)
+        return
+    event, lines = "", []
+    for line in client.stream_lines(f"/api/v1/runs/{run_id}/output?follow=1"):
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            lines.append(line[6:])
+        elif not line and event:
+            text = "\n".join(lines)
+            if as_json:
+                click.echo(json.dumps({"event": event, "data": text}))
+            elif event in ("stdout", "stderr"):
+                (sys.stdout if event == "stdout" else sys.stderr).write(text)
+                sys.stdout.flush()
+            elif event == "truncated":
+                click.echo(f"\n[... {text} bytes not kept ...]", err=True)
+            elif event == "end":
+                click.echo(f"[run {run_id} {text}]", err=True)
+            event, lines = "", []
+
+
+@click.command("kill")
+@click.argument("run_id", type=int)
+@connection_options
+def kill_command(client: Client, as_json: bool, run_id: int) -> None:
+    """Kill a running run and every process it started."""
+    run = client.request("POST", f"/api/v1/runs/{run_id}/kill")
+    _emit(run, as_json) if as_json else click.echo(f"killing run {run_id} of {run['job']}")
+
+
+@click.command("trigger")
+@click.argument("job")
+@connection_options
+def trigger_command(client: Client, as_json: bool, job: str) -> None:
+    """Run a job now."""
+    run = client.request("POST", f"/api/v1/jobs/{job}/trigger")
+    _emit(run, as_json) if as_json else click.echo(f"started run {run['id']} of {job}")
+
+
+@click.command("add", context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("schedule")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.option("--timeout", help="Kill the run after this long (90, 1.5s, 2m, 1h30m).")
+@click.option("--timezone", help="Time zone of the schedule (default: the system's).")
+@click.option("--concurrency", type=click.Choice(["allow", "forbid", "replace"]))
+@connection_options
+def add_command(
+    client: Client,
+    as_json: bool,
+    name: str,
+    schedule: str,
+    command: tuple[str, ...],
+    timeout: str | None,
+    timezone: str | None,
+    concurrency: str | None,
+) -> None:
+    """Add a job: evercron add NAME SCHEDULE -- COMMAND..."""
+    body: dict[str, Any] = {"name": name, "schedule": schedule, "command": " ".join(command)}
+    for key, value in (("timeout", timeout), ("timezone", timezone), ("concurrency", concurrency)):
+        if value is not None:
+            body[key] = value
+    job = client.request("POST", "/api/v1/jobs", json=body)
+    _emit(job, as_json) if as_json else click.echo(
+        f"added {name}: {job['explanation']}; next run {job['next_fire_at']}"
+    )
+
+
+@click.command("rm")
+@click.argument("job")
+@connection_options
+def rm_command(client: Client, as_json: bool, job: str) -> None:
+    """Delete a job (its run history stays)."""
+    client.request("DELETE", f"/api/v1/jobs/{job}")
+    _emit({"deleted": job}, as_json) if as_json else click.echo(f"deleted {job}")
+
+
+def _pause_like(action: str) -> click.Command:
+    @click.command(action)
+    @click.argument("job")
+    @connection_options
+    def command(client: Client, as_json: bool, job: str) -> None:
+        data = client.request("POST", f"/api/v1/jobs/{job}/{action}")
+        _emit(data, as_json) if as_json else click.echo(f"{action}d {job}")
+
+    command.help = f"{action.capitalize()} a job."
+    return command
+
+
+pause_command = _pause_like("pause")
+resume_command = _pause_like("resume")
+
+
+@click.command("status")
+@connection_options
+def status_command(client: Client, as_json: bool) -> None:
+    """Show the daemon's state."""
+    data = client.request("GET", "/api/v1/status")
+    if as_json:
+        _emit(data, True)
+        return
+    click.echo(
+        f"evercron {data['version']} pid {data['pid']}, up {data['uptime_seconds']:.0f}s, "
+        f"{data['jobs']} jobs ({data['paused_jobs']} paused), "
+        f"{len(data['running_runs'])} running"
+    )
+    for generation in data["generations"]:
+        click.echo(
+            f"  {generation['role']}: pid {generation['pid']} since "
+            f"{generation['started_at']}, running {generation['running_runs']}"
+        )
+
+
+@click.command("stop")
+@connection_options
+def stop_command(client: Client, as_json: bool) -> None:
+    """Stop the daemon gracefully (running jobs may finish)."""
+    data = client.request("POST", "/api/v1/stop")
+    _emit(data, as_json) if as_json else click.echo("stopping")
+
+
+@click.command("upgrade")
+@connection_options
+def upgrade_command(client: Client, as_json: bool) -> None:
+    """Hand over to a new daemon process without downtime."""
+    data = client.request("POST", "/api/v1/upgrade")
+    _emit(data, as_json)
+
+
+COMMANDS = [
+    jobs_command,
+    runs_command,
+    logs_command,
+    kill_command,
+    trigger_command,
+    add_command,
+    rm_command,
+    pause_command,
+    resume_command,
+    status_command,
+    stop_command,
+    upgrade_command,
+]
+
+
+__all__ = ["COMMANDS", "CliError"]

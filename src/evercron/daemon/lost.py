@@ -1,0 +1,44 @@
+"""Runs left `running` by a daemon process that died: mark them `lost`, end leftovers."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import os
+import signal
+from pathlib import Path
+
+from evercron.daemon.state import owner_is_alive
+from evercron.model import RunStatus
+from evercron.process.procfs import read_stat
+from evercron.store import SqliteStore
+
+log = logging.getLogger("evercron.daemon")
+
+
+def recover_lost_runs(store: SqliteStore, state_dir: Path) -> list[int]:
+    """Mark every running run whose owner is dead as lost and kill its leftover process
+    group - only when the group leader's start time matches the recorded one, so a reused
+    pid is never hit. Returns the ids marked lost."""
+    lost = []
+    now = dt.datetime.now(dt.UTC)
+    for run, start_ticks in store.running():
+        if run.owner is not None and owner_is_alive(state_dir, run.owner):
+            continue
+        killed = ""
+        if run.pid is not None and start_ticks is not None:
+            stat = read_stat(run.pid)
+            if stat is not None and stat.start_ticks == start_ticks:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(run.pid, signal.SIGKILL)
+                    killed = "; its leftover processes were killed"
+        store.finish(
+            run.id,
+            RunStatus.LOST,
+            now,
+            error=f"the daemon process that ran it ({run.owner}) died{killed}",
+        )
+        log.warning("run %s of %s marked lost%s", run.id, run.job, killed)
+        lost.append(run.id)
+    return lost

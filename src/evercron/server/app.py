@@ -1,0 +1,102 @@
+"""The ASGI application: routes, bearer-token auth for /api, body size limit, errors."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from evercron import __version__
+from evercron.server import jobs, runs, system
+from evercron.server.context import DaemonContext
+from evercron.server.errors import install_error_handlers
+
+MAX_BODY_BYTES = 1024 * 1024
+Message = MutableMapping[str, Any]
+
+
+def create_app(context: DaemonContext) -> FastAPI:
+    """The API app for a running daemon."""
+    app = FastAPI(
+        title="evercron",
+        version=__version__,
+        description="A cron job runner for Linux that never has to stop.",
+        openapi_url="/api/v1/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.context = context
+    install_error_handlers(app)
+    app.include_router(jobs.router)
+    app.include_router(runs.router)
+    app.include_router(system.router)
+    app.add_middleware(_Guard, token=context.token)
+    return app
+
+
+class _Guard:
+    """Bearer token for /api/ (and /metrics), and a limit on request bodies."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        protected = path.startswith("/api/") and path != "/api/v1/openapi.json"
+        if protected or path == "/metrics":
+            given = dict(scope["headers"]).get(b"authorization", b"")
+            if not secrets.compare_digest(given, self.expected):
+                reason = "missing" if not given else "wrong"
+                await _reply(
+                    send,
+                    401,
+                    f"{reason} API token: send Authorization: Bearer <token>",
+                    [(b"www-authenticate", b"Bearer")],
+                )
+                return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY_BYTES):
+            await _reply(send, 413, f"request body over {MAX_BODY_BYTES} bytes")
+            return
+        await self.app(scope, _limited(receive), send)
+
+
+def _limited(receive: Receive) -> Callable[[], Awaitable[Message]]:
+    seen = 0
+
+    async def limited() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > MAX_BODY_BYTES:
+                return {"type": "http.disconnect"}
+        return message
+
+    return limited
+
+
+async def _reply(
+    send: Send, status: int, error: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> None:
+    body = json.dumps({"error": error}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *(headers or []),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

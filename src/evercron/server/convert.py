@@ -1,0 +1,45 @@
+"""Store records to API shapes."""
+
+from __future__ import annotations
+
+from evercron.model import Run
+from evercron.server.schemas import JobOut, RunOut
+from evercron.store import StoredJob
+
+
+def job_out(stored: StoredJob, next_fire: object) -> JobOut:
+    """The API form of a stored job."""
+    job = stored.job
+    return JobOut(
+        **job.to_mapping(),
+        paused=stored.paused,
+        source=job.source,
+        explanation=job.schedule.explain(),
+        next_fire_at=next_fire,  # type: ignore[arg-type]
+        created_at=stored.created_at,
+        updated_at=stored.updated_at,
+    )
+
+
+def run_out(run: Run) -> RunOut:
+    """The API form of a run."""
+    return RunOut(
+        id=run.id,
+        job=run.job,
+        trigger=run.trigger.value,
+        scheduled_at=run.scheduled_at,
+        started_at=run.started_at,
+        finished_at=run.finished_at,
+        status=run.status.value,
+        exit_code=run.exit_code,
+        signal=run.signal,
+        attempt=run.attempt,
+        pid=run.pid,
+        cpu_user=run.cpu_user,
+        cpu_system=run.cpu_system,
+        max_rss_kb=run.max_rss_kb,
+        output_bytes=run.output_bytes,
+        output_truncated=run.output_truncated,
+        error=run.error,
+        retry_of=run.retry_of,
+    )

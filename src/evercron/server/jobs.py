@@ -1,0 +1,138 @@
+"""/api/v1/jobs: list, create, read, change, delete, trigger, pause, resume."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+
+from evercron.model import Job, JobError
+from evercron.scheduler import ForbiddenConcurrency
+from evercron.server.context import DaemonContext
+from evercron.server.convert import job_out, run_out
+from evercron.server.errors import ApiError
+from evercron.server.schemas import ErrorOut, JobOut, JobPatch, JobSpec, RunOut
+from evercron.store import StoredJob
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422)
+}
+
+
+def _context(request: Request) -> DaemonContext:
+    context: DaemonContext = request.app.state.context
+    return context
+
+
+async def _stored(context: DaemonContext, name: str) -> StoredJob:
+    stored = await context.db(context.store.get_job, name)
+    if stored is None:
+        raise ApiError(404, f'no job named "{name}"')
+    return stored
+
+
+def _from_api(data: dict[str, Any]) -> Job:
+    try:
+        job = Job.from_mapping(data, source="api")
+    except JobError as error:
+        raise ApiError(422, str(error)) from None
+    return job
+
+
+@router.get("", response_model=list[JobOut], responses=_ERRORS)
+async def list_jobs(request: Request) -> list[JobOut]:
+    """Every job, by name, with its next fire time."""
+    context = _context(request)
+    fires = context.scheduler.next_fires
+    return [job_out(s, fires.get(s.job.name)) for s in await context.db(context.store.list_jobs)]
+
+
+@router.post("", response_model=JobOut, status_code=201, responses=_ERRORS)
+async def create_job(spec: JobSpec, request: Request) -> JobOut:
+    """Create a job: 409 if the name exists, 422 with the reason for a bad definition."""
+    context = _context(request)
+    job = _from_api(spec.model_dump(exclude_none=True))
+    if await context.db(context.store.get_job, job.name) is not None:
+        raise ApiError(409, f'a job named "{job.name}" already exists')
+    await context.db(context.store.put_job, job, dt.datetime.now(dt.UTC))
+    await context.scheduler.reload(job.name)
+    stored = await _stored(context, job.name)
+    return job_out(stored, context.scheduler.next_fires.get(job.name))
+
+
+@router.get("/{name}", response_model=JobOut, responses=_ERRORS)
+async def get_job(name: str, request: Request) -> JobOut:
+    """One job."""
+    context = _context(request)
+    return job_out(await _stored(context, name), context.scheduler.next_fires.get(name))
+
+
+@router.patch("/{name}", response_model=JobOut, responses=_ERRORS)
+async def change_job(name: str, patch: JobPatch, request: Request) -> JobOut:
+    """Change some fields of an API-made job; takes effect at once."""
+    context = _context(request)
+    stored = await _stored(context, name)
+    _refuse_config_job(stored, "changed")
+    data = {**stored.job.to_mapping(), **patch.model_dump(exclude_unset=True)}
+    data = {key: value for key, value in data.items() if value is not None}
+    job = _from_api(data)
+    await context.db(context.store.put_job, job, dt.datetime.now(dt.UTC))
+    await context.scheduler.reload(name)
+    return job_out(await _stored(context, name), context.scheduler.next_fires.get(name))
+
+
+@router.delete("/{name}", status_code=204, responses=_ERRORS)
+async def delete_job(name: str, request: Request) -> Response:
+    """Delete an API-made job (its run history stays)."""
+    context = _context(request)
+    _refuse_config_job(await _stored(context, name), "deleted")
+    await context.db(context.store.delete_job, name)
+    await context.scheduler.reload(name)
+    return Response(status_code=204)
+
+
+@router.post("/{name}/trigger", response_model=RunOut, status_code=202, responses=_ERRORS)
+async def trigger_job(name: str, request: Request) -> RunOut:
+    """Start a run now; 409 when the job forbids overlap and a run is going."""
+    context = _context(request)
+    await _stored(context, name)
+    try:
+        run_id = await context.scheduler.trigger(name)
+    except ForbiddenConcurrency as error:
+        raise ApiError(409, f"concurrency=forbid: {error}") from None
+    except KeyError:
+        raise ApiError(404, f'no job named "{name}"') from None
+    run = await context.db(context.store.get_run, run_id)
+    assert run is not None
+    return run_out(run)
+
+
+@router.post("/{name}/pause", response_model=JobOut, responses=_ERRORS)
+async def pause_job(name: str, request: Request) -> JobOut:
+    """Stop scheduling a job (running runs continue)."""
+    return await _set_paused(name, request, True)
+
+
+@router.post("/{name}/resume", response_model=JobOut, responses=_ERRORS)
+async def resume_job(name: str, request: Request) -> JobOut:
+    """Schedule a paused job again."""
+    return await _set_paused(name, request, False)
+
+
+async def _set_paused(name: str, request: Request, paused: bool) -> JobOut:
+    context = _context(request)
+    await _stored(context, name)
+    await context.db(context.store.set_paused, name, paused)
+    await context.scheduler.reload(name)
+    return job_out(await _stored(context, name), context.scheduler.next_fires.get(name))
+
+
+def _refuse_config_job(stored: StoredJob, action: str) -> None:
+    if stored.job.source != "api":
+        raise ApiError(
+            409,
+            f'job "{stored.job.name}" is defined in {stored.job.source}: '
+            f"it can only be {action} there",
+        )

@@ -1,0 +1,158 @@
+"""The API's JSON shapes (they are also the OpenAPI document's)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Duration = float | str
+Size = int | str
+
+
+class JobSpec(BaseModel):
+    """A job as clients send it (POST); durations as seconds or `1.5s`, `2m`, `1h30m`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=128)
+    schedule: str = Field(max_length=1000)
+    command: str = Field(max_length=100_000)
+    timezone: str | None = None
+    timeout: Duration | None = None
+    concurrency: Literal["allow", "forbid", "replace"] | None = None
+    misfire: Literal["skip", "run-once", "run-all"] | None = None
+    misfire_grace: Duration | None = None
+    jitter: Duration | None = None
+    retries: int | None = Field(default=None, ge=0, le=100)
+    retry_backoff: Duration | None = None
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    shell: str | None = None
+    umask: str | None = None
+    nice: int | None = Field(default=None, ge=-20, le=19)
+    limits: dict[str, int] | None = None
+    kill_grace: Duration | None = None
+    kill_mode: Literal["group", "main"] | None = None
+    max_output: Size | None = None
+    log_output: bool | None = None
+    enabled: bool | None = None
+    description: str | None = Field(default=None, max_length=10_000)
+
+
+class JobPatch(BaseModel):
+    """Fields to change on an existing job (PATCH); absent fields stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    schedule: str | None = Field(default=None, max_length=1000)
+    command: str | None = Field(default=None, max_length=100_000)
+    timezone: str | None = None
+    timeout: Duration | None = None
+    concurrency: Literal["allow", "forbid", "replace"] | None = None
+    misfire: Literal["skip", "run-once", "run-all"] | None = None
+    misfire_grace: Duration | None = None
+    jitter: Duration | None = None
+    retries: int | None = Field(default=None, ge=0, le=100)
+    retry_backoff: Duration | None = None
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    shell: str | None = None
+    umask: str | None = None
+    nice: int | None = Field(default=None, ge=-20, le=19)
+    limits: dict[str, int] | None = None
+    kill_grace: Duration | None = None
+    kill_mode: Literal["group", "main"] | None = None
+    max_output: Size | None = None
+    log_output: bool | None = None
+    enabled: bool | None = None
+    description: str | None = Field(default=None, max_length=10_000)
+
+
+class JobOut(BaseModel):
+    """A job as the daemon has it."""
+
+    name: str
+    schedule: str
+    command: str
+    timezone: str | None
+    timeout: float | None
+    concurrency: str
+    misfire: str
+    misfire_grace: float
+    jitter: float
+    retries: int
+    retry_backoff: float
+    env: dict[str, str]
+    cwd: str | None
+    user: str | None
+    group: str | None
+    shell: str
+    umask: str | None
+    nice: int | None
+    limits: dict[str, int]
+    kill_grace: float
+    kill_mode: str
+    max_output: int
+    log_output: bool
+    enabled: bool
+    description: str
+    paused: bool
+    source: str
+    explanation: str
+    next_fire_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+
+class RunOut(BaseModel):
+    """One run. Times are ISO 8601 UTC; `signal` is a name like SIGKILL."""
+
+    id: int
+    job: str
+    trigger: Literal["schedule", "manual", "retry", "catch-up"]
+    scheduled_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    status: Literal["running", "succeeded", "failed", "timed_out", "killed", "lost", "skipped"]
+    exit_code: int | None
+    signal: str | None
+    attempt: int
+    pid: int | None
+    cpu_user: float | None
+    cpu_system: float | None
+    max_rss_kb: int | None
+    output_bytes: int
+    output_truncated: bool
+    error: str | None
+    retry_of: int | None
+
+
+class Generation(BaseModel):
+    """One daemon process: the serving one, or one draining after an upgrade."""
+
+    pid: int
+    role: Literal["serving", "draining"]
+    started_at: dt.datetime
+    running_runs: list[int]
+
+
+class StatusOut(BaseModel):
+    """The daemon's state."""
+
+    version: str
+    pid: int
+    started_at: dt.datetime
+    uptime_seconds: float
+    jobs: int
+    paused_jobs: int
+    running_runs: list[int]
+    state_dir: str
+    generations: list[Generation]
+
+
+class ErrorOut(BaseModel):
+    """Every error response: one clear sentence."""
+
+    error: str
