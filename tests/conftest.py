@@ -1,6 +1,28 @@
-"""Suite-wide settings: hypothesis runs derandomized so every run checks the same cases."""
+"""Suite-wide settings and fixtures.
 
+Hypothesis runs derandomized so every run checks the same cases; `marker` guarantees that
+no process a test started survives it (a leftover fails the test and is killed).
+"""
+
+import os
+import signal
+from collections.abc import Iterator
+
+import pytest
 from hypothesis import settings
+
+from tests.markers import Marker
 
 settings.register_profile("evercron", derandomize=True, print_blob=True)
 settings.load_profile("evercron")
+
+
+@pytest.fixture
+def marker() -> Iterator[Marker]:
+    """A unique marker; the test fails if a marked process outlives it."""
+    mark = Marker()
+    yield mark
+    left = mark.alive()
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], f"processes left behind: {left}"

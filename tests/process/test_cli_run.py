@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from tests.helpers import EVERCRON, run_cli
-from tests.process.conftest import Marker
+from tests.markers import Marker
 
 
 def test_output_passes_through_and_exit_code_is_kept() -> None:

@@ -13,7 +13,7 @@ import pytest
 from evercron.process import Command, OutputChunk, Result, Status, run, start
 from evercron.process.cgroup import discover
 from evercron.process.reaper import reaper
-from tests.process.conftest import Marker
+from tests.markers import Marker
 
 
 def run_now(command: Command) -> Result:

@@ -17,7 +17,7 @@ from evercron.store import StoredJob
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 413, 422)
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413, 422)
 }
 
 
@@ -34,6 +34,12 @@ async def _stored(context: DaemonContext, name: str) -> StoredJob:
 
 
 def _from_api(data: dict[str, Any]) -> Job:
+    if data.get("user") or data.get("group"):
+        raise ApiError(
+            403,
+            "jobs that run as another user or group can only be defined in "
+            "config files, not through the API",
+        )
     try:
         job = Job.from_mapping(data, source="api")
     except JobError as error:

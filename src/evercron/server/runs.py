@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from evercron.model import RunStatus
@@ -20,6 +20,7 @@ router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 404, 409, 422)
 }
+RunId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A run id")]
 _POLL_SECONDS = 0.5
 _HEARTBEAT_SECONDS = 15.0
 
@@ -43,7 +44,7 @@ async def list_runs(
 
 
 @router.get("/{run_id}", response_model=RunOut, responses=_ERRORS)
-async def get_run(run_id: int, request: Request) -> RunOut:
+async def get_run(run_id: RunId, request: Request) -> RunOut:
     """One run."""
     context = _context(request)
     run = await context.db(context.store.get_run, run_id)
@@ -53,7 +54,7 @@ async def get_run(run_id: int, request: Request) -> RunOut:
 
 
 @router.post("/{run_id}/kill", response_model=RunOut, status_code=202, responses=_ERRORS)
-async def kill_run(run_id: int, request: Request) -> RunOut:
+async def kill_run(run_id: RunId, request: Request) -> RunOut:
     """End a running run's whole process tree; it ends with status `killed`."""
     context = _context(request)
     run = await context.db(context.store.get_run, run_id)
@@ -74,7 +75,7 @@ async def kill_run(run_id: int, request: Request) -> RunOut:
     },
 )
 async def run_output(
-    run_id: int,
+    run_id: RunId,
     request: Request,
     follow: Annotated[bool, Query()] = False,
     last_event_id: Annotated[str | None, Header()] = None,
@@ -104,63 +105,82 @@ async def run_output(
     )
 
 
+class _Cursor:
+    """What a follower has been sent: the last event id, and where the next byte is.
+
+    A chunk starting further on than expected means bytes were dropped in between (the
+    middle of a large output): a `truncated` event says how many."""
+
+    def __init__(self, after: int, expected: int) -> None:
+        self.after = after
+        self.expected = expected
+
+    def emit(self, kind: str, offset: int, data: bytes) -> list[bytes]:
+        if offset + len(data) <= self.expected and offset <= self.after:
+            return []  # already sent
+        events = []
+        if offset > self.expected:
+            events.append(_event("truncated", self.expected, str(offset - self.expected)))
+        events.append(_event(kind, offset, data))
+        self.after, self.expected = offset, offset + len(data)
+        return events
+
+
 async def _follow(
     context: DaemonContext, request: Request, run_id: int, after: int
 ) -> AsyncIterator[bytes]:
     live = context.scheduler.live
-    queue = live.subscribe(run_id) if live.is_live(run_id) else None
-    # `expected` is where the next chunk should start; a chunk further on means bytes
-    # were dropped in between (the middle of a large output).
-    expected = 0
-    if after >= 0:
-        resumed = await context.db(context.store.read_output, run_id, after - 1, 1)
-        found = resumed and resumed[0].offset == after
-        expected = after + len(resumed[0].data) if found else after + 1
+    subscription = live.subscribe(run_id) if live.is_live(run_id) else None
+    cursor = _Cursor(after, 0)
+    if after >= 0:  # resuming: the next byte follows the chunk the client saw last
+        seen = await context.db(context.store.read_output, run_id, after - 1, 1)
+        found = bool(seen) and seen[0].offset == after
+        cursor.expected = after + len(seen[0].data) if found else after + 1
     try:
+        for piece in await _stored_events(context, run_id, cursor):
+            yield piece
+        if subscription is not None:
+            backlog, queue = subscription
+            for event in backlog:
+                for piece in cursor.emit(event.kind, event.offset, event.data):
+                    yield piece
+            async for event in _live_events(queue, request):
+                if event.kind == "end":
+                    break
+                for piece in cursor.emit(event.kind, event.offset, event.data):
+                    yield piece
+            else:
+                return  # the stream was closed (daemon stopping, follower too slow)
         while True:
-            stored = await context.db(context.store.read_output, run_id, after, 500)
-            for chunk in stored:
-                if chunk.offset > expected:
-                    yield _event("truncated", expected, str(chunk.offset - expected))
-                yield _event(chunk.stream, chunk.offset, chunk.data)
-                after, expected = chunk.offset, chunk.offset + len(chunk.data)
-            if len(stored) == 500:
-                continue
             run = await context.db(context.store.get_run, run_id)
             if run is None:
                 return
-            if run.status.finished and queue is None:
-                if run.output_bytes > expected:
-                    yield _event("truncated", expected, str(run.output_bytes - expected))
-                yield _event("end", max(run.output_bytes, expected), str(run.status))
+            finished = run.status.finished
+            for piece in await _stored_events(context, run_id, cursor):
+                yield piece
+            if finished:
+                if run.output_bytes > cursor.expected:
+                    yield _event(
+                        "truncated", cursor.expected, str(run.output_bytes - cursor.expected)
+                    )
+                yield _event("end", max(run.output_bytes, cursor.expected), str(run.status))
                 return
-            if queue is not None:
-                async for event in _live_events(queue, request):
-                    if event.kind == "end":
-                        # The tail is in the store once the run ended: send what is missing.
-                        queue = None
-                        break
-                    if event.offset + len(event.data) <= expected:
-                        continue
-                    if event.offset > expected:
-                        missing = await context.db(context.store.read_output, run_id, after, 500)
-                        for chunk in missing:
-                            if chunk.offset >= expected and chunk.offset < event.offset:
-                                yield _event(chunk.stream, chunk.offset, chunk.data)
-                                after, expected = chunk.offset, chunk.offset + len(chunk.data)
-                    if event.offset > expected:
-                        yield _event("truncated", expected, str(event.offset - expected))
-                    yield _event(event.kind, event.offset, event.data)
-                    after, expected = event.offset, event.offset + len(event.data)
-                else:
-                    return  # stream ended (daemon stopping, follower too slow): client resumes
-                continue
             if await request.is_disconnected():
                 return
             await asyncio.sleep(_POLL_SECONDS)  # run owned by another process: read the store
     finally:
-        if queue is not None:
-            live.unsubscribe(run_id, queue)
+        if subscription is not None:
+            live.unsubscribe(run_id, subscription[1])
+
+
+async def _stored_events(context: DaemonContext, run_id: int, cursor: _Cursor) -> list[bytes]:
+    pieces: list[bytes] = []
+    while True:
+        chunks = await context.db(context.store.read_output, run_id, cursor.after, 500)
+        for chunk in chunks:
+            pieces.extend(cursor.emit(chunk.stream, chunk.offset, chunk.data))
+        if len(chunks) < 500:
+            return pieces
 
 
 async def _live_events(

@@ -29,6 +29,8 @@ class JobSpec(BaseModel):
     retry_backoff: Duration | None = None
     env: dict[str, str] | None = None
     cwd: str | None = None
+    user: str | None = Field(default=None, description="Refused: config files only")
+    group: str | None = Field(default=None, description="Refused: config files only")
     shell: str | None = None
     umask: str | None = None
     nice: int | None = Field(default=None, ge=-20, le=19)
@@ -58,6 +60,8 @@ class JobPatch(BaseModel):
     retry_backoff: Duration | None = None
     env: dict[str, str] | None = None
     cwd: str | None = None
+    user: str | None = Field(default=None, description="Refused: config files only")
+    group: str | None = Field(default=None, description="Refused: config files only")
     shell: str | None = None
     umask: str | None = None
     nice: int | None = Field(default=None, ge=-20, le=19)

@@ -1,15 +1,10 @@
-"""Fixtures for process tests: unique markers for spawned processes, and a guarantee that
-no process a test started survives it (a leftover fails the test and is killed)."""
+"""Markers for spawned processes: find and count what a test left running."""
 
 from __future__ import annotations
 
 import itertools
 import os
-import signal
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 _counter = itertools.count(1)
 
@@ -44,14 +39,3 @@ class Marker:
     def alive(self) -> list[int]:
         """The marked processes still running."""
         return processes_with(f"sleep {self.value}")
-
-
-@pytest.fixture
-def marker() -> Iterator[Marker]:
-    """A unique marker; the test fails if a marked process outlives it."""
-    mark = Marker()
-    yield mark
-    left = mark.alive()
-    for pid in left:
-        os.kill(pid, signal.SIGKILL)
-    assert left == [], f"processes left behind: {left}"

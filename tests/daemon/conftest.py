@@ -1,0 +1,117 @@
+"""A real `evercron serve` process on a temporary state dir and an OS-picked port."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+
+class DaemonProcess:
+    """One daemon process under test, with an authenticated API client."""
+
+    def __init__(self, state_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.state_dir = state_dir
+        self.log_path = state_dir.parent / f"daemon-{time.monotonic_ns()}.log"
+        self.args = args
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "evercron",
+                "serve",
+                "--state-dir",
+                str(state_dir),
+                "--listen",
+                "127.0.0.1:0",
+                *args,
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+        self.url = self._wait_for_url()
+        address = json.loads((state_dir / "daemon.json").read_text())
+        self.token = address["token"]
+        self.http = httpx.Client(
+            base_url=self.url, timeout=30, headers={"Authorization": f"Bearer {self.token}"}
+        )
+
+    def _wait_for_url(self) -> str:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            text = self.log_path.read_text()
+            for line in text.splitlines():
+                if line.startswith("evercron listening on "):
+                    return line.split()[3]
+            if self.process.poll() is not None:
+                raise AssertionError(f"daemon exited {self.process.returncode}:\n{text}")
+            time.sleep(0.05)
+        raise AssertionError(f"daemon did not start:\n{self.log_path.read_text()}")
+
+    def api(self, method: str, path: str, expect: int = 200, **kwargs: Any) -> Any:
+        """Call the API and check the status code; the JSON answer (None if empty)."""
+        response = self.http.request(method, path, **kwargs)
+        assert response.status_code == expect, (response.status_code, response.text)
+        return response.json() if response.content else None
+
+    def add_job(self, **job: Any) -> dict[str, Any]:
+        """Create a job through the API."""
+        created: dict[str, Any] = self.api("POST", "/api/v1/jobs", 201, json=job)
+        return created
+
+    def wait_for_run(self, run_id: int, timeout: float = 30) -> dict[str, Any]:
+        """Poll a run until it is finished; its final JSON."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run: dict[str, Any] = self.api("GET", f"/api/v1/runs/{run_id}")
+            if run["status"] != "running":
+                return run
+            time.sleep(0.05)
+        raise AssertionError(f"run {run_id} still running after {timeout}s")
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60) -> int:
+        """Signal the daemon and wait for it to exit; its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        try:
+            code = self.process.wait(timeout=timeout)
+        finally:
+            self.http.close()
+            self._log.close()
+        return code
+
+    def log(self) -> str:
+        """What the daemon printed so far."""
+        return self.log_path.read_text()
+
+
+@pytest.fixture
+def start_daemon(tmp_path: Path) -> Iterator[Any]:
+    """Start daemons on `tmp_path/state` (or another dir); all are killed after the test."""
+    started: list[DaemonProcess] = []
+
+    def start(
+        *args: str, state_dir: Path | None = None, env: dict[str, str] | None = None
+    ) -> DaemonProcess:
+        daemon = DaemonProcess(state_dir or tmp_path / "state", *args, env=env)
+        started.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in started:
+        if daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait(timeout=30)
+        daemon.http.close()
+        daemon._log.close()

@@ -1,0 +1,234 @@
+"""The HTTP API against a real daemon: auth, validation, errors, live output, fuzzing."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.daemon.conftest import DaemonProcess
+
+
+def test_auth(start_daemon: Any) -> None:
+    daemon: DaemonProcess = start_daemon()
+    assert httpx.get(f"{daemon.url}/healthz").json() == {"status": "ok"}
+    missing = httpx.get(f"{daemon.url}/api/v1/jobs")
+    assert missing.status_code == 401 and "missing API token" in missing.json()["error"]
+    wrong = httpx.get(f"{daemon.url}/api/v1/jobs", headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401 and "wrong API token" in wrong.json()["error"]
+    assert httpx.get(f"{daemon.url}/metrics").status_code == 401
+    assert httpx.get(f"{daemon.url}/api/v1/openapi.json").status_code == 200
+    assert "evercron_jobs" in daemon.http.get("/metrics").text
+
+
+def test_job_lifecycle_and_errors(start_daemon: Any) -> None:
+    daemon: DaemonProcess = start_daemon()
+    job = daemon.add_job(
+        name="report",
+        schedule="0 9 * * MON-FRI",
+        command="echo report",
+        timezone="Europe/Berlin",
+        timeout="90s",
+    )
+    assert job["timeout"] == 90 and job["next_fire_at"] and job["source"] == "api"
+    assert job["explanation"] == "At 09:00, Monday through Friday"
+    errors = {
+        "duplicate": daemon.http.post(
+            "/api/v1/jobs", json={"name": "report", "schedule": "@daily", "command": "x"}
+        ),
+        "schedule": daemon.http.post(
+            "/api/v1/jobs", json={"name": "x", "schedule": "0 24 * * *", "command": "x"}
+        ),
+        "user": daemon.http.post(
+            "/api/v1/jobs", json={"name": "x", "schedule": "@daily", "command": "x", "user": "root"}
+        ),
+        "unknown field": daemon.http.post(
+            "/api/v1/jobs", json={"name": "x", "schedule": "@daily", "command": "x", "colour": 1}
+        ),
+        "not json": daemon.http.post(
+            "/api/v1/jobs", content=b"{", headers={"content-type": "application/json"}
+        ),
+        "unknown job": daemon.http.get("/api/v1/jobs/nope"),
+        "unknown run": daemon.http.get("/api/v1/runs/424242"),
+        "huge run id": daemon.http.get(f"/api/v1/runs/{2**70}"),
+        "bad status": daemon.http.get("/api/v1/runs", params={"status": "sleeping"}),
+        "big body": daemon.http.post(
+            "/api/v1/jobs",
+            content=b"x" * (2 * 1024 * 1024),
+            headers={"content-type": "application/json"},
+        ),
+    }
+    expected = {
+        "duplicate": 409,
+        "schedule": 422,
+        "user": 403,
+        "unknown field": 422,
+        "not json": 422,
+        "unknown job": 404,
+        "unknown run": 404,
+        "huge run id": 422,
+        "bad status": 422,
+        "big body": 413,
+    }
+    for name, response in errors.items():
+        assert response.status_code == expected[name], (name, response.text)
+        assert response.json()["error"], name
+    assert 'hour field "24"' in errors["schedule"].json()["error"]
+
+    changed = daemon.api("PATCH", "/api/v1/jobs/report", json={"schedule": "30 7 * * *"})
+    assert changed["schedule"] == "30 7 * * *" and changed["next_fire_at"] != job["next_fire_at"]
+    assert daemon.api("POST", "/api/v1/jobs/report/pause")["paused"] is True
+    assert daemon.api("GET", "/api/v1/jobs/report")["next_fire_at"] is None
+    assert daemon.api("POST", "/api/v1/jobs/report/resume")["paused"] is False
+    daemon.api("DELETE", "/api/v1/jobs/report", 204)
+    daemon.api("GET", "/api/v1/jobs/report", 404)
+
+
+def test_config_jobs_cannot_be_changed_through_the_api(start_daemon: Any, tmp_path: Path) -> None:
+    crontab = tmp_path / "jobs.crontab"
+    crontab.write_text("# name: from-file\n@daily echo file\n")
+    daemon: DaemonProcess = start_daemon("--crontab", str(crontab))
+    response = daemon.http.delete("/api/v1/jobs/from-file")
+    assert response.status_code == 409 and str(crontab) in response.json()["error"]
+    assert daemon.api("POST", "/api/v1/jobs/from-file/pause")["paused"] is True
+
+
+def test_runs_filters_and_run_fields(start_daemon: Any) -> None:
+    daemon: DaemonProcess = start_daemon()
+    daemon.add_job(name="ok", schedule="@yearly", command="echo $EVERCRON_RUN_ID")
+    daemon.add_job(name="bad", schedule="@yearly", command="exit 3")
+    good = daemon.wait_for_run(daemon.api("POST", "/api/v1/jobs/ok/trigger", 202)["id"])
+    bad = daemon.wait_for_run(daemon.api("POST", "/api/v1/jobs/bad/trigger", 202)["id"])
+    assert good["status"] == "succeeded" and bad["status"] == "failed" and bad["exit_code"] == 3
+    for field in (
+        "id",
+        "job",
+        "trigger",
+        "scheduled_at",
+        "started_at",
+        "finished_at",
+        "status",
+        "exit_code",
+        "signal",
+        "attempt",
+        "pid",
+        "cpu_user",
+        "cpu_system",
+        "max_rss_kb",
+        "output_bytes",
+        "output_truncated",
+        "error",
+    ):
+        assert field in good
+    assert good["trigger"] == "manual" and good["scheduled_at"].endswith("Z")
+    assert daemon.http.get(f"/api/v1/runs/{good['id']}/output").text == f"{good['id']}\n"
+    listed = daemon.api("GET", "/api/v1/runs", params={"status": "failed"})
+    assert [r["id"] for r in listed] == [bad["id"]]
+    assert [r["id"] for r in daemon.api("GET", "/api/v1/runs", params={"job": "ok"})] == [
+        good["id"]
+    ]
+    assert [r["id"] for r in daemon.api("GET", "/api/v1/runs")] == [bad["id"], good["id"]]
+
+
+def _events(lines: list[str]) -> list[tuple[str, str, str]]:
+    events, current = [], {"id": "", "event": "", "data": []}  # type: ignore[var-annotated]
+    for line in lines:
+        if not line:
+            if current["event"]:
+                events.append((current["id"], current["event"], "\n".join(current["data"])))
+            current = {"id": "", "event": "", "data": []}
+        elif line.startswith("id: "):
+            current["id"] = line[4:]
+        elif line.startswith("event: "):
+            current["event"] = line[7:]
+        elif line.startswith("data: "):
+            current["data"].append(line[6:])
+    return events
+
+
+def test_follow_live_output_and_resume(start_daemon: Any) -> None:
+    daemon: DaemonProcess = start_daemon()
+    daemon.add_job(
+        name="talk",
+        schedule="@yearly",
+        command="for i in 1 2 3 4; do echo line$i; sleep 0.3; done; echo oops >&2",
+    )
+    run = daemon.api("POST", "/api/v1/jobs/talk/trigger", 202)
+    with daemon.http.stream(
+        "GET", f"/api/v1/runs/{run['id']}/output", params={"follow": 1}
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = _events(list(response.iter_lines()))
+    kinds = [kind for _, kind, _ in events]
+    assert kinds[-1] == "end" and events[-1][2] == "succeeded"
+    text = "".join(data + "\n" for _, kind, data in events if kind == "stdout")
+    assert text.replace("\n\n", "\n") == "line1\nline2\nline3\nline4\n"
+    assert ("stderr" in kinds) and kinds.index("stderr") > kinds.index("stdout")
+    offsets = [int(event_id) for event_id, kind, _ in events if kind in ("stdout", "stderr")]
+    assert offsets == sorted(offsets) and offsets[0] == 0
+    # Resume after the second chunk: nothing before it again, the rest once.
+    with daemon.http.stream(
+        "GET",
+        f"/api/v1/runs/{run['id']}/output",
+        params={"follow": 1},
+        headers={"Last-Event-ID": str(offsets[1])},
+    ) as response:
+        resumed = _events(list(response.iter_lines()))
+    assert [int(i) for i, k, _ in resumed if k in ("stdout", "stderr")] == offsets[2:]
+    assert resumed[-1][1] == "end"
+
+
+def test_truncated_output_is_marked_when_followed(start_daemon: Any) -> None:
+    daemon: DaemonProcess = start_daemon()
+    daemon.add_job(
+        name="big",
+        schedule="@yearly",
+        max_output="1KiB",
+        command="python3 -c \"print('a' * 5000)\"",
+    )
+    run = daemon.wait_for_run(daemon.api("POST", "/api/v1/jobs/big/trigger", 202)["id"])
+    assert run["output_truncated"] and run["output_bytes"] == 5001
+    with daemon.http.stream(
+        "GET", f"/api/v1/runs/{run['id']}/output", params={"follow": 1}
+    ) as response:
+        events = _events(list(response.iter_lines()))
+    kinds = [kind for _, kind, _ in events]
+    assert "truncated" in kinds and kinds[-1] == "end"
+    dropped = next(int(data) for _, kind, data in events if kind == "truncated")
+    assert dropped == 5001 - 1024
+
+
+def test_schemathesis_finds_no_server_error(start_daemon: Any, tmp_path: Path) -> None:
+    daemon: DaemonProcess = start_daemon()
+    tool = shutil.which("schemathesis", path=str(Path(sys.executable).parent))
+    assert tool is not None
+    done = subprocess.run(
+        [
+            tool,
+            "run",
+            f"{daemon.url}/api/v1/openapi.json",
+            "-H",
+            f"Authorization: Bearer {daemon.token}",
+            "--checks",
+            "not_a_server_error",
+            "-n",
+            "15",
+            "--generation-deterministic",
+            "--request-timeout",
+            "10",
+            "--exclude-path-regex",
+            "/(stop|upgrade|output)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-4000:]
+    time.sleep(0)
