@@ -23,6 +23,7 @@ $(DEV_STAMP): pyproject.toml | $(PY)
 
 run: $(STAMP)
 	$(VENV)/bin/evercron check examples/crontab
+	$(VENV)/bin/evercron serve --config examples/evercron.toml --crontab examples/crontab
 
 lint: $(DEV_STAMP)
 	$(VENV)/bin/ruff check src tests bench

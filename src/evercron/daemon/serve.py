@@ -33,6 +33,7 @@ from evercron.store import SqliteStore
 from evercron.store.worker import StoreWorker
 
 log = logging.getLogger("evercron.daemon")
+_PRUNE_EVERY = 3600.0
 
 
 class ServeError(RuntimeError):
@@ -140,6 +141,7 @@ class Daemon:
         self._install_signals()
         serving = asyncio.create_task(server.serve(sockets=[listener]))
         scheduling = asyncio.create_task(scheduler.run())
+        pruning = asyncio.create_task(self._prune_forever(store, db))
         state.write_address(self.state_dir, url, token)
         if self.options.pid_file is not None:
             state.write_pid_file(self.options.pid_file)
@@ -156,6 +158,7 @@ class Daemon:
             await self._stop.wait()
             log.info("shutting down: no new firings or connections")
             scheduler.stop()
+            pruning.cancel()
             scheduler.live.close_all()
             server.should_exit = True
             await scheduling
@@ -210,6 +213,15 @@ class Daemon:
             waiting.cancel()
             log.info("ending %d running job(s)", len(launcher.running))
             await launcher.kill_all()
+
+    async def _prune_forever(self, store: SqliteStore, db: StoreWorker) -> None:
+        """Apply the retention settings now and every hour."""
+        while True:
+            cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=self.settings.retention_days)
+            removed = await db(store.prune, self.settings.retention_runs, cutoff)
+            if removed:
+                log.info("retention: removed %d old run(s) and their output", removed)
+            await asyncio.sleep(_PRUNE_EVERY)
 
     def _reconcile(self, store: SqliteStore) -> None:
         """Make the store's config-file jobs exactly those of the current config."""

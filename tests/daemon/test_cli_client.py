@@ -1,0 +1,85 @@
+"""The CLI client commands against a real daemon, as a user types them."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.daemon.conftest import DaemonProcess
+from tests.helpers import run_cli
+
+
+def cli(daemon: DaemonProcess, *args: str) -> Any:
+    """Run a client command against `daemon` with --json; its parsed output."""
+    done = run_cli(args[0], "--state-dir", str(daemon.state_dir), "--json", *args[1:])
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout) if done.stdout.strip() else None
+
+
+def test_the_client_commands(start_daemon: Any, tmp_path: Path) -> None:
+    daemon: DaemonProcess = start_daemon()
+    added = cli(daemon, "add", "greet", "@yearly", "--timeout", "30s", "--", "echo", "hello")
+    assert added["name"] == "greet" and added["timeout"] == 30
+    assert [job["name"] for job in cli(daemon, "jobs")] == ["greet"]
+    run = cli(daemon, "trigger", "greet")
+    daemon.wait_for_run(run["id"])
+    logs = run_cli("logs", str(run["id"]), "--state-dir", str(daemon.state_dir))
+    assert logs.returncode == 0 and logs.stdout == "hello\n"
+    followed = run_cli("logs", "-f", str(run["id"]), "--state-dir", str(daemon.state_dir))
+    assert followed.stdout == "hello\n" and f"[run {run['id']} succeeded]" in followed.stderr
+    runs = cli(daemon, "runs", "--job", "greet")
+    assert [r["status"] for r in runs] == ["succeeded"]
+    assert cli(daemon, "pause", "greet")["paused"] is True
+    assert cli(daemon, "resume", "greet")["paused"] is False
+    status = cli(daemon, "status")
+    assert status["pid"] == daemon.process.pid and status["generations"][0]["role"] == "serving"
+    table = run_cli("runs", "--state-dir", str(daemon.state_dir))
+    assert table.returncode == 0 and "succeeded" in table.stdout and "greet" in table.stdout
+    cli(daemon, "rm", "greet")
+    assert cli(daemon, "jobs") == []
+    assert cli(daemon, "stop") == {"status": "stopping"}
+    assert daemon.process.wait(timeout=30) == 0
+
+
+def test_kill_through_the_cli(start_daemon: Any) -> None:
+    daemon: DaemonProcess = start_daemon()
+    cli(daemon, "add", "long", "@yearly", "--", "sleep", "30")
+    run = cli(daemon, "trigger", "long")
+    time.sleep(0.3)
+    killed = run_cli("kill", str(run["id"]), "--state-dir", str(daemon.state_dir))
+    assert killed.returncode == 0 and f"killing run {run['id']}" in killed.stdout
+    assert daemon.wait_for_run(run["id"])["status"] == "killed"
+
+
+def test_errors_are_one_line(start_daemon: Any, tmp_path: Path) -> None:
+    daemon: DaemonProcess = start_daemon()
+    for args, message in (
+        (["trigger", "missing"], 'no job named "missing"'),
+        (["add", "x", "0 24 * * *", "--", "true"], 'hour field "24"'),
+        (["kill", "123456"], "no run 123456"),
+    ):
+        done = run_cli(args[0], "--state-dir", str(daemon.state_dir), *args[1:])
+        assert done.returncode == 1, args
+        assert done.stderr.startswith("evercron: error: ") and message in done.stderr
+        assert len(done.stderr.splitlines()) == 1
+    wrong = run_cli("jobs", "--state-dir", str(daemon.state_dir), "--token", "bad")
+    assert wrong.returncode == 1 and "wrong API token" in wrong.stderr
+    absent = run_cli("jobs", "--state-dir", str(tmp_path / "nothing"))
+    assert absent.returncode == 1 and "no running evercron daemon found" in absent.stderr
+    daemon.stop()
+    gone = run_cli("jobs", "--url", daemon.url, "--token", "t")
+    assert gone.returncode == 1 and "cannot reach the evercron daemon" in gone.stderr
+    assert len(gone.stderr.splitlines()) == 1
+
+
+def test_reboot_job_runs_once_per_boot(start_daemon: Any, tmp_path: Path) -> None:
+    crontab = tmp_path / "boot.crontab"
+    marks = tmp_path / "marks"
+    crontab.write_text(f"# name: at-boot\n@reboot echo booted >> {marks}\n")
+    for _ in range(3):
+        daemon: DaemonProcess = start_daemon("--crontab", str(crontab))
+        time.sleep(1)
+        assert daemon.stop() == 0
+    assert marks.read_text() == "booted\n"
