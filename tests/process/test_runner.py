@@ -190,6 +190,47 @@ class TestProcessTree:
         assert result.cpu_user + result.cpu_system > 0.2
 
 
+class TestHeldStart:
+    def test_a_held_command_runs_only_when_released(self, tmp_path: Path, tracking: str) -> None:
+        flag = tmp_path / "ran"
+
+        async def scenario() -> tuple[bool, bool, Result]:
+            process = await start(
+                Command(tracking=tracking, args=f"touch {flag}; echo out", timeout=0.5),
+                held=True,
+            )
+            await asyncio.sleep(0.8)  # longer than the timeout: it counts from the release
+            ran_before = flag.exists()
+            assert process.held
+            process.release()
+            result = await process.wait()
+            return ran_before, process.held, result
+
+        ran_before, still_held, result = asyncio.run(scenario())
+        assert not ran_before and not still_held
+        assert result.status is Status.SUCCEEDED and result.output.text() == "out\n"
+        assert flag.exists()
+
+    def test_killing_a_held_command_never_runs_it(self, tmp_path: Path, tracking: str) -> None:
+        flag = tmp_path / "ran"
+
+        async def scenario() -> Result:
+            process = await start(Command(tracking=tracking, args=f"touch {flag}"), held=True)
+            await asyncio.sleep(0.2)
+            return await process.kill()
+
+        result = asyncio.run(scenario())
+        assert result.status is Status.KILLED
+        assert not flag.exists()
+
+    def test_held_commands_take_no_stdin(self) -> None:
+        async def scenario() -> None:
+            await start(Command(["cat"], stdin=b"x"), held=True)
+
+        with pytest.raises(ValueError, match="cannot take stdin"):
+            asyncio.run(scenario())
+
+
 class TestOutput:
     def test_chunks_reach_the_sink_in_order_with_offsets(self) -> None:
         chunks: list[OutputChunk] = []

@@ -20,7 +20,6 @@ import os
 import signal
 from pathlib import Path
 
-_JOIN_SCRIPT = 'echo $$ > "$0" && exec "$@"'
 _POOL_SIZE = 64
 
 
@@ -32,9 +31,10 @@ class RunCgroup:
         self._cpu_before = cpu_before or self._read_cpu() or (0.0, 0.0)
         self._cpu_after: tuple[float, float] | None = None
 
-    def join_prefix(self) -> list[str]:
-        """Arguments that make the command join this cgroup before it execs."""
-        return ["/bin/sh", "-c", _JOIN_SCRIPT, str(self.path / "cgroup.procs")]
+    @property
+    def procs_file(self) -> Path:
+        """The file a process writes its pid to in order to join the group."""
+        return self.path / "cgroup.procs"
 
     def pids(self) -> list[int]:
         """Processes in the group (exited ones are not)."""

@@ -16,6 +16,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
+from typing import IO
 
 from evercron.process.capture import OutputCapture, OutputChunk, Stream
 from evercron.process.cgroup import discover
@@ -45,17 +46,27 @@ async def run(command: Command, on_output: OutputSink | None = None) -> Result:
     return await process.wait()
 
 
-async def start(command: Command, on_output: OutputSink | None = None) -> RunningProcess:
-    """Start `command` on the running event loop (Linux only)."""
+async def start(
+    command: Command, on_output: OutputSink | None = None, held: bool = False
+) -> RunningProcess:
+    """Start `command` on the running event loop (Linux only).
+
+    With `held`, everything is prepared (process, session, cgroup, pipes) but the command
+    itself runs only at `RunningProcess.release()`: a scheduler prepares a firing's
+    processes ahead and releases them together at the fire time. The timeout counts
+    from the release. A held command cannot take stdin data.
+    """
     if not is_linux():
         raise RuntimeError("evercron.process needs Linux (process groups, /proc, pidfds)")
-    return RunningProcess(command, on_output)
+    if held and command.stdin:
+        raise ValueError("a held command cannot take stdin data")
+    return RunningProcess(command, on_output, held)
 
 
 class RunningProcess:
     """A started command. Use `wait()`, `kill()`, `send_signal()`; read `result` at the end."""
 
-    def __init__(self, command: Command, on_output: OutputSink | None) -> None:
+    def __init__(self, command: Command, on_output: OutputSink | None, held: bool = False) -> None:
         self.command = command
         self.run_id = command.run_id or f"{_RUN_PREFIX}-{next(_run_numbers)}"
         self.pid: int | None = None
@@ -73,13 +84,15 @@ class RunningProcess:
         self._cpu_user = self._cpu_system = 0.0
         self._max_rss_kb = 0
         self._deadline: asyncio.TimerHandle | None = None
+        self._hold: IO[bytes] | None = None
+        self._supervisor: asyncio.Task[None] | None = None
         self._reaper = reaper()
         self._cgroups = discover() if command.tracking == "auto" else None
         self._cgroup = self._cgroups.acquire() if self._cgroups is not None else None
         try:
             self._reaper.become_subreaper()
             with self._reaper.spawning():
-                popen = start_process(command, self.run_id, self._cgroup)
+                popen = start_process(command, self.run_id, self._cgroup, held)
                 self.pid = popen.pid
                 main_exit = self._reaper.watch(popen.pid)
         except SpawnError as error:
@@ -91,8 +104,9 @@ class RunningProcess:
         self._tree = ProcessTree(popen.pid, self.run_id, self._reaper, self._account, self._cgroup)
         self._reaper.account(popen.pid, None, self._account)
         self._pipes = ChildPipes(popen, command.stdin, self._on_data)
-        if command.timeout is not None:
-            self._deadline = self._loop.call_later(command.timeout, self._stop, Status.TIMED_OUT)
+        self._hold = popen.stdin if held else None
+        if not held:
+            self._arm_deadline()
         self._supervisor = self._loop.create_task(self._supervise(main_exit))
 
     # -- public ------------------------------------------------------------------------
@@ -107,14 +121,39 @@ class RunningProcess:
             return await asyncio.shield(self._done)
         except asyncio.CancelledError:
             self._stop(Status.KILLED)
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(self._done)
+            if self._supervisor is not None and not self._supervisor.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(self._done)
             raise
 
     async def kill(self) -> Result:
         """End the tree now (SIGTERM, then SIGKILL after `kill_grace`); status `killed`."""
         self._stop(Status.KILLED)
         return await self.wait()
+
+    @property
+    def held(self) -> bool:
+        """Whether the command is prepared but not yet released."""
+        return self._hold is not None
+
+    def release(self) -> None:
+        """Let a held command run now (no effect when it is not held)."""
+        hold, self._hold = self._hold, None
+        if hold is None:
+            return
+        self._started_at = dt.datetime.now(dt.UTC)
+        self._started = time.monotonic()
+        with contextlib.suppress(OSError):
+            os.write(hold.fileno(), b"go\n")
+        with contextlib.suppress(OSError):
+            hold.close()
+        self._arm_deadline()
+
+    def _arm_deadline(self) -> None:
+        if self.command.timeout is not None and not self._main_exited:
+            self._deadline = self._loop.call_later(
+                self.command.timeout, self._stop, Status.TIMED_OUT
+            )
 
     def send_signal(self, signum: int) -> None:
         """Send one signal to the main process (no effect once it has exited)."""
@@ -134,6 +173,19 @@ class RunningProcess:
         )
 
     async def _supervise(self, main_exit: asyncio.Future[ExitInfo]) -> None:
+        try:
+            await self._follow_to_the_end(main_exit)
+        except asyncio.CancelledError:
+            # The event loop is being torn down under us: end the tree the only way left
+            # (SIGKILL, no grace), so that nothing outlives the loop, and report it.
+            self._tree.signal(signal.SIGKILL)
+            if not self._done.done():
+                self._set_result(
+                    Status.KILLED, None, "SIGKILL", "ended: event loop closing", "SIGKILL"
+                )
+            raise
+
+    async def _follow_to_the_end(self, main_exit: asyncio.Future[ExitInfo]) -> None:
         try:
             info = await main_exit
             self._main_exited = True
@@ -161,6 +213,10 @@ class RunningProcess:
             self._reaper.account(self.pid, None, None)
             for pid in self._tree.known_strays:
                 self._reaper.account(None, pid, None)
+        if self._hold is not None:  # ended (killed) while still held
+            with contextlib.suppress(OSError):
+                self._hold.close()
+            self._hold = None
         self._popen.returncode = info.status  # Popen must never wait() on its own
         self._finish(info.status, kill_signal)
 

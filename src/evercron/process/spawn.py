@@ -39,10 +39,11 @@ class _Identity:
 
 
 def start_process(
-    command: Command, run_id: str, cgroup: RunCgroup | None = None
+    command: Command, run_id: str, cgroup: RunCgroup | None = None, held: bool = False
 ) -> subprocess.Popen[bytes]:
     """Start `command` in a new session (and `cgroup`) with piped output; raise
-    `SpawnError` on failure."""
+    `SpawnError` on failure. When `held`, the command waits before it execs until a line
+    is written to the process's stdin (`release`), and never runs if stdin closes first."""
     env, identity = _environment(command, run_id)
     cwd = command.cwd
     if cwd is not None and not os.path.isdir(cwd):
@@ -51,8 +52,10 @@ def start_process(
     wrappers = _wrappers(command)
     if cgroup is not None:
         # The cgroup is joined by a root shell first; the user switch must come after it.
-        wrappers = cgroup.join_prefix() + _switch_identity(identity) + wrappers
+        wrappers = _switch_identity(identity) + wrappers
         identity = _Identity()
+    if cgroup is not None or held:
+        wrappers = _trampoline(cgroup, held) + wrappers
     if wrappers:  # the wrapper would hide a missing program behind its own exit code
         path = env.get(b"PATH", _DEFAULT_PATH.encode()).decode(errors="surrogateescape")
         _check_executable(program, path, cwd)
@@ -60,7 +63,7 @@ def start_process(
     try:
         return subprocess.Popen(
             argv,
-            stdin=subprocess.PIPE if command.stdin else subprocess.DEVNULL,
+            stdin=subprocess.PIPE if command.stdin or held else subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=cwd,
@@ -144,6 +147,17 @@ def _wrappers(command: Command) -> list[str]:
         prefix += [f"--{name}={_limit_text(value)}" for name, value in command.limits.items()]
         prefix.append("--")
     return prefix
+
+
+def _trampoline(cgroup: RunCgroup | None, held: bool) -> list[str]:
+    """A /bin/sh that joins `cgroup` and/or waits for the release line, then execs."""
+    steps = []
+    if cgroup is not None:
+        steps.append('echo $$ > "$0"')
+    if held:
+        steps.append("IFS= read -r _ && exec 0</dev/null")
+    script = " && ".join([*steps, 'exec "$@"'])
+    return ["/bin/sh", "-c", script, str(cgroup.procs_file) if cgroup else "evercron-hold"]
 
 
 def _switch_identity(identity: _Identity) -> list[str]:

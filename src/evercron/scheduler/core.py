@@ -29,7 +29,8 @@ from evercron.store.worker import StoreWorker
 
 log = logging.getLogger("evercron.scheduler")
 TIMER_CAP = 5.0  # wake at least this often to notice wall-clock steps
-CLAIM_LEAD = 0.05  # claim this long before the fire time, spawn at it
+PREPARE_LEAD = 1.0  # concurrency=allow: claim and prepare the process this early
+CLAIM_LEAD = 0.05  # other policies: decide and claim this close to the fire time
 _BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 
 
@@ -72,7 +73,7 @@ class Scheduler:
         while not self._stopping:
             delay = TIMER_CAP
             if self._heap:
-                delay = min(delay, self._heap[0][0] - CLAIM_LEAD - time.time())
+                delay = min(delay, self._heap[0][0] - PREPARE_LEAD - time.time())
             if delay > 0:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
@@ -144,7 +145,19 @@ class Scheduler:
         if stored is None or stored.paused or not stored.job.enabled:
             return
         job = stored.job
-        busy = await self._busy_runs(job)
+        prepare = job.concurrency is Concurrency.ALLOW and not job.jitter
+        if not prepare:
+            # Whether an earlier run is still going is decided at the fire time itself.
+            early = fire_at.timestamp() - CLAIM_LEAD - time.time()
+            if early > 0:
+                await asyncio.sleep(early)
+            stored = self._jobs.get(name)
+            if stored is None or stored.paused or not stored.job.enabled:
+                return
+            job = stored.job
+        busy = [] if prepare else await self._busy_runs(job)
+        if self._stopping:
+            return  # not claimed: whoever schedules next runs it (or counts it missed)
         if busy and job.concurrency is Concurrency.FORBID:
             await self.db(
                 self.store.claim,
@@ -162,12 +175,10 @@ class Scheduler:
         if busy and job.concurrency is Concurrency.REPLACE:
             for other in busy:
                 await self.launcher.kill(other)
-        delay = fire_at.timestamp() - time.time()
+        release_at = fire_at.timestamp()
         if job.jitter:
-            delay += random.uniform(0, job.jitter)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        self.launcher.launch(Firing(run_id, job, fire_at, trigger))
+            release_at += random.uniform(0, job.jitter)
+        self.launcher.launch(Firing(run_id, job, fire_at, trigger), release_at)
 
     async def _fire_reboot(self, job: Job) -> None:
         # Keyed by the boot's start time: once per machine boot, whoever restarts.

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -53,12 +54,14 @@ class Launcher:
         self.running: dict[int, tuple[Firing, RunningProcess | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._kills: set[asyncio.Task[Result]] = set()
+        self._release_groups: dict[float, list[RunningProcess]] = {}
 
-    def launch(self, firing: Firing) -> None:
-        """Run `firing` in the background."""
+    def launch(self, firing: Firing, release_at: float | None = None) -> None:
+        """Run `firing` in the background; with `release_at` (POSIX time) its process is
+        prepared now and released at that instant, together with the others due then."""
         self.running[firing.run_id] = (firing, None)
         self._live.begin(firing.run_id)
-        task = asyncio.get_running_loop().create_task(self._run(firing))
+        task = asyncio.get_running_loop().create_task(self._run(firing, release_at))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -100,7 +103,19 @@ class Launcher:
             await self.kill(run_id)
         await self.wait_all(None)
 
-    async def _run(self, firing: Firing) -> None:
+    def _release_at(self, process: RunningProcess, at: float) -> None:
+        group = self._release_groups.get(at)
+        if group is None:
+            group = self._release_groups[at] = []
+            delay = max(0.0, at - time.time())
+            asyncio.get_running_loop().call_later(delay, self._release_group, at)
+        group.append(process)
+
+    def _release_group(self, at: float) -> None:
+        for process in self._release_groups.pop(at, []):
+            process.release()
+
+    async def _run(self, firing: Firing, release_at: float | None) -> None:
         job = firing.job
         sink = _OutputSink(self._store, self._db, self._live, firing.run_id, job.max_output)
         command = Command(
