@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -22,15 +23,19 @@ def test_every_second_job_runs_exactly_once_per_second(start_daemon: Any, tmp_pa
         name="tick",
         schedule="* * * * * * *",
         concurrency="allow",
-        command=f'echo "$EVERCRON_SCHEDULED_AT $EVERCRON_JOB $EVERCRON_ATTEMPT" >> {log}',
+        command=f'echo "$EVERCRON_SCHEDULED_AT $EVERCRON_JOB $EVERCRON_ATTEMPT $(date +%s.%N)"'
+        f" >> {log}",
     )
     time.sleep(5.5)
     assert daemon.stop() == 0
-    lines = log.read_text().splitlines()
-    counts = Counter(line.split()[0] for line in lines)
+    lines = [line.split() for line in log.read_text().splitlines()]
+    counts = Counter(fields[0] for fields in lines)
     assert len(counts) >= 4
     assert set(counts.values()) == {1}
-    assert all(line.endswith(" tick 1") for line in lines)
+    assert all(fields[1:3] == ["tick", "1"] for fields in lines)
+    for scheduled, _, _, ran in lines:
+        lateness = float(ran) - dt.datetime.fromisoformat(scheduled).timestamp()
+        assert 0 <= lateness < 0.5, (scheduled, ran)  # never early, and promptly
 
 
 def test_timeout_kills_the_tree_and_api_kill(start_daemon: Any, marker: Marker) -> None:

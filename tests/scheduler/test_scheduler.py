@@ -25,7 +25,7 @@ def every_second_job(log: Path, **extra: object) -> Job:
             "name": "tick",
             "schedule": "* * * * * * *",
             "concurrency": "allow",
-            "command": f'echo "$EVERCRON_SCHEDULED_AT $EVERCRON_RUN_ID" >> {log}',
+            "command": f'echo "$EVERCRON_SCHEDULED_AT $EVERCRON_RUN_ID $(date +%s.%N)" >> {log}',
             **extra,
         }
     )
@@ -59,6 +59,10 @@ def test_every_second_fires_once_per_second(tmp_path: Path) -> None:
     stamps = [line.split()[0] for line in log.read_text().splitlines()]
     counts = Counter(stamps)
     assert len(counts) >= 3 and set(counts.values()) == {1}
+    for line in log.read_text().splitlines():
+        scheduled, _, ran = line.split()
+        lateness = float(ran) - dt.datetime.fromisoformat(scheduled).timestamp()
+        assert 0 <= lateness < 0.5, line  # never early, and promptly
     runs = store.list_runs(job="tick")
     assert all(r.status is RunStatus.SUCCEEDED for r in runs)
     assert sorted(str(r.id) for r in runs) == sorted(

@@ -141,16 +141,20 @@ class Launcher:
         )
         result: Result | None = None
         try:
-            process = await start(command, sink.add)
+            held = release_at is not None and release_at > time.time()
+            process = await start(command, sink.add, held=held)
             self.running[firing.run_id] = (firing, process)
+            if held and release_at is not None:
+                self._release_at(process, release_at)
             if process.pid is not None:
                 stat = read_stat(process.pid)
+                began = max(release_at or 0.0, time.time())
                 await self._db(
                     self._store.mark_started,
                     firing.run_id,
                     process.pid,
                     stat.start_ticks if stat else None,
-                    dt.datetime.now(dt.UTC),
+                    dt.datetime.fromtimestamp(began, dt.UTC),
                 )
             result = await process.wait()
         except Exception as error:

@@ -1,0 +1,243 @@
+"""Benchmark: firing precision of evercron beside APScheduler 3 and the machine's floor.
+
+For N jobs firing every second (N = 1, 100, 1000), each running `date +%s.%N >> FILE`:
+
+- evercron: a real `evercron serve` with the N jobs in a crontab (`concurrency = allow`);
+- APScheduler 3: a BackgroundScheduler in this process, CronTrigger(second="*"), the same
+  command through subprocess.run (a thread pool as large as N, capped at 200);
+- the floor: N `sh -c 'read _; date ...'` processes prepared in advance and released at
+  the same instant, every second - their own start-up cost on the available cores is the
+  limit no scheduler can beat.
+
+Reported per N (median of --repeats runs): fired/expected, latency (written timestamp
+minus its scheduled second) p50/p99/max in ms, scheduler CPU % and RSS. Then the idle
+cost of 10,000 hourly jobs loaded in evercron (CPU % over --idle seconds, RSS).
+
+    .venv/bin/python bench/precision.py [--duration 20] [--repeats 3] [--sizes 1,100,1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import math
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+WARMUP = 3.0  # seconds before measuring: the daemon loads, plans and starts firing
+
+
+@dataclass
+class Sample:
+    """One measured run of one method at one N."""
+
+    fired: int
+    expected: int
+    latencies_ms: list[float]
+    cpu_percent: float
+    rss_mb: float
+
+    def percentile(self, p: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        if not ordered:
+            return math.nan
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def read_fires(path: Path, start: int, end: int) -> list[float]:
+    """Timestamps written for scheduled seconds in [start, end)."""
+    if not path.exists():
+        return []
+    stamps = []
+    for line in path.read_text().split():
+        try:
+            value = float(line)
+        except ValueError:
+            continue
+        if start <= math.floor(value) < end:
+            stamps.append(value)
+    return stamps
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def rss_mb(pid: int, key: str = "VmRSS") -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def measure(stamps: list[float], n: int, start: int, end: int, cpu: float,
+            rss: float) -> Sample:
+    latencies = [(s - math.floor(s)) * 1000 for s in stamps]
+    return Sample(len(stamps), n * (end - start), latencies, cpu, rss)
+
+
+def run_evercron(n: int, duration: float, work: Path) -> Sample:
+    fires = work / "fires"
+    config = work / "evercron.toml"
+    config.write_text('[daemon]\nshutdown_grace = "5s"\n' + "".join(
+        f'[[job]]\nname = "job{i}"\nschedule = "* * * * * * *"\nconcurrency = "allow"\n'
+        f'command = "date +%s.%N >> {fires}"\n' for i in range(n)))
+    log = open(work / "daemon.log", "w")  # noqa: SIM115
+    daemon = subprocess.Popen(
+        [sys.executable, "-m", "evercron", "serve", "--state-dir", str(work / "state"),
+         "--listen", "127.0.0.1:0", "--config", str(config)],
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        _wait_for(lambda: "listening on" in (work / "daemon.log").read_text(), 120)
+        time.sleep(WARMUP)
+        start = math.ceil(time.time())
+        time.sleep(start - time.time())
+        cpu_before = cpu_seconds(daemon.pid)
+        time.sleep(duration)
+        end = start + int(duration)
+        cpu = (cpu_seconds(daemon.pid) - cpu_before) / duration * 100
+        rss = rss_mb(daemon.pid)
+        time.sleep(1.5)  # let the last second's firings write
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(120)
+        log.close()
+    return measure(read_fires(fires, start, end), n, start, end, cpu, rss)
+
+
+def run_apscheduler(n: int, duration: float, work: Path) -> Sample:
+    from apscheduler.executors.pool import ThreadPoolExecutor  # noqa: PLC0415
+    from apscheduler.schedulers.background import BackgroundScheduler  # noqa: PLC0415
+    from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415
+
+    fires = work / "fires"
+    command = ["/bin/sh", "-c", f"date +%s.%N >> {fires}"]
+    scheduler = BackgroundScheduler(
+        executors={"default": ThreadPoolExecutor(min(max(n, 10), 200))},
+        job_defaults={"coalesce": False, "max_instances": 10, "misfire_grace_time": 30})
+    for i in range(n):
+        scheduler.add_job(subprocess.run, CronTrigger(second="*"), args=[command],
+                          id=f"job{i}")
+    scheduler.start()
+    try:
+        time.sleep(WARMUP)
+        start = math.ceil(time.time())
+        time.sleep(start - time.time())
+        cpu_before = sum(os.times()[:2])
+        time.sleep(duration)
+        end = start + int(duration)
+        cpu = (sum(os.times()[:2]) - cpu_before) / duration * 100
+        rss = rss_mb(os.getpid())
+        time.sleep(1.5)
+    finally:
+        scheduler.shutdown(wait=True)
+    return measure(read_fires(fires, start, end), n, start, end, cpu, rss)
+
+
+def run_floor(n: int, duration: float, work: Path) -> Sample:
+    fires = work / "fires"
+    script = f"read _; date +%s.%N >> {fires}"
+    start = math.ceil(time.time()) + 2
+    end = start + int(duration)
+    cpu_total = 0.0
+    for second in range(start, end):
+        ready = [subprocess.Popen(["/bin/sh", "-c", script], stdin=subprocess.PIPE)
+                 for _ in range(n)]
+        time.sleep(max(0.0, second - time.time()))
+        before = sum(os.times()[:2])
+        for process in ready:
+            assert process.stdin is not None
+            process.stdin.write(b"go\n")
+            process.stdin.flush()
+        cpu_total += sum(os.times()[:2]) - before
+        for process in ready:
+            assert process.stdin is not None
+            process.stdin.close()
+            process.wait()
+    return measure(read_fires(fires, start, end), n, start, end,
+                   cpu_total / duration * 100, rss_mb(os.getpid()))
+
+
+def _wait_for(condition: object, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise TimeoutError("the daemon did not start")
+
+
+def idle_cost(jobs: int, seconds: float) -> tuple[float, float]:
+    """CPU % and RSS (MB) of evercron with `jobs` hourly jobs loaded and nothing firing."""
+    with tempfile.TemporaryDirectory() as folder:
+        work = Path(folder)
+        crontab = work / "idle.crontab"
+        minute = (dt.datetime.now().minute + 30) % 60  # far from now: nothing fires
+        crontab.write_text("".join(f"# name: idle{i}\n{minute} * * * * true\n"
+                                   for i in range(jobs)))
+        log = open(work / "daemon.log", "w")  # noqa: SIM115
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "evercron", "serve", "--state-dir", str(work / "state"),
+             "--listen", "127.0.0.1:0", "--crontab", str(crontab)],
+            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_for(lambda: "listening on" in (work / "daemon.log").read_text(), 300)
+            time.sleep(3)
+            before = cpu_seconds(daemon.pid)
+            time.sleep(seconds)
+            cpu = (cpu_seconds(daemon.pid) - before) / seconds * 100
+            return cpu, rss_mb(daemon.pid)
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(60)
+            log.close()
+
+
+def main() -> None:
+    options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    options.add_argument("--duration", type=float, default=20.0)
+    options.add_argument("--repeats", type=int, default=3)
+    options.add_argument("--sizes", default="1,100,1000")
+    options.add_argument("--idle-jobs", type=int, default=10_000)
+    options.add_argument("--idle", type=float, default=30.0)
+    args = options.parse_args()
+    print(f"# {dt.date.today()} {platform.machine()} {os.cpu_count()} cores, CPython "
+          f"{platform.python_version()}; {args.duration:.0f}s per run, median of "
+          f"{args.repeats}")
+    print("| N | method | fired/expected | p50 ms | p99 ms | max ms | CPU % | RSS MB |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    methods = {"evercron": run_evercron, "APScheduler 3": run_apscheduler, "floor": run_floor}
+    for n in (int(x) for x in args.sizes.split(",")):
+        p99s: dict[str, float] = {}
+        for name, method in methods.items():
+            samples = []
+            for _ in range(args.repeats):
+                with tempfile.TemporaryDirectory() as folder:
+                    samples.append(method(n, args.duration, Path(folder)))
+            med = statistics.median
+            p99s[name] = med(s.percentile(99) for s in samples)
+            print(f"| {n} | {name} | {med(s.fired for s in samples):.0f}/"
+                  f"{med(s.expected for s in samples):.0f} | "
+                  f"{med(s.percentile(50) for s in samples):.1f} | {p99s[name]:.1f} | "
+                  f"{med(max(s.latencies_ms, default=math.nan) for s in samples):.1f} | "
+                  f"{med(s.cpu_percent for s in samples):.1f} | "
+                  f"{med(s.rss_mb for s in samples):.0f} |", flush=True)
+        print(f"| {n} | ratios | evercron p99 / floor p99 = "
+              f"{p99s['evercron'] / p99s['floor']:.2f}; APScheduler p99 / evercron p99 = "
+              f"{p99s['APScheduler 3'] / p99s['evercron']:.2f} | | | | | |", flush=True)
+    cpu, rss = idle_cost(args.idle_jobs, args.idle)
+    print(f"\nidle: {args.idle_jobs} hourly jobs loaded: {cpu:.2f}% CPU over {args.idle:.0f}s, "
+          f"{rss:.0f} MB RSS")
+
+
+if __name__ == "__main__":
+    main()
