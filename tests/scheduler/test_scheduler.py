@@ -35,7 +35,7 @@ async def run_schedulers(store_path: Path, owners: list[str], seconds: float) ->
     workers, schedulers, loops = [], [], []
     for owner in owners:
         store = make_store(store_path)
-        worker = StoreWorker()
+        worker = StoreWorker(store)
         scheduler = Scheduler(store, worker, owner)
         await scheduler.load()
         workers.append(worker)
@@ -126,16 +126,28 @@ def test_misfire_run_all_and_skip(tmp_path: Path) -> None:
     for name, policy in (("all", "run-all"), ("none", "skip")):
         store.put_job(
             Job.from_mapping(
-                {"name": name, "schedule": "0 * * * *", "command": "true", "misfire": policy}
+                {
+                    "name": name,
+                    "schedule": "0 * * * *",
+                    "command": "true",
+                    "misfire": policy,
+                    "misfire_grace": "0s",
+                    "timezone": "UTC",
+                }
             ),
             created,
         )
     asyncio.run(run_schedulers(tmp_path / "db", ["a"], 1.0))
-    assert len(store.list_runs(job="all")) == 3
+    hours = {
+        (created + dt.timedelta(hours=h)).replace(minute=0, second=0, microsecond=0)
+        for h in range(1, 5)
+    }
+    missed = sorted(h for h in hours if created < h <= dt.datetime.now(dt.UTC))
+    assert sorted(r.scheduled_at for r in store.list_runs(job="all")) == missed
     assert store.list_runs(job="none") == []
     # A restart does not run them again: the claims are in the store.
     asyncio.run(run_schedulers(tmp_path / "db", ["b"], 0.5))
-    assert len(store.list_runs(job="all")) == 3
+    assert len(store.list_runs(job="all")) == len(missed)
 
 
 def test_retries_are_linked_to_the_original(tmp_path: Path) -> None:
@@ -154,7 +166,7 @@ def test_retries_are_linked_to_the_original(tmp_path: Path) -> None:
     )
 
     async def scenario() -> None:
-        worker = StoreWorker()
+        worker = StoreWorker(store)
         scheduler = Scheduler(store, worker, "a")
         await scheduler.load()
         await scheduler.trigger("flaky")

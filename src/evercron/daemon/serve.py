@@ -117,7 +117,7 @@ class Daemon:
             store.add_event("lost", f"run {run_id}", dt.datetime.now(dt.UTC))
         self._reconcile(store)
         listener = bind(settings.host, settings.port)
-        db = StoreWorker()
+        db = StoreWorker(store)
         scheduler = Scheduler(store, db, owner)
         await scheduler.load()
         started = dt.datetime.now(dt.UTC)

@@ -77,13 +77,43 @@ class SqliteStore:
         except sqlite3.Error as error:
             raise StoreError(f"cannot open the store {self.path}: {error}") from None
         self._lock = threading.Lock()
+        self._batching = False
 
     def close(self) -> None:
         """Close the database connection."""
         self._db.close()
 
     @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Group every call made inside into one transaction (one commit, one fsync).
+
+        Each call still succeeds or fails on its own (a savepoint each); the whole group
+        is durable when the block ends. Used by `StoreWorker` for group commits.
+        """
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._batching = True
+            try:
+                yield
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            finally:
+                self._batching = False
+            self._db.execute("COMMIT")
+
+    @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        if self._batching:
+            self._db.execute("SAVEPOINT call")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK TO call")
+                self._db.execute("RELEASE call")
+                raise
+            self._db.execute("RELEASE call")
+            return
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
