@@ -109,6 +109,7 @@ def test_misfire_run_once_after_downtime(tmp_path: Path) -> None:
             "schedule": "0 * * * *",
             "command": "true",
             "misfire": "run-once",
+            "misfire_grace": "0s",
             "timezone": "UTC",
         }
     )
