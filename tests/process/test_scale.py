@@ -105,3 +105,21 @@ def test_as_pid_1_orphans_are_reaped_and_own_statuses_kept() -> None:
         "--mount-proc",
     )
     assert out.split() == ["7", "0"]
+
+
+def test_per_run_cgroups_are_removed_when_the_process_exits() -> None:
+    from evercron.process.cgroup import discover
+
+    root = discover()
+    if root is None:
+        pytest.skip("needs a writable cgroup v2 (per-run cgroups)")
+    out = _python("""
+        import asyncio, os
+        from evercron.process import Command, run
+        async def main():
+            await asyncio.gather(*(run(Command("true")) for _ in range(5)))
+        asyncio.run(main())
+        print(os.getpid())
+    """)
+    pid = out.split()[0]
+    assert [p.name for p in root.path.iterdir() if p.name.startswith(f"{pid}-")] == []

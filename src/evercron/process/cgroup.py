@@ -14,13 +14,16 @@ a cgroup, and moving the process after it started would miss children it already
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import itertools
 import os
 import signal
 from pathlib import Path
 
-_POOL_SIZE = 64
+from evercron.process.procfs import read_stat
+
+_POOL_SIZE = 4096
 
 
 class RunCgroup:
@@ -93,6 +96,27 @@ class CgroupRoot:
         self.path = path
         self._idle: list[tuple[Path, tuple[float, float] | None]] = []
         self._numbers = itertools.count(1)
+        stat = read_stat(os.getpid())
+        self._prefix = f"{os.getpid()}-{stat.start_ticks if stat else 0}"
+        atexit.register(self.close)
+
+    def close(self) -> None:
+        """Remove the pooled (empty) groups; called at exit."""
+        while self._idle:
+            with contextlib.suppress(OSError):
+                self._idle.pop()[0].rmdir()
+
+    def sweep(self) -> int:
+        """Remove groups left by processes that are gone (an empty group of a dead owner);
+        return how many went."""
+        removed = 0
+        for entry in self.path.iterdir():
+            if not entry.is_dir() or _owner_alive(entry.name):
+                continue
+            with contextlib.suppress(OSError):
+                entry.rmdir()  # fails (EBUSY) while a process is still in it
+                removed += 1
+        return removed
 
     def acquire(self) -> RunCgroup | None:
         """An empty cgroup for one run, or None if none can be made."""
@@ -100,7 +124,7 @@ class CgroupRoot:
             path, cpu = self._idle.pop()
             if path.is_dir():
                 return RunCgroup(path, cpu)
-        path = self.path / f"{os.getpid()}-{next(self._numbers)}"
+        path = self.path / f"{self._prefix}-{next(self._numbers)}"
         try:
             path.mkdir()
         except OSError:
@@ -143,7 +167,18 @@ def _find_root() -> CgroupRoot | None:
         probe.rmdir()
     except OSError:
         return None
-    return CgroupRoot(root)
+    found = CgroupRoot(root)
+    found.sweep()
+    return found
+
+
+def _owner_alive(name: str) -> bool:
+    """Whether the process that made group `name` (`<pid>-<start ticks>-<n>`) still runs."""
+    parts = name.split("-")
+    if len(parts) != 3 or not parts[0].isdigit() or not parts[1].isdigit():
+        return False
+    stat = read_stat(int(parts[0]))
+    return stat is not None and stat.start_ticks == int(parts[1])
 
 
 def _cgroup2_mount() -> str | None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
+
+_TASKS = "/proc/self/task"
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,9 +23,9 @@ class ProcStat:
 def own_children() -> set[int]:
     """Pids of this process's direct children (every thread's, reparented ones included)."""
     children: set[int] = set()
-    for task in os.listdir("/proc/self/task"):
+    for task in os.listdir(_TASKS):
         try:
-            with open(f"/proc/self/task/{task}/children", "rb") as file:
+            with open(f"{_TASKS}/{task}/children", "rb") as file:
                 children.update(map(int, file.read().split()))
         except OSError:  # the thread ended while we listed them
             continue
@@ -65,6 +68,7 @@ def environ_has(pid: int, entry: bytes) -> bool | None:
     return entry in environ.split(b"\0")
 
 
+@functools.cache
 def is_linux() -> bool:
     """Whether this is Linux with /proc mounted (everything here needs both)."""
     return os.uname().sysname == "Linux" and os.path.exists("/proc/self/stat")

@@ -17,12 +17,14 @@ import os
 import resource
 import signal
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from evercron.process.procfs import own_children, read_stat
 
 _PR_SET_CHILD_SUBREAPER = 36
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,17 +52,29 @@ class Reaper:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._watches: dict[int, _Watch] = {}
+        self._reserved: set[int] = set()
+        self._in_flight = 0  # spawns whose pid is not reserved yet: no stray scan meanwhile
         self._by_session: dict[int, Accountant] = {}
         self._by_pid: dict[int, Accountant] = {}
         self._own_session = os.getsid(0)
         self._loops_with_handler: set[int] = set()
         self._subreaper = False
 
-    @contextlib.contextmanager
-    def spawning(self) -> Iterator[None]:
-        """Hold while starting a child and calling `watch`, so no stray scan can take it."""
+    def spawn_reserved(self, spawn: Callable[[], T]) -> T:
+        """Run `spawn` (which starts a child and returns an object with its `pid`) and
+        reserve that pid for a later `watch`, so that no stray scan reaps it meanwhile.
+        Safe to call from any thread."""
         with self._lock:
-            yield
+            self._in_flight += 1
+        child: T | None = None
+        try:
+            child = spawn()
+        finally:
+            with self._lock:
+                self._in_flight -= 1
+                if child is not None:
+                    self._reserved.add(child.pid)  # type: ignore[attr-defined]
+        return child
 
     def watch(self, pid: int) -> asyncio.Future[ExitInfo]:
         """A future resolved with the exit of our own child `pid` (on the running loop)."""
@@ -70,12 +84,13 @@ class Reaper:
         pidfd = os.pidfd_open(pid)
         with self._lock:
             self._watches[pid] = _Watch(loop, future, pidfd)
+            self._reserved.discard(pid)
         loop.add_reader(pidfd, self._collect_own, pid)
         return future
 
     def is_watched(self, pid: int) -> bool:
         """Whether `pid` is one of our own commands' main processes, not yet reaped."""
-        return pid in self._watches
+        return pid in self._watches or pid in self._reserved
 
     def account(self, session: int | None, pid: int | None, accountant: Accountant | None) -> None:
         """Route exits of strays in `session` (or the single `pid`) to `accountant`;
@@ -108,17 +123,19 @@ class Reaper:
 
     def unwatched(self, children: set[int]) -> list[int]:
         """The pids among `children` that are not our own commands' main processes."""
-        return [pid for pid in children if pid not in self._watches]
+        return [pid for pid in children if pid not in self._watches and pid not in self._reserved]
 
     def reap_strays(self, candidates: list[int] | None = None) -> None:
         """Reap every dead child that is not ours to leave (see the module docstring);
         only among `candidates` (unwatched children) when given."""
         everything = os.getpid() == 1
         with self._lock:
+            if self._in_flight:
+                return  # a child being spawned may look like a stray: scan next time
             if candidates is None:
                 candidates = self.unwatched(own_children())
             for pid in candidates:
-                if pid in self._watches:
+                if pid in self._watches or pid in self._reserved:
                     continue
                 stat = read_stat(pid)
                 if stat is None or stat.state not in ("Z", "X"):

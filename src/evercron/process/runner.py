@@ -16,6 +16,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import IO
 
 from evercron.process.capture import OutputCapture, OutputChunk, Stream
@@ -34,6 +35,17 @@ OutputSink = Callable[[OutputChunk], None]
 _EOF_WAIT_GROUP = 1.0  # after the tree is gone, an unknown holder may keep a pipe open
 _EOF_WAIT_MAIN = 0.2  # with kill_mode="main", leftovers may keep it open for good
 _run_numbers = itertools.count(1)
+_SPAWN_THREADS = 2
+_spawn_pool: ThreadPoolExecutor | None = None
+
+
+def _spawners() -> ThreadPoolExecutor:
+    global _spawn_pool
+    if _spawn_pool is None:
+        _spawn_pool = ThreadPoolExecutor(_SPAWN_THREADS, thread_name_prefix="evercron-spawn")
+    return _spawn_pool
+
+
 _RUN_PREFIX = uuid.uuid4().hex[:12]
 
 
@@ -60,7 +72,9 @@ async def start(
         raise RuntimeError("evercron.process needs Linux (process groups, /proc, pidfds)")
     if held and command.stdin:
         raise ValueError("a held command cannot take stdin data")
-    return RunningProcess(command, on_output, held)
+    process = RunningProcess(command, on_output, held)
+    await process._spawn()
+    return process
 
 
 class RunningProcess:
@@ -87,19 +101,29 @@ class RunningProcess:
         self._hold: IO[bytes] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._reaper = reaper()
+        self._held_start = held
         self._cgroups = discover() if command.tracking == "auto" else None
         self._cgroup = self._cgroups.acquire() if self._cgroups is not None else None
+
+    async def _spawn(self) -> None:
+        # The fork and exec run on a small thread pool: the calling thread waits until the
+        # child has exec'd (vfork), which would otherwise stall the event loop for every
+        # command. The reaper reserves the pid in that thread, so no scan can take it.
+        command, held = self.command, self._held_start
+        self._reaper.become_subreaper()
         try:
-            self._reaper.become_subreaper()
-            with self._reaper.spawning():
-                popen = start_process(command, self.run_id, self._cgroup, held)
-                self.pid = popen.pid
-                main_exit = self._reaper.watch(popen.pid)
+            popen = await self._loop.run_in_executor(
+                _spawners(),
+                self._reaper.spawn_reserved,
+                lambda: start_process(command, self.run_id, self._cgroup, held),
+            )
         except SpawnError as error:
             if self._cgroups is not None and self._cgroup is not None:
                 self._cgroups.release(self._cgroup, empty=True)
             self._finish_unstarted(error.message, error.exit_code)
             return
+        self.pid = popen.pid
+        main_exit = self._reaper.watch(popen.pid)
         self._popen = popen
         self._tree = ProcessTree(popen.pid, self.run_id, self._reaper, self._account, self._cgroup)
         self._reaper.account(popen.pid, None, self._account)
