@@ -79,8 +79,7 @@ def rss_mb(pid: int, key: str = "VmRSS") -> float:
     return math.nan
 
 
-def measure(stamps: list[float], n: int, start: int, end: int, cpu: float,
-            rss: float) -> Sample:
+def measure(stamps: list[float], n: int, start: int, end: int, cpu: float, rss: float) -> Sample:
     latencies = [(s - math.floor(s)) * 1000 for s in stamps]
     return Sample(len(stamps), n * (end - start), latencies, cpu, rss)
 
@@ -88,14 +87,31 @@ def measure(stamps: list[float], n: int, start: int, end: int, cpu: float,
 def run_evercron(n: int, duration: float, work: Path) -> Sample:
     fires = work / "fires"
     config = work / "evercron.toml"
-    config.write_text('[daemon]\nshutdown_grace = "5s"\n' + "".join(
-        f'[[job]]\nname = "job{i}"\nschedule = "* * * * * * *"\nconcurrency = "allow"\n'
-        f'command = "date +%s.%N >> {fires}"\n' for i in range(n)))
+    config.write_text(
+        '[daemon]\nshutdown_grace = "5s"\n'
+        + "".join(
+            f'[[job]]\nname = "job{i}"\nschedule = "* * * * * * *"\nconcurrency = "allow"\n'
+            f'command = "date +%s.%N >> {fires}"\n'
+            for i in range(n)
+        )
+    )
     log = open(work / "daemon.log", "w")  # noqa: SIM115
     daemon = subprocess.Popen(
-        [sys.executable, "-m", "evercron", "serve", "--state-dir", str(work / "state"),
-         "--listen", "127.0.0.1:0", "--config", str(config)],
-        stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "evercron",
+            "serve",
+            "--state-dir",
+            str(work / "state"),
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+            str(config),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         _wait_for(lambda: "listening on" in (work / "daemon.log").read_text(), 120)
         time.sleep(WARMUP)
@@ -123,10 +139,10 @@ def run_apscheduler(n: int, duration: float, work: Path) -> Sample:
     command = ["/bin/sh", "-c", f"date +%s.%N >> {fires}"]
     scheduler = BackgroundScheduler(
         executors={"default": ThreadPoolExecutor(min(max(n, 10), 200))},
-        job_defaults={"coalesce": False, "max_instances": 10, "misfire_grace_time": 30})
+        job_defaults={"coalesce": False, "max_instances": 10, "misfire_grace_time": 30},
+    )
     for i in range(n):
-        scheduler.add_job(subprocess.run, CronTrigger(second="*"), args=[command],
-                          id=f"job{i}")
+        scheduler.add_job(subprocess.run, CronTrigger(second="*"), args=[command], id=f"job{i}")
     scheduler.start()
     try:
         time.sleep(WARMUP)
@@ -150,8 +166,9 @@ def run_floor(n: int, duration: float, work: Path) -> Sample:
     end = start + int(duration)
     cpu_total = 0.0
     for second in range(start, end):
-        ready = [subprocess.Popen(["/bin/sh", "-c", script], stdin=subprocess.PIPE)
-                 for _ in range(n)]
+        ready = [
+            subprocess.Popen(["/bin/sh", "-c", script], stdin=subprocess.PIPE) for _ in range(n)
+        ]
         time.sleep(max(0.0, second - time.time()))
         before = sum(os.times()[:2])
         for process in ready:
@@ -163,8 +180,14 @@ def run_floor(n: int, duration: float, work: Path) -> Sample:
             assert process.stdin is not None
             process.stdin.close()
             process.wait()
-    return measure(read_fires(fires, start, end), n, start, end,
-                   cpu_total / duration * 100, rss_mb(os.getpid()))
+    return measure(
+        read_fires(fires, start, end),
+        n,
+        start,
+        end,
+        cpu_total / duration * 100,
+        rss_mb(os.getpid()),
+    )
 
 
 def _wait_for(condition: object, timeout: float) -> None:
@@ -182,13 +205,26 @@ def idle_cost(jobs: int, seconds: float) -> tuple[float, float]:
         work = Path(folder)
         crontab = work / "idle.crontab"
         minute = (dt.datetime.now().minute + 30) % 60  # far from now: nothing fires
-        crontab.write_text("".join(f"# name: idle{i}\n{minute} * * * * true\n"
-                                   for i in range(jobs)))
+        crontab.write_text(
+            "".join(f"# name: idle{i}\n{minute} * * * * true\n" for i in range(jobs))
+        )
         log = open(work / "daemon.log", "w")  # noqa: SIM115
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "evercron", "serve", "--state-dir", str(work / "state"),
-             "--listen", "127.0.0.1:0", "--crontab", str(crontab)],
-            stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "evercron",
+                "serve",
+                "--state-dir",
+                str(work / "state"),
+                "--listen",
+                "127.0.0.1:0",
+                "--crontab",
+                str(crontab),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
             _wait_for(lambda: "listening on" in (work / "daemon.log").read_text(), 300)
             time.sleep(3)
@@ -210,9 +246,11 @@ def main() -> None:
     options.add_argument("--idle-jobs", type=int, default=10_000)
     options.add_argument("--idle", type=float, default=30.0)
     args = options.parse_args()
-    print(f"# {dt.date.today()} {platform.machine()} {os.cpu_count()} cores, CPython "
-          f"{platform.python_version()}; {args.duration:.0f}s per run, median of "
-          f"{args.repeats}")
+    print(
+        f"# {dt.date.today()} {platform.machine()} {os.cpu_count()} cores, CPython "
+        f"{platform.python_version()}; {args.duration:.0f}s per run, median of "
+        f"{args.repeats}"
+    )
     print("| N | method | fired/expected | p50 ms | p99 ms | max ms | CPU % | RSS MB |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     methods = {"evercron": run_evercron, "APScheduler 3": run_apscheduler, "floor": run_floor}
@@ -225,18 +263,26 @@ def main() -> None:
                     samples.append(method(n, args.duration, Path(folder)))
             med = statistics.median
             p99s[name] = med(s.percentile(99) for s in samples)
-            print(f"| {n} | {name} | {med(s.fired for s in samples):.0f}/"
-                  f"{med(s.expected for s in samples):.0f} | "
-                  f"{med(s.percentile(50) for s in samples):.1f} | {p99s[name]:.1f} | "
-                  f"{med(max(s.latencies_ms, default=math.nan) for s in samples):.1f} | "
-                  f"{med(s.cpu_percent for s in samples):.1f} | "
-                  f"{med(s.rss_mb for s in samples):.0f} |", flush=True)
-        print(f"| {n} | ratios | evercron p99 / floor p99 = "
-              f"{p99s['evercron'] / p99s['floor']:.2f}; APScheduler p99 / evercron p99 = "
-              f"{p99s['APScheduler 3'] / p99s['evercron']:.2f} | | | | | |", flush=True)
+            print(
+                f"| {n} | {name} | {med(s.fired for s in samples):.0f}/"
+                f"{med(s.expected for s in samples):.0f} | "
+                f"{med(s.percentile(50) for s in samples):.1f} | {p99s[name]:.1f} | "
+                f"{med(max(s.latencies_ms, default=math.nan) for s in samples):.1f} | "
+                f"{med(s.cpu_percent for s in samples):.1f} | "
+                f"{med(s.rss_mb for s in samples):.0f} |",
+                flush=True,
+            )
+        print(
+            f"| {n} | ratios | evercron p99 / floor p99 = "
+            f"{p99s['evercron'] / p99s['floor']:.2f}; APScheduler p99 / evercron p99 = "
+            f"{p99s['APScheduler 3'] / p99s['evercron']:.2f} | | | | | |",
+            flush=True,
+        )
     cpu, rss = idle_cost(args.idle_jobs, args.idle)
-    print(f"\nidle: {args.idle_jobs} hourly jobs loaded: {cpu:.2f}% CPU over {args.idle:.0f}s, "
-          f"{rss:.0f} MB RSS")
+    print(
+        f"\nidle: {args.idle_jobs} hourly jobs loaded: {cpu:.2f}% CPU over {args.idle:.0f}s, "
+        f"{rss:.0f} MB RSS"
+    )
 
 
 if __name__ == "__main__":

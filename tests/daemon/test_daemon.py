@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import httpx
+import pytest
 
 from tests.daemon.conftest import DaemonProcess
 from tests.markers import Marker
@@ -277,3 +282,65 @@ def test_invalid_config_lists_every_problem(tmp_path: Path) -> None:
     assert done.stderr.count("evercron: error: ") == 2
     assert 'hour field "24"' in done.stderr and "command: required" in done.stderr
     assert not (tmp_path / "state").exists()
+
+
+def test_token_from_the_environment_and_generated_token_file(
+    start_daemon: Any, tmp_path: Path
+) -> None:
+    daemon: DaemonProcess = start_daemon(env={"EVERCRON_TOKEN": "from-env-123"})
+    assert daemon.token == "from-env-123"
+    assert daemon.api("GET", "/api/v1/status")["pid"] == daemon.process.pid
+    assert not (daemon.state_dir / "token").exists()
+    assert (daemon.state_dir / "daemon.json").stat().st_mode & 0o777 == 0o600
+    daemon.stop()
+    generated: DaemonProcess = start_daemon(
+        state_dir=tmp_path / "other", env={"EVERCRON_TOKEN": ""}
+    )
+    token_file = generated.state_dir / "token"
+    assert token_file.read_text().strip() == generated.token
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    assert generated.state_dir.stat().st_mode & 0o777 == 0o700
+
+
+def test_tls(start_daemon: Any, tmp_path: Path) -> None:
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl(1) is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    config = tmp_path / "tls.toml"
+    config.write_text(f'[daemon]\ntls_cert = "{cert}"\ntls_key = "{key}"\n')
+    daemon: DaemonProcess = start_daemon("--config", str(config))
+    assert daemon.url.startswith("https://")
+    trusted = ssl.create_default_context(cafile=str(cert))
+    assert httpx.get(f"{daemon.url}/healthz", verify=trusted).json() == {"status": "ok"}
+    jobs = subprocess.run(
+        [sys.executable, "-m", "evercron", "jobs", "--json", "--state-dir", str(daemon.state_dir)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert jobs.returncode == 0 and jobs.stdout.strip() == "[]"

@@ -12,6 +12,7 @@ import textwrap
 import pytest
 
 from evercron.process import Command, Status, run
+from evercron.process.cgroup import discover
 from evercron.process.procfs import own_children, read_stat
 from evercron.process.reaper import reaper
 
@@ -108,8 +109,6 @@ def test_as_pid_1_orphans_are_reaped_and_own_statuses_kept() -> None:
 
 
 def test_per_run_cgroups_are_removed_when_the_process_exits() -> None:
-    from evercron.process.cgroup import discover
-
     root = discover()
     if root is None:
         pytest.skip("needs a writable cgroup v2 (per-run cgroups)")

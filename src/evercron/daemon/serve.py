@@ -15,6 +15,7 @@ import datetime as dt
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import socket
 from dataclasses import dataclass
@@ -56,6 +57,15 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _raise_open_file_limit() -> None:
+    """Every running job holds a few pipes and a pidfd here: use the whole hard limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = min(hard, 1 << 20) if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < target:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
 def is_loopback(host: str) -> bool:
     """Whether `host` only accepts connections from this machine."""
     if host == "localhost":
@@ -95,6 +105,7 @@ class Daemon:
                 f"listening on {settings.host} (not loopback) needs a token: set "
                 "EVERCRON_TOKEN or [daemon] token"
             )
+        _raise_open_file_limit()
         try:
             state.prepare(self.state_dir)
         except state.StateError as error:

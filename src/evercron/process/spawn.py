@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 
 from evercron.process.cgroup import RunCgroup
-from evercron.process.spec import Command, Limit
+from evercron.process.spec import DEFAULT_SHELL, Command, Limit
 
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 
@@ -54,12 +54,30 @@ def start_process(
         # The cgroup is joined by a root shell first; the user switch must come after it.
         wrappers = _switch_identity(identity) + wrappers
         identity = _Identity()
+    argv = command.argv
     if cgroup is not None or held:
+        if not wrappers and isinstance(command.args, str) and command.shell == DEFAULT_SHELL:
+            # The trampoline is already /bin/sh: it runs the command line itself, saving
+            # an exec per run (and the scheduler's release-to-start latency).
+            return _popen(
+                command, _trampoline(cgroup, held, command.args), env, cwd, identity, held, program
+            )
         wrappers = _trampoline(cgroup, held) + wrappers
     if wrappers:  # the wrapper would hide a missing program behind its own exit code
         path = env.get(b"PATH", _DEFAULT_PATH.encode()).decode(errors="surrogateescape")
         _check_executable(program, path, cwd)
-    argv = wrappers + command.argv
+    return _popen(command, wrappers + argv, env, cwd, identity, held, program)
+
+
+def _popen(
+    command: Command,
+    argv: list[str],
+    env: dict[bytes, bytes],
+    cwd: str | None,
+    identity: _Identity,
+    held: bool,
+    program: str,
+) -> subprocess.Popen[bytes]:
     try:
         return subprocess.Popen(
             argv,
@@ -149,15 +167,18 @@ def _wrappers(command: Command) -> list[str]:
     return prefix
 
 
-def _trampoline(cgroup: RunCgroup | None, held: bool) -> list[str]:
-    """A /bin/sh that joins `cgroup` and/or waits for the release line, then execs."""
+def _trampoline(cgroup: RunCgroup | None, held: bool, script: str | None = None) -> list[str]:
+    """A /bin/sh that joins `cgroup` and/or waits for the release line, then execs the
+    arguments that follow - or, given a shell `script`, runs that script itself."""
     steps = []
     if cgroup is not None:
         steps.append('echo $$ > "$0"')
     if held:
         steps.append("IFS= read -r _ && exec 0</dev/null")
-    script = " && ".join([*steps, 'exec "$@"'])
-    return ["/bin/sh", "-c", script, str(cgroup.procs_file) if cgroup else "evercron-hold"]
+    name = str(cgroup.procs_file) if cgroup else "evercron-hold"
+    if script is not None:
+        return ["/bin/sh", "-c", " && ".join([*steps, 'eval "$1"']), name, script]
+    return ["/bin/sh", "-c", " && ".join([*steps, 'exec "$@"']), name]
 
 
 def _switch_identity(identity: _Identity) -> list[str]:
