@@ -19,6 +19,7 @@ cost of 10,000 hourly jobs loaded in evercron (CPU % over --idle seconds, RSS).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import math
 import os
@@ -29,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,25 +97,7 @@ def run_evercron(n: int, duration: float, work: Path) -> Sample:
             for i in range(n)
         )
     )
-    log = open(work / "daemon.log", "w")  # noqa: SIM115
-    daemon = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "evercron",
-            "serve",
-            "--state-dir",
-            str(work / "state"),
-            "--listen",
-            "127.0.0.1:0",
-            "--config",
-            str(config),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_for(lambda: "listening on" in (work / "daemon.log").read_text(), 120)
+    with serving(work, "--config", str(config)) as daemon:
         time.sleep(WARMUP)
         start = math.ceil(time.time())
         time.sleep(start - time.time())
@@ -123,11 +107,39 @@ def run_evercron(n: int, duration: float, work: Path) -> Sample:
         cpu = (cpu_seconds(daemon.pid) - cpu_before) / duration * 100
         rss = rss_mb(daemon.pid)
         time.sleep(1.5)  # let the last second's firings write
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(120)
-        log.close()
     return measure(read_fires(fires, start, end), n, start, end, cpu, rss)
+
+
+@contextlib.contextmanager
+def serving(work: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """An `evercron serve` on `work/state`, ready to fire; stopped (SIGTERM) at the end."""
+    log_path = work / "daemon.log"
+    with open(log_path, "w") as log:
+        daemon = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "evercron",
+                "serve",
+                "--state-dir",
+                str(work / "state"),
+                "--listen",
+                "127.0.0.1:0",
+                *args,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_for(lambda: "listening on" in log_path.read_text(), 300)
+            yield daemon
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            try:
+                daemon.wait(120)
+            except subprocess.TimeoutExpired:
+                daemon.kill()  # report what was measured; a stuck stop shows in its log
+                daemon.wait()
 
 
 def run_apscheduler(n: int, duration: float, work: Path) -> Sample:
@@ -208,34 +220,12 @@ def idle_cost(jobs: int, seconds: float) -> tuple[float, float]:
         crontab.write_text(
             "".join(f"# name: idle{i}\n{minute} * * * * true\n" for i in range(jobs))
         )
-        log = open(work / "daemon.log", "w")  # noqa: SIM115
-        daemon = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "evercron",
-                "serve",
-                "--state-dir",
-                str(work / "state"),
-                "--listen",
-                "127.0.0.1:0",
-                "--crontab",
-                str(crontab),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            _wait_for(lambda: "listening on" in (work / "daemon.log").read_text(), 300)
+        with serving(work, "--crontab", str(crontab)) as daemon:
             time.sleep(3)
             before = cpu_seconds(daemon.pid)
             time.sleep(seconds)
             cpu = (cpu_seconds(daemon.pid) - before) / seconds * 100
             return cpu, rss_mb(daemon.pid)
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(60)
-            log.close()
 
 
 def main() -> None:

@@ -38,9 +38,11 @@ def test_every_second_job_runs_exactly_once_per_second(start_daemon: Any, tmp_pa
     assert len(counts) >= 4
     assert set(counts.values()) == {1}
     assert all(fields[1:3] == ["tick", "1"] for fields in lines)
-    for scheduled, _, _, ran in lines:
+    for index, (scheduled, _, _, ran) in enumerate(sorted(lines)):
         lateness = float(ran) - dt.datetime.fromisoformat(scheduled).timestamp()
-        assert 0 <= lateness < 0.5, (scheduled, ran)  # never early, and promptly
+        assert lateness >= 0, (scheduled, ran)  # never early
+        if index > 0:  # the first may be a firing that passed while the job was added
+            assert lateness < 0.5, (scheduled, ran)
 
 
 def test_timeout_kills_the_tree_and_api_kill(start_daemon: Any, marker: Marker) -> None:

@@ -88,6 +88,7 @@ class Scheduler:
     def stop(self) -> None:
         """Stop scheduling new firings (running ones are not touched)."""
         self._stopping = True
+        self.launcher.stop()
         self._wake.set()
 
     async def reload(self, name: str) -> None:
@@ -155,6 +156,11 @@ class Scheduler:
             if stored is None or stored.paused or not stored.job.enabled:
                 return
             job = stored.job
+        late = time.time() - fire_at.timestamp()
+        if trigger is Trigger.SCHEDULE and late > job.misfire_grace:
+            # Overloaded (or the clock jumped): this firing is missed, not queued forever.
+            log.warning("%s: firing %s missed, %.1fs late", name, fire_at.isoformat(), late)
+            return
         busy = [] if prepare else await self._busy_runs(job)
         if self._stopping:
             return  # not claimed: whoever schedules next runs it (or counts it missed)

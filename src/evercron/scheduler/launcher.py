@@ -55,6 +55,8 @@ class Launcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._kills: set[asyncio.Task[Result]] = set()
         self._release_groups: dict[float, list[RunningProcess]] = {}
+        self._kill_when_started: set[int] = set()
+        self._stopping = False
 
     def launch(self, firing: Firing, release_at: float | None = None) -> None:
         """Run `firing` in the background; with `release_at` (POSIX time) its process is
@@ -70,24 +72,23 @@ class Launcher:
         return [run_id for run_id, (f, _) in self.running.items() if f.job.name == job]
 
     async def kill(self, run_id: int) -> bool:
-        """End a run of this process (status `killed`); False when it is not running here."""
+        """End a run of this process (status `killed`); False when it is not running here.
+        A run still being started is killed as soon as its process exists."""
         entry = self.running.get(run_id)
         if entry is None:
             return False
         process = entry[1]
-        if process is None:  # still starting: wait for the process to exist
-            for _ in range(100):
-                await asyncio.sleep(0.01)
-                entry = self.running.get(run_id)
-                if entry is None or entry[1] is not None:
-                    break
-            if entry is None or entry[1] is None:
-                return entry is None
-            process = entry[1]
+        if process is None:
+            self._kill_when_started.add(run_id)
+            return True
         killing = asyncio.get_running_loop().create_task(process.kill())
         self._kills.add(killing)
         killing.add_done_callback(self._kills.discard)
         return True
+
+    def stop(self) -> None:
+        """Start nothing new: firings not yet started are recorded as skipped."""
+        self._stopping = True
 
     async def wait_all(self, timeout: float | None) -> bool:
         """Wait for every running firing to finish; False when `timeout` passed first."""
@@ -140,10 +141,24 @@ class Launcher:
             run_id=str(firing.run_id),
         )
         result: Result | None = None
+        if self._stopping and (release_at is None or release_at > time.time() + 0.5):
+            await self._db(
+                self._store.finish,
+                firing.run_id,
+                RunStatus.SKIPPED,
+                dt.datetime.now(dt.UTC),
+                error="the daemon stopped before it started",
+            )
+            self._live.end(firing.run_id, str(RunStatus.SKIPPED), 0)
+            self.running.pop(firing.run_id, None)
+            return
         try:
             held = release_at is not None and release_at > time.time()
             process = await start(command, sink.add, held=held)
             self.running[firing.run_id] = (firing, process)
+            if firing.run_id in self._kill_when_started:
+                self._kill_when_started.discard(firing.run_id)
+                await self.kill(firing.run_id)
             if held and release_at is not None:
                 self._release_at(process, release_at)
             if process.pid is not None:
