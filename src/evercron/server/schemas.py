@@ -11,67 +11,48 @@ Duration = float | str
 Size = int | str
 
 
-class JobSpec(BaseModel):
-    """A job as clients send it (POST); durations as seconds or `1.5s`, `2m`, `1h30m`."""
+class _JobSettings(BaseModel):
+    """The optional fields of a job, shared by creation and change."""
 
     model_config = ConfigDict(extra="forbid")
+
+    timezone: str | None = None
+    timeout: Duration | None = None
+    concurrency: Literal["allow", "forbid", "replace"] | None = None
+    misfire: Literal["skip", "run-once", "run-all"] | None = None
+    misfire_grace: Duration | None = None
+    jitter: Duration | None = None
+    retries: int | None = Field(default=None, ge=0, le=100)
+    retry_backoff: Duration | None = None
+    env: dict[str, str] | None = None
+    cwd: str | None = None
+    user: str | None = Field(default=None, description="Refused: config files only")
+    group: str | None = Field(default=None, description="Refused: config files only")
+    shell: str | None = None
+    umask: str | None = None
+    nice: int | None = Field(default=None, ge=-20, le=19)
+    limits: dict[str, int] | None = None
+    kill_grace: Duration | None = None
+    kill_mode: Literal["group", "main"] | None = None
+    max_output: Size | None = None
+    log_output: bool | None = None
+    enabled: bool | None = None
+    description: str | None = Field(default=None, max_length=10_000)
+
+
+class JobSpec(_JobSettings):
+    """A job as clients send it (POST); durations as seconds or `1.5s`, `2m`, `1h30m`."""
 
     name: str = Field(max_length=128)
     schedule: str = Field(max_length=1000)
     command: str = Field(max_length=100_000)
-    timezone: str | None = None
-    timeout: Duration | None = None
-    concurrency: Literal["allow", "forbid", "replace"] | None = None
-    misfire: Literal["skip", "run-once", "run-all"] | None = None
-    misfire_grace: Duration | None = None
-    jitter: Duration | None = None
-    retries: int | None = Field(default=None, ge=0, le=100)
-    retry_backoff: Duration | None = None
-    env: dict[str, str] | None = None
-    cwd: str | None = None
-    user: str | None = Field(default=None, description="Refused: config files only")
-    group: str | None = Field(default=None, description="Refused: config files only")
-    shell: str | None = None
-    umask: str | None = None
-    nice: int | None = Field(default=None, ge=-20, le=19)
-    limits: dict[str, int] | None = None
-    kill_grace: Duration | None = None
-    kill_mode: Literal["group", "main"] | None = None
-    max_output: Size | None = None
-    log_output: bool | None = None
-    enabled: bool | None = None
-    description: str | None = Field(default=None, max_length=10_000)
 
 
-class JobPatch(BaseModel):
+class JobPatch(_JobSettings):
     """Fields to change on an existing job (PATCH); absent fields stay as they are."""
-
-    model_config = ConfigDict(extra="forbid")
 
     schedule: str | None = Field(default=None, max_length=1000)
     command: str | None = Field(default=None, max_length=100_000)
-    timezone: str | None = None
-    timeout: Duration | None = None
-    concurrency: Literal["allow", "forbid", "replace"] | None = None
-    misfire: Literal["skip", "run-once", "run-all"] | None = None
-    misfire_grace: Duration | None = None
-    jitter: Duration | None = None
-    retries: int | None = Field(default=None, ge=0, le=100)
-    retry_backoff: Duration | None = None
-    env: dict[str, str] | None = None
-    cwd: str | None = None
-    user: str | None = Field(default=None, description="Refused: config files only")
-    group: str | None = Field(default=None, description="Refused: config files only")
-    shell: str | None = None
-    umask: str | None = None
-    nice: int | None = Field(default=None, ge=-20, le=19)
-    limits: dict[str, int] | None = None
-    kill_grace: Duration | None = None
-    kill_mode: Literal["group", "main"] | None = None
-    max_output: Size | None = None
-    log_output: bool | None = None
-    enabled: bool | None = None
-    description: str | None = Field(default=None, max_length=10_000)
 
 
 class JobOut(BaseModel):
