@@ -21,6 +21,7 @@ from evercron.store.worker import StoreWorker
 log = logging.getLogger("evercron.jobs")
 _FLUSH_BYTES = 64 * 1024
 _FLUSH_SECONDS = 0.5
+_RELEASE_EARLY = 0.004
 
 
 @dataclass(frozen=True)
@@ -108,11 +109,16 @@ class Launcher:
         group = self._release_groups.get(at)
         if group is None:
             group = self._release_groups[at] = []
-            delay = max(0.0, at - time.time())
+            # asyncio timers wake up to a millisecond late: wake a little early instead
+            # and wait out the rest precisely (a few ms of the loop, once per instant).
+            delay = max(0.0, at - time.time() - _RELEASE_EARLY)
             asyncio.get_running_loop().call_later(delay, self._release_group, at)
         group.append(process)
 
     def _release_group(self, at: float) -> None:
+        remaining = at - time.time()
+        if remaining > 0:
+            time.sleep(remaining)
         for process in self._release_groups.pop(at, []):
             process.release()
 
