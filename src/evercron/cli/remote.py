@@ -3,6 +3,7 @@ upgrade. Tables for people, `--json` for scripts."""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sys
 from collections.abc import Callable
@@ -67,8 +68,6 @@ def _runs_table(runs: list[dict[str, Any]]) -> Table:
 
 
 def _duration(run: dict[str, Any]) -> str:
-    import datetime as dt  # noqa: PLC0415
-
     if not run.get("started_at") or not run.get("finished_at"):
         return ""
     seconds = (

@@ -19,12 +19,18 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from evercron.process.procfs import own_children, read_stat
 
 _PR_SET_CHILD_SUBREAPER = 36
-T = TypeVar("T")
+
+
+class _HasPid(Protocol):
+    pid: int
+
+
+P = TypeVar("P", bound=_HasPid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,20 +66,20 @@ class Reaper:
         self._loops_with_handler: set[int] = set()
         self._subreaper = False
 
-    def spawn_reserved(self, spawn: Callable[[], T]) -> T:
+    def spawn_reserved(self, spawn: Callable[[], P]) -> P:
         """Run `spawn` (which starts a child and returns an object with its `pid`) and
         reserve that pid for a later `watch`, so that no stray scan reaps it meanwhile.
         Safe to call from any thread."""
         with self._lock:
             self._in_flight += 1
-        child: T | None = None
+        child: P | None = None
         try:
             child = spawn()
         finally:
             with self._lock:
                 self._in_flight -= 1
                 if child is not None:
-                    self._reserved.add(child.pid)  # type: ignore[attr-defined]
+                    self._reserved.add(child.pid)
         return child
 
     def watch(self, pid: int) -> asyncio.Future[ExitInfo]:

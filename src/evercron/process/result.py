@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import signal as signals
 from dataclasses import dataclass
 
 from evercron.process.capture import CapturedOutput
@@ -59,7 +60,5 @@ class Result:
         if self.exit_code is not None:
             return self.exit_code
         if self.signal is not None:
-            import signal as signals  # noqa: PLC0415 - only needed here
-
             return 128 + int(signals.Signals[self.signal])
         return 125

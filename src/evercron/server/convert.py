@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from evercron.model import Run
 from evercron.server.schemas import JobOut, RunOut
 from evercron.store import StoredJob
 
 
-def job_out(stored: StoredJob, next_fire: object) -> JobOut:
+def job_out(stored: StoredJob, next_fire: dt.datetime | None) -> JobOut:
     """The API form of a stored job."""
     job = stored.job
     return JobOut(
@@ -15,7 +17,7 @@ def job_out(stored: StoredJob, next_fire: object) -> JobOut:
         paused=stored.paused,
         source=job.source,
         explanation=job.schedule.explain(),
-        next_fire_at=next_fire,  # type: ignore[arg-type]
+        next_fire_at=next_fire,
         created_at=stored.created_at,
         updated_at=stored.updated_at,
     )
