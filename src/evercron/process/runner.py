@@ -13,6 +13,7 @@ import datetime as dt
 import itertools
 import os
 import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -106,17 +107,24 @@ class RunningProcess:
         self._cgroup = self._cgroups.acquire() if self._cgroups is not None else None
 
     async def _spawn(self) -> None:
-        # The fork and exec run on a small thread pool: the calling thread waits until the
-        # child has exec'd (vfork), which would otherwise stall the event loop for every
-        # command. The reaper reserves the pid in that thread, so no scan can take it.
+        # The calling thread waits until the child has exec'd (vfork). A command started
+        # now is spawned right here (lowest latency); held commands - prepared in bulk
+        # ahead of their time by a scheduler - are spawned on a small thread pool so a
+        # thousand of them do not stall the event loop. The reaper reserves each pid as
+        # it is spawned, so no stray scan can take it.
         command, held = self.command, self._held_start
         self._reaper.become_subreaper()
+
+        def spawn() -> subprocess.Popen[bytes]:
+            return start_process(command, self.run_id, self._cgroup, held)
+
         try:
-            popen = await self._loop.run_in_executor(
-                _spawners(),
-                self._reaper.spawn_reserved,
-                lambda: start_process(command, self.run_id, self._cgroup, held),
-            )
+            if held:
+                popen = await self._loop.run_in_executor(
+                    _spawners(), self._reaper.spawn_reserved, spawn
+                )
+            else:
+                popen = self._reaper.spawn_reserved(spawn)
         except SpawnError as error:
             if self._cgroups is not None and self._cgroup is not None:
                 self._cgroups.release(self._cgroup, empty=True)
