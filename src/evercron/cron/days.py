@@ -9,6 +9,7 @@ allowed day at or before it (-1 when there is none), which makes stepping O(1).
 from __future__ import annotations
 
 from evercron.cron.fields import FieldSpec
+from evercron.cron.tables import next_table, prev_table
 
 DayTables = tuple[tuple[int, ...], tuple[int, ...]]
 _TABLE_SIZE = 33  # indexes 0..32: day 0 and days past the month's end are never allowed
@@ -29,19 +30,7 @@ def allowed_days(
 
 def tables_for(days: set[int]) -> DayTables:
     """Next-at-or-after and previous-at-or-before lookup tables for a set of days."""
-    next_table = [-1] * _TABLE_SIZE
-    upcoming = -1
-    for day in range(_TABLE_SIZE - 1, -1, -1):
-        if day in days:
-            upcoming = day
-        next_table[day] = upcoming
-    prev_table = [-1] * _TABLE_SIZE
-    latest = -1
-    for day in range(_TABLE_SIZE):
-        if day in days:
-            latest = day
-        prev_table[day] = latest
-    return tuple(next_table), tuple(prev_table)
+    return tuple(next_table(days, _TABLE_SIZE)), tuple(prev_table(days, _TABLE_SIZE))
 
 
 def _dom_days(dom: FieldSpec, last: int, first_weekday: int) -> set[int]:

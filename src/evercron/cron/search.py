@@ -12,6 +12,7 @@ import datetime as dt
 
 from evercron.cron.days import DayTables, allowed_days, tables_for
 from evercron.cron.fields import FieldSpec
+from evercron.cron.tables import next_table, prev_table
 
 Wall = tuple[int, int, int, int, int, int]
 MIN_YEAR = dt.MINYEAR
@@ -36,31 +37,8 @@ def _shared_table(values: frozenset[int], size: int, forward: bool) -> tuple[int
     if table is None:
         if len(_SHARED_TABLES) >= _SHARED_TABLES_LIMIT:
             _SHARED_TABLES.clear()
-        table = tuple(_next_table(values, size) if forward else _prev_table(values, size))
+        table = tuple(next_table(values, size) if forward else prev_table(values, size))
         _SHARED_TABLES[key] = table
-    return table
-
-
-def _next_table(values: frozenset[int], size: int) -> list[int]:
-    """table[v] = the smallest allowed value >= v, or -1."""
-    low, high = min(values), max(values)
-    if high - low + 1 == len(values):  # a contiguous run, such as `*`
-        return [low] * low + [*range(low, high + 1)] + [-1] * (size - high - 1)
-    table, start = [-1] * size, 0
-    for value in sorted(values):
-        table[start : value + 1] = [value] * (value + 1 - start)
-        start = value + 1
-    return table
-
-
-def _prev_table(values: frozenset[int], size: int) -> list[int]:
-    """table[v] = the largest allowed value <= v, or -1."""
-    low, high = min(values), max(values)
-    if high - low + 1 == len(values):
-        return [-1] * low + [*range(low, high + 1)] + [high] * (size - high - 1)
-    table, ordered = [-1] * size, sorted(values)
-    for value, following in zip(ordered, [*ordered[1:], size], strict=True):
-        table[value:following] = [value] * (following - value)
     return table
 
 
