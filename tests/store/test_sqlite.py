@@ -183,12 +183,12 @@ class TestOutputAndSchema:
     def test_migrate_is_idempotent(self, store: SqliteStore) -> None:
         assert store.migrate() == store.migrate()
 
-    def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
+    def test_store_contracted_past_this_release_is_refused(self, tmp_path: Path) -> None:
         path = tmp_path / "future.db"
         SqliteStore(path).migrate()
         with sqlite3.connect(path) as db:
-            db.execute("UPDATE schema_version SET version = 999")
-        with pytest.raises(StoreError, match="newer than this evercron"):
+            db.execute("UPDATE schema_version SET version = 999, oldest_reader = 998")
+        with pytest.raises(StoreError, match="newer than this evercron can read"):
             SqliteStore(path).migrate()
 
     def test_prune_keeps_recent_and_running(self, store: SqliteStore) -> None:

@@ -1,16 +1,47 @@
 """The store's schema, as numbered migrations.
 
-Rule for changes (hot upgrades run two versions side by side): expand first, contract
-later. A migration may add tables, columns with defaults and indexes; it may not drop or
-rename anything the previous release reads. Removing something takes two releases: stop
-using it, then drop it.
+Rule for changes (a hot upgrade runs the old and the new version on one store at once):
+expand first, contract later.
+
+- An *expand* migration only adds: tables, nullable columns or columns with a default,
+  indexes. Every older release keeps working on the expanded schema, so the successor of
+  an upgrade applies expand migrations before it reports ready, and an older release may
+  still open the store afterwards (a rollback).
+- Removing or renaming something takes two releases: release A stops using it, release B
+  drops it in a *contract* migration whose `oldest_reader` is A's schema version. A
+  contract migration is applied only when no older daemon generation is alive (after an
+  upgrade, once the draining process has exited); releases older than `oldest_reader`
+  then refuse the store with a clear error.
+
+`tests/store/test_schema_rule.py` holds every migration to this rule.
 """
 
 from __future__ import annotations
 
-MIGRATIONS: list[str] = [
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step. `oldest_reader` is 0 for an expand migration; for a contract
+    migration, the oldest schema version whose code still works after it."""
+
+    sql: str
+    oldest_reader: int = 0
+
+    @property
+    def is_contract(self) -> bool:
+        """Whether older releases may break once this is applied."""
+        return self.oldest_reader > 0
+
+    def statements(self) -> list[str]:
+        """The SQL statements, in order."""
+        return [part.strip() for part in self.sql.split(";") if part.strip()]
+
+
+MIGRATIONS: list[Migration] = [
     # 1: jobs, runs with the claim key, output chunks, daemon events.
-    """
+    Migration("""
     CREATE TABLE jobs (
         name TEXT PRIMARY KEY,
         definition TEXT NOT NULL,
@@ -59,5 +90,7 @@ MIGRATIONS: list[str] = [
         kind TEXT NOT NULL,
         detail TEXT NOT NULL
     );
-    """,
+    """),
+    # 2: kill requests for runs owned by another process (a draining generation).
+    Migration("ALTER TABLE runs ADD COLUMN kill_requested_at TEXT"),
 ]

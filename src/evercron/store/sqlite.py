@@ -11,14 +11,14 @@ import datetime as dt
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from evercron.model import Job, Run, RunStatus, Trigger
-from evercron.store.schema import MIGRATIONS
+from evercron.store.schema import MIGRATIONS, Migration
 
 
 @dataclass(frozen=True)
@@ -125,26 +125,47 @@ class SqliteStore:
 
     # -- schema ------------------------------------------------------------------------
 
-    def migrate(self) -> int:
-        """Bring the schema to this version's; return the version. Refuses a newer one."""
+    def migrate(
+        self, *, expand_only: bool = False, migrations: Sequence[Migration] = MIGRATIONS
+    ) -> int:
+        """Bring the schema up to this version's; return the version the store is now at.
+
+        With `expand_only` (an older daemon generation still uses the store) it stops
+        before the first contract migration. A store a newer release has only expanded is
+        used as it is; one contracted past what this release reads is refused with
+        `StoreError`. See `evercron.store.schema` for the rule.
+        """
+        known = len(migrations)
         with self._transaction() as db:
             db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
-            row = db.execute("SELECT version FROM schema_version").fetchone()
-            version = row[0] if row else 0
-            if version > len(MIGRATIONS):
+            columns = {row[1] for row in db.execute("PRAGMA table_info(schema_version)")}
+            if "oldest_reader" not in columns:
+                db.execute(
+                    "ALTER TABLE schema_version ADD COLUMN oldest_reader INTEGER NOT NULL DEFAULT 0"
+                )
+            row = db.execute("SELECT version, oldest_reader FROM schema_version").fetchone()
+            version, oldest = (int(row[0]), int(row[1])) if row else (0, 0)
+            if oldest > known:
                 raise StoreError(
                     f"the store {self.path} has schema {version}, newer than this evercron "
-                    f"({len(MIGRATIONS)}): upgrade evercron"
+                    f"can read (it needs schema {oldest} or later; this one knows {known}): "
+                    "upgrade evercron"
                 )
-            for script in MIGRATIONS[version:]:
-                for statement in script.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+            applied = version
+            for migration in migrations[version:]:
+                if expand_only and migration.is_contract:
+                    break
+                for statement in migration.statements():
+                    db.execute(statement)
+                applied += 1
+                oldest = max(oldest, migration.oldest_reader)
             if row is None:
-                db.execute("INSERT INTO schema_version VALUES (?)", (len(MIGRATIONS),))
-            else:
-                db.execute("UPDATE schema_version SET version = ?", (len(MIGRATIONS),))
-        return len(MIGRATIONS)
+                db.execute("INSERT INTO schema_version VALUES (?, ?)", (applied, oldest))
+            elif applied != version:
+                db.execute(
+                    "UPDATE schema_version SET version = ?, oldest_reader = ?", (applied, oldest)
+                )
+        return applied
 
     # -- jobs --------------------------------------------------------------------------
 
@@ -313,6 +334,23 @@ class SqliteStore:
             (str(RunStatus.RUNNING),) + ((owner,) if owner is not None else ()),
         ).fetchall()
         return [(_run(row[:-1]), row[-1]) for row in rows]
+
+    def request_kill(self, run_id: int, at: dt.datetime) -> bool:
+        """Ask the process owning a running run to kill it; False if it is not running."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE runs SET kill_requested_at = ? WHERE id = ? AND status = ?",
+                (to_text(at), run_id, str(RunStatus.RUNNING)),
+            )
+            return cursor.rowcount > 0
+
+    def kill_requests(self, owner: str) -> list[int]:
+        """Running runs of `owner` whose kill another process asked for."""
+        rows = self._db.execute(
+            "SELECT id FROM runs WHERE status = ? AND owner = ? AND kill_requested_at IS NOT NULL",
+            (str(RunStatus.RUNNING), owner),
+        ).fetchall()
+        return [row[0] for row in rows]
 
     # -- output ------------------------------------------------------------------------
 
