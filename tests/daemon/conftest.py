@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -95,6 +96,42 @@ class DaemonProcess:
         """What the daemon printed so far."""
         return self.log_path.read_text()
 
+    def upgrade(self, expect: int = 200) -> dict[str, Any]:
+        """Hot-upgrade through the API (the answer comes once the new process serves)."""
+        answer: dict[str, Any] = self.api("POST", "/api/v1/upgrade", expect, timeout=120)
+        return answer
+
+    def serving_pid(self) -> int:
+        """The pid the state dir names as serving."""
+        return int(json.loads((self.state_dir / "daemon.json").read_text())["pid"])
+
+
+def generation_pids(state_dir: Path) -> list[int]:
+    """Pids of every daemon generation that published itself in `state_dir`."""
+    pids = []
+    for path in (state_dir / "owners").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            pids.append(int(json.loads(path.read_text())["pid"]))
+    return pids
+
+
+def is_running(pid: int) -> bool:
+    """Whether `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def wait_gone(pid: int, timeout: float = 30) -> None:
+    """Wait until `pid` has exited (it need not be our child)."""
+    deadline = time.monotonic() + timeout
+    while is_running(pid):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pid {pid} still running after {timeout}s")
+        time.sleep(0.02)
+
 
 @pytest.fixture
 def start_daemon(tmp_path: Path) -> Iterator[Any]:
@@ -110,8 +147,14 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
 
     yield start
     for daemon in started:
+        successors = generation_pids(daemon.state_dir)
         if daemon.process.poll() is None:
             daemon.process.kill()
             daemon.process.wait(timeout=30)
+        for pid in successors:  # upgrade successors are not our children
+            if pid != daemon.process.pid and is_running(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                wait_gone(pid)
         daemon.http.close()
         daemon._log.close()

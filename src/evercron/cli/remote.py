@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -100,6 +101,12 @@ def runs_command(
     _emit(client.request("GET", "/api/v1/runs", params=params), as_json, _runs_table)
 
 
+_UPGRADE_WAIT = 600.0  # the daemon answers within its upgrade_timeout
+
+
+_FOLLOW_RECONNECTS = 100
+
+
 @click.command("logs")
 @click.argument("run_id", type=int)
 @click.option("-f", "--follow", is_flag=True, help="Stream new output until the run ends.")
@@ -113,24 +120,39 @@ def logs_command(client: Client, as_json: bool, run_id: int, follow: bool) -> No
         else:
             sys.stdout.buffer.write(data)
         return
-    event, lines = "", []
-    for line in client.stream_lines(f"/api/v1/runs/{run_id}/output?follow=1"):
-        if line.startswith("event: "):
-            event = line[7:]
-        elif line.startswith("data: "):
-            lines.append(line[6:])
-        elif not line and event:
-            text = "\n".join(lines)
-            if as_json:
-                click.echo(json.dumps({"event": event, "data": text}))
-            elif event in ("stdout", "stderr"):
-                (sys.stdout if event == "stdout" else sys.stderr).write(text)
-                sys.stdout.flush()
-            elif event == "truncated":
-                click.echo(f"\n[... {text} bytes not kept ...]", err=True)
-            elif event == "end":
-                click.echo(f"[run {run_id} {text}]", err=True)
-            event, lines = "", []
+    last_id: str | None = None
+    for _ in range(_FOLLOW_RECONNECTS):
+        ended = False
+        event, lines = "", []
+        headers = {"Last-Event-ID": last_id} if last_id is not None else None
+        for line in client.stream_lines(f"/api/v1/runs/{run_id}/output?follow=1", headers):
+            if line.startswith("id: "):
+                last_id = line[4:]
+            elif line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: "):
+                lines.append(line[6:])
+            elif not line and event:
+                ended = _show_event(run_id, event, "\n".join(lines), as_json) or ended
+                event, lines = "", []
+        if ended:
+            return
+        time.sleep(0.1)  # the daemon handed over or restarted: resume where we were
+    raise CliError(f"lost the output stream of run {run_id} too often; giving up")
+
+
+def _show_event(run_id: int, event: str, text: str, as_json: bool) -> bool:
+    """Print one server-sent event; True for the final `end`."""
+    if as_json:
+        click.echo(json.dumps({"event": event, "data": text}))
+    elif event in ("stdout", "stderr"):
+        (sys.stdout if event == "stdout" else sys.stderr).write(text)
+        sys.stdout.flush()
+    elif event == "truncated":
+        click.echo(f"\n[... {text} bytes not kept ...]", err=True)
+    elif event == "end":
+        click.echo(f"[run {run_id} {text}]", err=True)
+    return event == "end"
 
 
 @click.command("kill")
@@ -219,9 +241,11 @@ def status_command(client: Client, as_json: bool) -> None:
         f"{len(data['running_runs'])} running"
     )
     for generation in data["generations"]:
+        running = ", ".join(map(str, generation["running_runs"])) or "none"
         click.echo(
-            f"  {generation['role']}: pid {generation['pid']} since "
-            f"{generation['started_at']}, running {generation['running_runs']}"
+            f"  {generation['role']}: generation {generation['generation']}, pid "
+            f"{generation['pid']}, version {generation['version']}, since "
+            f"{generation['started_at']}, running runs: {running}"
         )
 
 
@@ -236,9 +260,17 @@ def stop_command(client: Client, as_json: bool) -> None:
 @click.command("upgrade")
 @connection_options
 def upgrade_command(client: Client, as_json: bool) -> None:
-    """Hand over to a new daemon process without downtime."""
-    data = client.request("POST", "/api/v1/upgrade")
-    _emit(data, as_json)
+    """Hand over to a new daemon process (code and config as on disk now) without
+    downtime; waits for the outcome. Running jobs finish in the old process."""
+    data = client.request("POST", "/api/v1/upgrade", timeout=_UPGRADE_WAIT)
+    if as_json:
+        _emit(data, True)
+        return
+    click.echo(
+        f"upgraded: pid {data['pid']} (generation {data['generation']}) serves after "
+        f"{data['handover_seconds']:.2f}s; pid {data['previous_pid']} finishes its "
+        "running jobs and exits"
+    )
 
 
 COMMANDS = [

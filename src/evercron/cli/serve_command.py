@@ -10,7 +10,9 @@ import click
 
 from evercron.cli.errors import CliError
 from evercron.config import ConfigError, load_config
-from evercron.daemon.serve import Daemon, ServeError, ServeOptions
+from evercron.daemon import init
+from evercron.daemon.serve import Daemon, ServeError, ServeOptions, command_arguments
+from evercron.daemon.upgrade import Predecessor, UpgradeError
 
 
 @click.command("serve")
@@ -32,7 +34,17 @@ def serve_command(
     listen: str | None,
     pid_file: str | None,
 ) -> None:
-    """Run the daemon: schedule jobs and serve the API until stopped."""
+    """Run the daemon: schedule jobs and serve the API until stopped.
+
+    SIGHUP (or `evercron upgrade`) hands over to a new process started from the code and
+    config on disk, without dropping a connection or a firing.
+    """
+    if init.should_supervise():  # PID 1: stay a stable parent, run the daemon below
+        raise click.exceptions.Exit(init.supervise(list(command_arguments())))
+    try:
+        predecessor = Predecessor.from_environ()
+    except UpgradeError as error:
+        raise CliError(str(error)) from None
     try:
         config = load_config(
             config_path, crontabs, overrides={"state_dir": state_dir, "listen": listen}
@@ -40,12 +52,20 @@ def serve_command(
     except ConfigError as error:
         for problem in error.problems:
             click.echo(f"evercron: error: {problem}", err=True)
+        if predecessor is not None:
+            predecessor.fail("invalid configuration: " + "; ".join(map(str, error.problems)))
         raise click.exceptions.Exit(2) from None
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    options = ServeOptions(config, Path(pid_file) if pid_file else None)
+    options = ServeOptions(config, Path(pid_file) if pid_file else None, command_arguments())
     try:
-        asyncio.run(Daemon(options).run())
+        asyncio.run(Daemon(options, predecessor).run())
     except ServeError as error:
+        if predecessor is not None:
+            predecessor.fail(str(error))
         raise CliError(str(error)) from None
+    except BaseException as error:
+        if predecessor is not None:
+            predecessor.fail(f"{type(error).__name__}: {error}")
+        raise

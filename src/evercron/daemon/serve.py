@@ -1,10 +1,19 @@
-"""`evercron serve`: start, serve the API and the schedule, shut down gracefully.
+"""`evercron serve`: start, serve the API and the schedule, hand over, shut down.
 
 Startup: config (every problem listed, nothing touched), state dir and locks, store and
 migrations, runs lost by a dead daemon, config jobs reconciled into the store, the
-listening socket bound, then scheduling and serving. Shutdown (SIGTERM/SIGINT or the
-API): stop scheduling and accepting, finish in-flight requests, let running jobs finish
-within `shutdown_grace` (a second signal ends them at once), record every result, exit 0.
+listening sockets (bound, adopted from systemd, or inherited from the generation before),
+then scheduling and serving.
+
+Shutdown (SIGTERM/SIGINT or the API): stop scheduling and accepting, finish in-flight
+requests, let running jobs finish within `shutdown_grace` (a second signal ends them at
+once), record every result, exit 0.
+
+Hot upgrade (SIGHUP, the API, `evercron upgrade`): start the successor with the sockets
+inherited and wait until it serves (see `evercron.daemon.upgrade`); then stop accepting
+and scheduling, drain the connections, end live streams, let running jobs finish normally
+(kills asked through the successor still reach them), record them and exit 0. A successor
+writes shared state only once the old process has let go.
 """
 
 from __future__ import annotations
@@ -12,20 +21,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import ipaddress
+import enum
 import logging
 import os
 import resource
 import signal
 import socket
+import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
+from evercron import __version__
 from evercron.config import Config
-from evercron.daemon import state
+from evercron.daemon import init, listeners, state
+from evercron.daemon.http import HttpServer
 from evercron.daemon.lost import recover_lost_runs
+from evercron.daemon.notify import Notifier
+from evercron.daemon.upgrade import Handover, Predecessor, UpgradeBusy, UpgradeError, Upgrader
 from evercron.process.procfs import read_stat
 from evercron.scheduler import Scheduler
 from evercron.server.app import create_app
@@ -35,6 +51,8 @@ from evercron.store.worker import StoreWorker
 
 log = logging.getLogger("evercron.daemon")
 _PRUNE_EVERY = 3600.0
+_KILL_REQUESTS_EVERY = 0.25
+_CONTRACT_CHECK_EVERY = 1.0
 
 
 class ServeError(RuntimeError):
@@ -43,18 +61,17 @@ class ServeError(RuntimeError):
 
 @dataclass(frozen=True)
 class ServeOptions:
-    """What `evercron serve` was asked to do."""
+    """What `evercron serve` was asked to do. `arguments` are the command-line arguments
+    after the program name: a hot upgrade starts the new process with the same ones."""
 
     config: Config
     pid_file: Path | None = None
+    arguments: tuple[str, ...] = ()
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the daemon owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self):  # type: ignore[no-untyped-def]
-        yield
+class _Ending(enum.Enum):
+    STOP = "stop"
+    HANDOVER = "handover"
 
 
 def _raise_open_file_limit() -> None:
@@ -66,131 +83,207 @@ def _raise_open_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def is_loopback(host: str) -> bool:
-    """Whether `host` only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def bind(host: str, port: int) -> socket.socket:
-    """The listening socket (IPv6 when the host is an IPv6 address)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:
-        return socket.create_server((host, port), family=family, backlog=1024)
-    except OSError as error:
-        raise ServeError(f"cannot listen on {host}:{port}: {error.strerror}") from None
-
-
 class Daemon:
-    """One serving daemon process."""
+    """One daemon process (one generation)."""
 
-    def __init__(self, options: ServeOptions) -> None:
+    def __init__(self, options: ServeOptions, predecessor: Predecessor | None = None) -> None:
         self.options = options
         self.settings = options.config.settings
         self.state_dir = self.settings.state_dir
-        self._stop = asyncio.Event()
+        self.predecessor = predecessor
+        self.generation = predecessor.generation if predecessor else 1
+        self.notifier = Notifier.from_environ()
+        self._ending: _Ending | None = None
+        self._end = asyncio.Event()
         self._hurry = asyncio.Event()
         self._signals = 0
+        self._sockets: dict[str, socket.socket] = {}
+        self._serve_lock = state.FileLock(self.state_dir / "serve.lock")
+        self._upgrader: Upgrader | None = None
+        self._handover: Handover | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        if predecessor is not None and "supervisor" in predecessor.fds:
+            self._supervisor: int | None = predecessor.fds["supervisor"]
+            os.set_inheritable(self._supervisor, False)
+        else:
+            self._supervisor = init.take_report_fd()
+        stat = read_stat(os.getpid())
+        self.owner = f"{os.getpid()}-{stat.start_ticks if stat else 0}"
 
     async def run(self) -> None:
-        """Serve until asked to stop; raises `ServeError` when it cannot start."""
+        """Serve until asked to stop or handed over; raises `ServeError` when it cannot
+        start (a successor reports that error to the old process)."""
         settings = self.settings
         token = settings.token or os.environ.get("EVERCRON_TOKEN") or None
-        if token is None and not is_loopback(settings.host):
-            raise ServeError(
-                f"listening on {settings.host} (not loopback) needs a token: set "
-                "EVERCRON_TOKEN or [daemon] token"
-            )
         _raise_open_file_limit()
         try:
             state.prepare(self.state_dir)
         except state.StateError as error:
             raise ServeError(str(error)) from None
-        serve_lock = state.FileLock(self.state_dir / "serve.lock")
-        if not serve_lock.try_acquire():
-            running = state.read_address(self.state_dir) or {}
-            raise ServeError(
-                f"another evercron (pid {running.get('pid', '?')}) is already "
-                f"serving state dir {self.state_dir}"
-            )
-        stat = read_stat(os.getpid())
-        owner = f"{os.getpid()}-{stat.start_ticks if stat else 0}"
-        owner_lock = state.FileLock(self.state_dir / "owners" / f"{owner}.lock")
+        self._take_serve_lock()
+        owner_lock = state.FileLock(self.state_dir / "owners" / f"{self.owner}.lock")
         owner_lock.try_acquire()
-        token = token or state.load_or_create_token(self.state_dir)
+        try:
+            self._sockets = self._listening_sockets()
+            for sock in self._sockets.values():
+                host = listeners.address_of(sock)[0]
+                if token is None and not listeners.is_loopback(host):
+                    raise ServeError(
+                        f"listening on {host} (not loopback) needs a token: set "
+                        "EVERCRON_TOKEN or [daemon] token"
+                    )
+            await self._serve(token or state.load_or_create_token(self.state_dir))
+        finally:
+            for sock in self._sockets.values():
+                sock.close()
+            state.remove_generation(self.state_dir, self.owner)
+            owner_lock.release(remove=True)
+            self._serve_lock.release()
+        log.info("stopped")
+
+    async def _serve(self, token: str) -> None:
         store = SqliteStore(self.state_dir / "evercron.db")
-        store.migrate()
-        for run_id in recover_lost_runs(store, self.state_dir):
-            store.add_event("lost", f"run {run_id}", dt.datetime.now(dt.UTC))
-        self._reconcile(store)
-        listener = bind(settings.host, settings.port)
+        try:
+            # A successor only expands the schema: the old generation still uses it.
+            store.migrate(expand_only=self.predecessor is not None)
+        except Exception as error:
+            store.close()
+            raise ServeError(str(error)) from None
+        if self.predecessor is None:
+            self._recover_and_reconcile(store)
         db = StoreWorker(store)
-        scheduler = Scheduler(store, db, owner)
+        scheduler = Scheduler(store, db, self.owner)
         await scheduler.load()
         started = dt.datetime.now(dt.UTC)
         context = DaemonContext(
-            store, db, scheduler, token, self.state_dir, started, self.request_stop
+            store,
+            db,
+            scheduler,
+            token,
+            self.state_dir,
+            started,
+            self.request_stop,
+            self.upgrade,
+            self.owner,
+            self.generation,
         )
-        server = _Server(
+        tls = self.settings.tls_cert is not None
+        server = HttpServer(
             uvicorn.Config(
                 create_app(context),
                 log_level="warning",
                 lifespan="off",
                 access_log=False,
-                ssl_certfile=settings.tls_cert,
-                ssl_keyfile=settings.tls_key,
+                ssl_certfile=self.settings.tls_cert,
+                ssl_keyfile=self.settings.tls_key,
                 timeout_graceful_shutdown=10,
             )
         )
-        host, port = listener.getsockname()[:2]
-        scheme = "https" if settings.tls_cert else "http"
-        url = f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+        url = listeners.url_of(next(iter(self._sockets.values())), tls)
+        self._upgrader = Upgrader(
+            list(self.options.arguments),
+            self.generation,
+            self.settings.upgrade_timeout,
+            self._inheritance,
+            self._successor_environment,
+        )
         self._install_signals()
-        serving = asyncio.create_task(server.serve(sockets=[listener]))
+        serving = asyncio.create_task(server.serve(sockets=list(self._sockets.values())))
         scheduling = asyncio.create_task(scheduler.run())
-        pruning = asyncio.create_task(self._prune_forever(store, db))
-        state.write_address(self.state_dir, url, token)
-        if self.options.pid_file is not None:
-            state.write_pid_file(self.options.pid_file)
-        store.add_event("start", f"pid {os.getpid()} listening on {url}", started)
+        try:
+            await server.wait_serving(serving)
+        except Exception as error:
+            scheduler.stop()
+            await scheduling
+            db.close()
+            store.close()
+            raise ServeError(f"cannot serve on {url}: {error}") from None
+        self._spawn(self._serve_kill_requests(store, db, scheduler))
+        if self.predecessor is not None:
+            if await self.predecessor.report_ready():
+                log.info("generation %d: the old process let go", self.generation)
+            for name in await db(self._recover_and_reconcile, store):
+                await scheduler.reload(name)
+            self._spawn(self._contract_when_alone(store, db))
+        self._spawn(self._prune_forever(store, db))
+        self._publish(url, token, started, "serving")
+        if self.predecessor is None:
+            self.notifier.ready()
+        store.add_event(
+            "start", f"pid {os.getpid()} generation {self.generation} on {url}", started
+        )
         log.info(
-            "evercron %s serving %s (state dir %s, %d jobs)",
+            "evercron %s (generation %d) serving %s (state dir %s, %d jobs)",
             os.getpid(),
+            self.generation,
             url,
             self.state_dir,
             len(scheduler.next_fires),
         )
         print(f"evercron listening on {url} (state dir {self.state_dir})", flush=True)
         try:
-            await self._stop.wait()
-            log.info("shutting down: no new firings or connections")
-            scheduler.stop()
-            pruning.cancel()
-            scheduler.live.close_all()
-            server.should_exit = True
+            await self._end.wait()
+            if self._ending is _Ending.HANDOVER:
+                await self._hand_over(context, server, scheduler, started)
+            else:
+                await self._shut_down(context, server, scheduler)
             await scheduling
             await serving
-            await self._finish_jobs(scheduler)
+            await self._finish_jobs(scheduler, self._ending is _Ending.HANDOVER)
         finally:
+            for task in list(self._tasks):
+                task.cancel()
             store.add_event("stop", f"pid {os.getpid()}", dt.datetime.now(dt.UTC))
             db.close()
             store.close()
-            with contextlib.suppress(OSError):
-                (self.state_dir / "daemon.json").unlink()
-            if self.options.pid_file is not None:
+            if self._handover is None:  # else they are the successor's now
                 with contextlib.suppress(OSError):
-                    self.options.pid_file.unlink()
-            owner_lock.release(remove=True)
-            serve_lock.release()
-        log.info("stopped")
+                    (self.state_dir / "daemon.json").unlink()
+                if self.options.pid_file is not None:
+                    with contextlib.suppress(OSError):
+                        self.options.pid_file.unlink()
+
+    # -- requests from signals and the API ---------------------------------------------
 
     def request_stop(self) -> None:
-        """Begin a graceful shutdown (as SIGTERM)."""
-        self._stop.set()
+        """Begin a graceful shutdown (as SIGTERM); a starting upgrade is abandoned."""
+        if self._upgrader is not None:
+            self._upgrader.abort()
+        if self._ending is None:
+            self._ending = _Ending.STOP
+            self._end.set()
+
+    async def upgrade(self) -> Handover:
+        """Hand over to a new process started from the code and config on disk; returns
+        once it serves. Raises `UpgradeError` (the old process keeps serving) when the new
+        one fails, and `UpgradeBusy` while another upgrade is starting."""
+        if self._upgrader is None or self._ending is not None:
+            raise UpgradeBusy("this daemon process is stopping; it cannot upgrade")
+        if not self._upgrader.in_progress and self._upgrader.successor is None:
+            self.notifier.reloading()
+        try:
+            handover = await self._upgrader.start_successor()
+        except UpgradeBusy:
+            raise  # the upgrade under way reports its own outcome
+        except UpgradeError as error:
+            if self._ending is None:
+                log.error("upgrade failed, still serving: %s", error)
+                self.notifier.ready()
+            raise
+        if self._ending is not None:  # stopping meanwhile: the successor is on its own
+            log.warning("upgrade finished while stopping; pid %d serves", handover.pid)
+        self.notifier.ready(handover.pid)
+        log.info(
+            "upgrade: generation %d (pid %d) serves after %.2fs; draining",
+            handover.generation,
+            handover.pid,
+            handover.seconds,
+        )
+        self._handover = handover
+        if self._ending is None:
+            self._ending = _Ending.HANDOVER
+        self._end.set()
+        return handover
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -200,30 +293,194 @@ class Daemon:
 
     def _on_stop_signal(self, signum: int) -> None:
         self._signals += 1
-        if self._signals == 1:
-            log.info("%s: graceful shutdown", signal.Signals(signum).name)
-            self._stop.set()
+        name = signal.Signals(signum).name
+        if self._signals == 1 and self._ending is not _Ending.HANDOVER:
+            log.info("%s: graceful shutdown", name)
+            self.request_stop()
         else:
-            log.info("%s again: ending running jobs now", signal.Signals(signum).name)
+            log.info("%s: ending running jobs (after shutdown_grace when draining)", name)
             self._hurry.set()
 
     def _on_hangup(self) -> None:
-        log.warning("SIGHUP: hot upgrade is not implemented in this version; ignored")
+        log.info("SIGHUP: hot upgrade")
+        self._spawn(self._upgrade_logged())
 
-    async def _finish_jobs(self, scheduler: Scheduler) -> None:
+    async def _upgrade_logged(self) -> None:
+        with contextlib.suppress(UpgradeError):  # logged by upgrade()
+            await self.upgrade()
+
+    # -- ending ------------------------------------------------------------------------
+
+    async def _shut_down(
+        self, context: DaemonContext, server: HttpServer, scheduler: Scheduler
+    ) -> None:
+        log.info("shutting down: no new firings or connections")
+        self.notifier.stopping()
+        scheduler.stop()
+        scheduler.live.close_all()
+        context.draining = True
+        server.should_exit = True
+
+    async def _hand_over(
+        self,
+        context: DaemonContext,
+        server: HttpServer,
+        scheduler: Scheduler,
+        started: dt.datetime,
+    ) -> None:
+        assert self._upgrader is not None and self._handover is not None
+        context.draining = True
+        server.drain()
+        scheduler.hand_over()
+        self._upgrader.acknowledge()
+        scheduler.live.close_all()
+        state.write_generation(
+            self.state_dir, self.owner, self._generation_info(started, "draining")
+        )
+
+    async def _finish_jobs(self, scheduler: Scheduler, handed_over: bool) -> None:
+        """Let running jobs finish: after a handover for as long as they take (with their
+        claimed firings and pending retries), else within shutdown_grace. A stop signal
+        while draining limits what is left to shutdown_grace."""
         launcher = scheduler.launcher
-        if not launcher.running:
-            return
-        grace = self.settings.shutdown_grace
-        log.info("waiting up to %ss for %d running job(s)", grace, len(launcher.running))
-        waiting = asyncio.create_task(launcher.wait_all(grace))
         hurry = asyncio.create_task(self._hurry.wait())
-        await asyncio.wait([waiting, hurry], return_when=asyncio.FIRST_COMPLETED)
-        hurry.cancel()
-        if not (waiting.done() and waiting.result()):
-            waiting.cancel()
-            log.info("ending %d running job(s)", len(launcher.running))
-            await launcher.kill_all()
+        try:
+            if handed_over:
+                if launcher.running:
+                    log.info("draining: %d job(s) still running", len(launcher.running))
+                idle = asyncio.create_task(scheduler.wait_idle())
+                await asyncio.wait([idle, hurry], return_when=asyncio.FIRST_COMPLETED)
+                if idle.done():
+                    return
+                idle.cancel()
+                scheduler.stop()  # no more retries either
+                hurry.cancel()
+                self._hurry.clear()  # a further signal ends the jobs at once
+                hurry = asyncio.create_task(self._hurry.wait())
+            if not launcher.running:
+                return
+            grace = self.settings.shutdown_grace
+            log.info("waiting up to %ss for %d running job(s)", grace, len(launcher.running))
+            waiting = asyncio.create_task(launcher.wait_all(grace))
+            await asyncio.wait([waiting, hurry], return_when=asyncio.FIRST_COMPLETED)
+            if not (waiting.done() and waiting.result()):
+                waiting.cancel()
+                log.info("ending %d running job(s)", len(launcher.running))
+                await launcher.kill_all()
+        finally:
+            hurry.cancel()
+
+    # -- what a successor inherits -----------------------------------------------------
+
+    def _take_serve_lock(self) -> None:
+        inherited = self.predecessor.fds.get("serve-lock") if self.predecessor else None
+        if inherited is not None:
+            self._serve_lock.adopt(inherited)
+            return
+        if not self._serve_lock.try_acquire():
+            running = state.read_address(self.state_dir) or {}
+            raise ServeError(
+                f"another evercron (pid {running.get('pid', '?')}) is already "
+                f"serving state dir {self.state_dir}"
+            )
+
+    def _listening_sockets(self) -> dict[str, socket.socket]:
+        try:
+            if self.predecessor is not None:
+                found = {
+                    name.removeprefix("listen:"): listeners.adopt(fd, "upgrade")
+                    for name, fd in self.predecessor.fds.items()
+                    if name.startswith("listen:")
+                }
+                if found:
+                    return found
+            activated = listeners.from_systemd()
+            if activated:
+                log.info("socket activation: listening on %s", ", ".join(activated))
+                return activated
+            return {"api": listeners.bind(self.settings.host, self.settings.port)}
+        except listeners.ListenError as error:
+            raise ServeError(str(error)) from None
+
+    def _inheritance(self) -> dict[str, int]:
+        fds = {f"listen:{name}": sock.fileno() for name, sock in self._sockets.items()}
+        fds["serve-lock"] = self._serve_lock.fileno()
+        if self._supervisor is not None:
+            fds["supervisor"] = self._supervisor
+        return fds
+
+    def _successor_environment(self) -> dict[str, str]:
+        address = self.notifier.address
+        return {"NOTIFY_SOCKET": address} if address else {}
+
+    # -- shared state ------------------------------------------------------------------
+
+    def _recover_and_reconcile(self, store: SqliteStore) -> list[str]:
+        """Mark runs of dead daemons lost and make the store's config jobs exactly the
+        config's; the names of the jobs that changed."""
+        for run_id in recover_lost_runs(store, self.state_dir):
+            store.add_event("lost", f"run {run_id}", dt.datetime.now(dt.UTC))
+        return self._reconcile(store)
+
+    def _reconcile(self, store: SqliteStore) -> list[str]:
+        """Make the store's config-file jobs exactly those of the current config; the
+        names of the jobs added, changed or removed."""
+        now = dt.datetime.now(dt.UTC)
+        changed = []
+        wanted = {job.name: job for job in self.options.config.jobs}
+        for stored in store.list_jobs():
+            if stored.job.source != "api" and stored.job.name not in wanted:
+                store.delete_job(stored.job.name)
+                changed.append(stored.job.name)
+        for job in wanted.values():
+            existing = store.get_job(job.name)
+            if existing is not None and existing.job.source == "api":
+                log.warning("config job %s replaces the API job of the same name", job.name)
+            if existing is None or existing.job != job:
+                store.put_job(job, now)
+                changed.append(job.name)
+        return changed
+
+    def _publish(self, url: str, token: str, started: dt.datetime, role: str) -> None:
+        state.write_address(self.state_dir, url, token)
+        if self.options.pid_file is not None:
+            state.write_pid_file(self.options.pid_file)
+        state.write_generation(self.state_dir, self.owner, self._generation_info(started, role))
+        init.report_serving(self._supervisor)
+
+    def _generation_info(self, started: dt.datetime, role: str) -> dict[str, object]:
+        return {
+            "pid": os.getpid(),
+            "generation": self.generation,
+            "started_at": started.isoformat(),
+            "role": role,
+            "version": __version__,
+        }
+
+    # -- background work ---------------------------------------------------------------
+
+    async def _serve_kill_requests(
+        self, store: SqliteStore, db: StoreWorker, scheduler: Scheduler
+    ) -> None:
+        """Kill runs of this process that another one (the successor) was asked to kill."""
+        done: set[int] = set()
+        while True:
+            await asyncio.sleep(_KILL_REQUESTS_EVERY)
+            if not scheduler.launcher.running:
+                done.clear()
+                continue
+            for run_id in await db(store.kill_requests, self.owner):
+                if run_id not in done and await scheduler.launcher.kill(run_id):
+                    log.info("run %d: killed as asked through another process", run_id)
+                    done.add(run_id)
+
+    async def _contract_when_alone(self, store: SqliteStore, db: StoreWorker) -> None:
+        """Apply contract migrations once no older generation uses the store."""
+        while any(owner != self.owner for owner in state.living_generations(self.state_dir)) or (
+            self.predecessor is not None and _alive(self.predecessor.pid)
+        ):
+            await asyncio.sleep(_CONTRACT_CHECK_EVERY)
+        await db(store.migrate)
 
     async def _prune_forever(self, store: SqliteStore, db: StoreWorker) -> None:
         """Apply the retention settings now and every hour."""
@@ -234,16 +491,23 @@ class Daemon:
                 log.info("retention: removed %d old run(s) and their output", removed)
             await asyncio.sleep(_PRUNE_EVERY)
 
-    def _reconcile(self, store: SqliteStore) -> None:
-        """Make the store's config-file jobs exactly those of the current config."""
-        now = dt.datetime.now(dt.UTC)
-        wanted = {job.name: job for job in self.options.config.jobs}
-        for stored in store.list_jobs():
-            if stored.job.source != "api" and stored.job.name not in wanted:
-                store.delete_job(stored.job.name)
-        for job in wanted.values():
-            existing = store.get_job(job.name)
-            if existing is not None and existing.job.source == "api":
-                log.warning("config job %s replaces the API job of the same name", job.name)
-            if existing is None or existing.job != job:
-                store.put_job(job, now)
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = read_stat(pid)
+    return stat is not None and stat.state != "Z"
+
+
+def command_arguments() -> tuple[str, ...]:
+    """This process's arguments after the program name (for the successor)."""
+    return tuple(sys.argv[1:])

@@ -4,6 +4,8 @@ Layout (directory mode 0700):
   evercron.db          the embedded store
   serve.lock           held by the serving daemon: a second `serve` is refused
   owners/<owner>.lock  one per daemon process: its runs are `lost` only once it is free
+  owners/<owner>.json  that process's pid, generation, start time and role (serving or
+                       draining), for `evercron status`
   token                the API token when none is configured (0600)
   daemon.json          {"url", "pid"} of the serving daemon, for the CLI (0600)
 """
@@ -51,6 +53,19 @@ class FileLock:
             return False
         self._file = handle
         return True
+
+    def adopt(self, fd: int) -> None:
+        """Hold the lock through an inherited descriptor (an upgrade successor shares the
+        predecessor's `flock`, which outlives the predecessor)."""
+        handle = os.fdopen(fd, "a+")
+        os.set_inheritable(fd, False)
+        self._file = handle
+
+    def fileno(self) -> int:
+        """The descriptor holding the lock (to pass it on to a successor)."""
+        if self._file is None:
+            raise ValueError(f"lock {self.path} is not held")
+        return self._file.fileno()
 
     def release(self, remove: bool = False) -> None:
         """Let go of the lock (and delete the file)."""
@@ -118,3 +133,31 @@ def write_pid_file(path: Path) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     temporary.write_text(f"{os.getpid()}\n")
     os.replace(temporary, path)
+
+
+def write_generation(state_dir: Path, owner: str, info: dict[str, Any]) -> None:
+    """Publish what `evercron status` shows about this daemon process."""
+    write_private(state_dir / "owners" / f"{owner}.json", json.dumps(info) + "\n")
+
+
+def remove_generation(state_dir: Path, owner: str) -> None:
+    """Forget this daemon process's published information (it is exiting)."""
+    with contextlib.suppress(OSError):
+        (state_dir / "owners" / f"{owner}.json").unlink()
+
+
+def living_generations(state_dir: Path) -> dict[str, dict[str, Any]]:
+    """The published information of every daemon process still alive, by owner."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted((state_dir / "owners").glob("*.json")):
+        owner = path.stem
+        try:
+            info = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if not owner_is_alive(state_dir, owner):
+            with contextlib.suppress(OSError):
+                path.unlink()  # left by a process that died
+        elif isinstance(info, dict):
+            found[owner] = info
+    return found

@@ -55,6 +55,7 @@ class Scheduler:
         self._sequence = itertools.count()
         self._wake = asyncio.Event()
         self._stopping = False
+        self._keep_retries = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.next_fires: dict[str, dt.datetime] = {}
 
@@ -88,8 +89,26 @@ class Scheduler:
     def stop(self) -> None:
         """Stop scheduling new firings (running ones are not touched)."""
         self._stopping = True
+        self._keep_retries = False
         self.launcher.stop()
         self._wake.set()
+
+    def hand_over(self) -> None:
+        """Stop claiming firings (a successor claims them from now on). Firings already
+        claimed here still start on time and pending retries of runs started here still
+        happen: the claim rule leaves them to nobody else."""
+        self._stopping = True
+        self._keep_retries = True
+        self._wake.set()
+
+    async def wait_idle(self) -> None:
+        """Return once nothing is pending here: no firing being claimed or waiting for
+        its time, no retry waiting, no run going."""
+        while True:
+            pending = [t for t in (*self._tasks, *self.launcher.tasks) if not t.done()]
+            if not pending:
+                return
+            await asyncio.wait(pending)
 
     async def reload(self, name: str) -> None:
         """Re-read one job from the store after it was added, edited, paused or deleted."""
@@ -220,7 +239,7 @@ class Scheduler:
 
     async def _retry(self, firing: Firing, backoff: float) -> None:
         await asyncio.sleep(backoff)
-        if self._stopping:
+        if self._stopping and not self._keep_retries:
             return
         stored = self._jobs.get(firing.job.name)
         job = stored.job if stored else firing.job

@@ -87,6 +87,11 @@ class Launcher:
         killing.add_done_callback(self._kills.discard)
         return True
 
+    @property
+    def tasks(self) -> list[asyncio.Task[None]]:
+        """The firings this launcher is starting or running."""
+        return list(self._tasks)
+
     def stop(self) -> None:
         """Start nothing new: firings not yet started are recorded as skipped."""
         self._stopping = True

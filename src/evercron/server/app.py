@@ -35,7 +35,30 @@ def create_app(context: DaemonContext) -> FastAPI:
     app.include_router(runs.router)
     app.include_router(system.router)
     app.add_middleware(_Guard, token=context.token)
+    app.add_middleware(_CloseWhileDraining, context=context)
     return app
+
+
+class _CloseWhileDraining:
+    """Once this process handed over, every response says `Connection: close`: the
+    client's next request opens a connection, which the successor accepts."""
+
+    def __init__(self, app: ASGIApp, context: DaemonContext) -> None:
+        self.app = app
+        self.context = context
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_closing(message: Message) -> None:
+            if message["type"] == "http.response.start" and self.context.draining:
+                headers = [h for h in message.get("headers", []) if h[0].lower() != b"connection"]
+                message = {**message, "headers": [*headers, (b"connection", b"close")]}
+            await send(message)
+
+        await self.app(scope, receive, send_closing)
 
 
 class _Guard:

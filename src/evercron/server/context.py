@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from evercron.daemon.upgrade import Handover
 from evercron.scheduler import Scheduler
 from evercron.store import SqliteStore
 from evercron.store.worker import StoreWorker
@@ -14,7 +15,11 @@ from evercron.store.worker import StoreWorker
 
 @dataclass
 class DaemonContext:
-    """The running daemon as the API sees it."""
+    """The running daemon as the API sees it.
+
+    `draining` is set once this process handed over to a successor: every response then
+    carries `Connection: close` and live streams end, so clients move to the successor.
+    """
 
     store: SqliteStore
     db: StoreWorker
@@ -23,3 +28,7 @@ class DaemonContext:
     state_dir: Path
     started_at: dt.datetime
     request_stop: Callable[[], None]
+    upgrade: Callable[[], Awaitable[Handover]]
+    owner: str
+    generation: int
+    draining: bool = False

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
+from evercron.daemon import state
 from evercron.model import RunStatus
 from evercron.scheduler import LiveEvent
 from evercron.server.context import DaemonContext
@@ -62,8 +64,17 @@ async def kill_run(run_id: RunId, request: Request) -> RunOut:
         raise ApiError(404, f"no run {run_id}")
     if run.status is not RunStatus.RUNNING:
         raise ApiError(409, f"run {run_id} is not running (it {run.status})")
-    if not await context.scheduler.launcher.kill(run_id):
-        raise ApiError(409, f"run {run_id} is run by another evercron process ({run.owner})")
+    if await context.scheduler.launcher.kill(run_id):
+        return run_out(run)
+    # Run by another daemon process (one draining after an upgrade): ask it via the store.
+    if run.owner is None or not await asyncio.to_thread(
+        state.owner_is_alive, context.state_dir, run.owner
+    ):
+        raise ApiError(
+            409, f"run {run_id} belongs to a daemon process that is gone; it will be marked lost"
+        )
+    if not await context.db(context.store.request_kill, run_id, dt.datetime.now(dt.UTC)):
+        raise ApiError(409, f"run {run_id} is not running")
     return run_out(run)
 
 
@@ -130,7 +141,8 @@ async def _follow(
     context: DaemonContext, request: Request, run_id: int, after: int
 ) -> AsyncIterator[bytes]:
     live = context.scheduler.live
-    subscription = live.subscribe(run_id) if live.is_live(run_id) else None
+    following = live.is_live(run_id) and not context.draining
+    subscription = live.subscribe(run_id) if following else None
     cursor = _Cursor(after, 0)
     if after >= 0:  # resuming: the next byte follows the chunk the client saw last
         seen = await context.db(context.store.read_output, run_id, after - 1, 1)
@@ -165,8 +177,8 @@ async def _follow(
                     )
                 yield _event("end", max(run.output_bytes, cursor.expected), str(run.status))
                 return
-            if await request.is_disconnected():
-                return
+            if context.draining or await request.is_disconnected():
+                return  # handed over: the client resumes from the successor
             await asyncio.sleep(_POLL_SECONDS)  # run owned by another process: read the store
     finally:
         if subscription is not None:

@@ -118,9 +118,21 @@ class Generation(BaseModel):
     """One daemon process: the serving one, or one draining after an upgrade."""
 
     pid: int
+    generation: int
     role: Literal["serving", "draining"]
+    version: str
     started_at: dt.datetime
     running_runs: list[int]
+
+
+class UpgradeOut(BaseModel):
+    """A completed hot upgrade: the new process serves; this one drains and exits."""
+
+    status: Literal["upgraded"]
+    pid: int
+    generation: int
+    previous_pid: int
+    handover_seconds: float
 
 
 class StatusOut(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 from typing import Any
@@ -10,10 +11,12 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 
 from evercron import __version__
+from evercron.daemon import state
+from evercron.daemon.upgrade import UpgradeBusy, UpgradeError
 from evercron.model import RunStatus
 from evercron.server.context import DaemonContext
 from evercron.server.errors import ApiError
-from evercron.server.schemas import ErrorOut, Generation, StatusOut
+from evercron.server.schemas import ErrorOut, Generation, StatusOut, UpgradeOut
 
 router = APIRouter(tags=["daemon"])
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 409)}
@@ -26,11 +29,41 @@ def _context(request: Request) -> DaemonContext:
 
 @router.get("/api/v1/status", response_model=StatusOut, responses=_ERRORS)
 async def status(request: Request) -> StatusOut:
-    """Version, uptime, jobs, running runs and the daemon generations."""
+    """Version, uptime, jobs, running runs and the daemon generations: the serving one
+    and any still draining after an upgrade, each with its running runs."""
     context = _context(request)
     jobs = await context.db(context.store.list_jobs)
     running = sorted(context.scheduler.launcher.running)
     now = dt.datetime.now(dt.UTC)
+    generations = [
+        Generation(
+            pid=os.getpid(),
+            generation=context.generation,
+            role="draining" if context.draining else "serving",
+            version=__version__,
+            started_at=context.started_at,
+            running_runs=running,
+        )
+    ]
+    others = await asyncio.to_thread(state.living_generations, context.state_dir)
+    for owner, info in others.items():
+        if owner == context.owner:
+            continue
+        theirs = await context.db(context.store.running, owner)
+        try:
+            generations.append(
+                Generation(
+                    pid=int(info["pid"]),
+                    generation=int(info.get("generation", 0)),
+                    role="draining" if info.get("role") == "draining" else "serving",
+                    version=str(info.get("version", "")),
+                    started_at=dt.datetime.fromisoformat(str(info["started_at"])),
+                    running_runs=sorted(run.id for run, _ in theirs),
+                )
+            )
+        except (KeyError, ValueError, TypeError):
+            continue  # a file being rewritten: shown next time
+    generations.sort(key=lambda g: (g.role != "serving", -g.generation))
     return StatusOut(
         version=__version__,
         pid=os.getpid(),
@@ -40,11 +73,7 @@ async def status(request: Request) -> StatusOut:
         paused_jobs=sum(1 for j in jobs if j.paused),
         running_runs=running,
         state_dir=str(context.state_dir),
-        generations=[
-            Generation(
-                pid=os.getpid(), role="serving", started_at=context.started_at, running_runs=running
-            )
-        ],
+        generations=generations,
     )
 
 
@@ -55,10 +84,30 @@ async def stop(request: Request) -> dict[str, str]:
     return {"status": "stopping"}
 
 
-@router.post("/api/v1/upgrade", status_code=501, responses=_ERRORS)
-async def upgrade(request: Request) -> dict[str, str]:
-    """Hot upgrade - not available in this version yet."""
-    raise ApiError(501, "hot upgrade is not implemented in this version of evercron")
+@router.post(
+    "/api/v1/upgrade",
+    response_model=UpgradeOut,
+    responses={**_ERRORS, 503: {"model": ErrorOut}},
+)
+async def upgrade(request: Request) -> UpgradeOut:
+    """Hot upgrade: start a new daemon process from the code and config on disk and hand
+    over to it once it serves. Answers when it is done: 200 with the new process, 409
+    while another upgrade is starting, 503 with the new process's error when it failed
+    (this process then keeps serving)."""
+    context = _context(request)
+    try:
+        handover = await context.upgrade()
+    except UpgradeBusy as error:
+        raise ApiError(409, str(error)) from None
+    except UpgradeError as error:
+        raise ApiError(503, f"upgrade failed: {error}") from None
+    return UpgradeOut(
+        status="upgraded",
+        pid=handover.pid,
+        generation=handover.generation,
+        previous_pid=os.getpid(),
+        handover_seconds=round(handover.seconds, 3),
+    )
 
 
 @router.get("/healthz")
@@ -84,8 +133,8 @@ async def metrics(request: Request) -> Response:
         "evercron_recent_runs", "Runs among the last 1000 by status", ["status"], registry=registry
     )
     recent = await context.db(context.store.list_runs, None, None, 1000)
-    for state in RunStatus:
-        by_status.labels(state.value).set(sum(1 for r in recent if r.status is state))
+    for run_status in RunStatus:
+        by_status.labels(run_status.value).set(sum(1 for r in recent if r.status is run_status))
     Gauge("evercron_uptime_seconds", "Seconds since the daemon started", registry=registry).set(
         (dt.datetime.now(dt.UTC) - context.started_at).total_seconds()
     )
