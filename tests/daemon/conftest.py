@@ -106,15 +106,6 @@ class DaemonProcess:
         return int(json.loads((self.state_dir / "daemon.json").read_text())["pid"])
 
 
-def generation_pids(state_dir: Path) -> list[int]:
-    """Pids of every daemon generation that published itself in `state_dir`."""
-    pids = []
-    for path in (state_dir / "owners").glob("*.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            pids.append(int(json.loads(path.read_text())["pid"]))
-    return pids
-
-
 def is_running(pid: int) -> bool:
     """Whether `pid` exists and is not a zombie."""
     try:
@@ -147,14 +138,25 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
 
     yield start
     for daemon in started:
-        successors = generation_pids(daemon.state_dir)
         if daemon.process.poll() is None:
             daemon.process.kill()
             daemon.process.wait(timeout=30)
-        for pid in successors:  # upgrade successors are not our children
-            if pid != daemon.process.pid and is_running(pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                wait_gone(pid)
+        # Upgrade successors are not our children: find them by their state dir.
+        for pid in daemons_of(daemon.state_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            wait_gone(pid)
         daemon.http.close()
         daemon._log.close()
+
+
+def daemons_of(state_dir: Path) -> list[int]:
+    """Pids of the daemon processes (any generation) serving `state_dir`."""
+    found = []
+    wanted = f"--state-dir\0{state_dir}\0".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if wanted in (entry / "cmdline").read_bytes() and is_running(int(entry.name)):
+                    found.append(int(entry.name))
+    return found

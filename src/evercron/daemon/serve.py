@@ -69,6 +69,16 @@ class ServeOptions:
     arguments: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class _Running:
+    """The parts of a serving daemon a handover or shutdown acts on."""
+
+    context: DaemonContext
+    server: HttpServer
+    scheduler: Scheduler
+    started: dt.datetime
+
+
 class _Ending(enum.Enum):
     STOP = "stop"
     HANDOVER = "handover"
@@ -100,6 +110,7 @@ class Daemon:
         self._sockets: dict[str, socket.socket] = {}
         self._serve_lock = state.FileLock(self.state_dir / "serve.lock")
         self._upgrader: Upgrader | None = None
+        self._running: _Running | None = None
         self._handover: Handover | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         if predecessor is not None and "supervisor" in predecessor.fds:
@@ -123,6 +134,9 @@ class Daemon:
         self._take_serve_lock()
         owner_lock = state.FileLock(self.state_dir / "owners" / f"{self.owner}.lock")
         owner_lock.try_acquire()
+        state.write_generation(
+            self.state_dir, self.owner, self._generation_info(dt.datetime.now(dt.UTC), "starting")
+        )
         try:
             self._sockets = self._listening_sockets()
             for sock in self._sockets.values():
@@ -187,6 +201,7 @@ class Daemon:
             self._inheritance,
             self._successor_environment,
         )
+        self._running = _Running(context, server, scheduler, started)
         self._install_signals()
         serving = asyncio.create_task(server.serve(sockets=list(self._sockets.values())))
         scheduling = asyncio.create_task(scheduler.run())
@@ -209,9 +224,8 @@ class Daemon:
         self._publish(url, token, started, "serving")
         if self.predecessor is None:
             self.notifier.ready()
-        store.add_event(
-            "start", f"pid {os.getpid()} generation {self.generation} on {url}", started
-        )
+        detail = f"pid {os.getpid()} generation {self.generation} on {url}"
+        await db(store.add_event, "start", detail, started)
         log.info(
             "evercron %s (generation %d) serving %s (state dir %s, %d jobs)",
             os.getpid(),
@@ -223,10 +237,8 @@ class Daemon:
         print(f"evercron listening on {url} (state dir {self.state_dir})", flush=True)
         try:
             await self._end.wait()
-            if self._ending is _Ending.HANDOVER:
-                await self._hand_over(context, server, scheduler, started)
-            else:
-                await self._shut_down(context, server, scheduler)
+            if self._ending is _Ending.STOP:
+                self._shut_down(context, server, scheduler)
             await scheduling
             await serving
             await self._finish_jobs(scheduler, self._ending is _Ending.HANDOVER)
@@ -282,6 +294,8 @@ class Daemon:
         self._handover = handover
         if self._ending is None:
             self._ending = _Ending.HANDOVER
+            assert self._running is not None
+            self._let_go(self._running)
         self._end.set()
         return handover
 
@@ -311,9 +325,7 @@ class Daemon:
 
     # -- ending ------------------------------------------------------------------------
 
-    async def _shut_down(
-        self, context: DaemonContext, server: HttpServer, scheduler: Scheduler
-    ) -> None:
+    def _shut_down(self, context: DaemonContext, server: HttpServer, scheduler: Scheduler) -> None:
         log.info("shutting down: no new firings or connections")
         self.notifier.stopping()
         scheduler.stop()
@@ -321,21 +333,17 @@ class Daemon:
         context.draining = True
         server.should_exit = True
 
-    async def _hand_over(
-        self,
-        context: DaemonContext,
-        server: HttpServer,
-        scheduler: Scheduler,
-        started: dt.datetime,
-    ) -> None:
-        assert self._upgrader is not None and self._handover is not None
-        context.draining = True
-        server.drain()
-        scheduler.hand_over()
+    def _let_go(self, running: _Running) -> None:
+        """The handover, from the old side: stop accepting and claiming, tell the
+        successor it may write shared state, end live streams, drain."""
+        assert self._upgrader is not None
+        running.context.draining = True
+        running.server.drain()
+        running.scheduler.hand_over()
         self._upgrader.acknowledge()
-        scheduler.live.close_all()
+        running.scheduler.live.close_all()
         state.write_generation(
-            self.state_dir, self.owner, self._generation_info(started, "draining")
+            self.state_dir, self.owner, self._generation_info(running.started, "draining")
         )
 
     async def _finish_jobs(self, scheduler: Scheduler, handed_over: bool) -> None:

@@ -115,11 +115,12 @@ class RunOut(BaseModel):
 
 
 class Generation(BaseModel):
-    """One daemon process: the serving one, or one draining after an upgrade."""
+    """One daemon process: the serving one, one draining after an upgrade, or one
+    starting as an upgrade's new process."""
 
     pid: int
     generation: int
-    role: Literal["serving", "draining"]
+    role: Literal["serving", "draining", "starting"]
     version: str
     started_at: dt.datetime
     running_runs: list[int]

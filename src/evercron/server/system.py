@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
@@ -55,7 +55,7 @@ async def status(request: Request) -> StatusOut:
                 Generation(
                     pid=int(info["pid"]),
                     generation=int(info.get("generation", 0)),
-                    role="draining" if info.get("role") == "draining" else "serving",
+                    role=_role(info.get("role")),
                     version=str(info.get("version", "")),
                     started_at=dt.datetime.fromisoformat(str(info["started_at"])),
                     running_runs=sorted(run.id for run, _ in theirs),
@@ -63,7 +63,8 @@ async def status(request: Request) -> StatusOut:
             )
         except (KeyError, ValueError, TypeError):
             continue  # a file being rewritten: shown next time
-    generations.sort(key=lambda g: (g.role != "serving", -g.generation))
+    order = {"serving": 0, "starting": 1, "draining": 2}
+    generations.sort(key=lambda g: (order[g.role], -g.generation))
     return StatusOut(
         version=__version__,
         pid=os.getpid(),
@@ -75,6 +76,12 @@ async def status(request: Request) -> StatusOut:
         state_dir=str(context.state_dir),
         generations=generations,
     )
+
+
+def _role(text: object) -> Literal["serving", "draining", "starting"]:
+    if text == "draining":
+        return "draining"
+    return "starting" if text == "starting" else "serving"
 
 
 @router.post("/api/v1/stop", status_code=202, responses=_ERRORS)
