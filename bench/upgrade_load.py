@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import datetime as dt
 import json
 import os
@@ -178,7 +179,7 @@ def follow(url: str, headers: dict[str, str], results: Results, done: Any) -> No
 
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else float("nan")
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else 0.0
 
 
 def leftovers(marker: str) -> list[str]:
@@ -279,7 +280,7 @@ def main() -> None:
     pool.close()
     ended = time.time()
     runs = httpx.get(
-        f"{url}/api/v1/runs", params={"job": "tick", "limit": 100000}, headers=headers, timeout=60
+        f"{url}/api/v1/runs", params={"job": "tick", "limit": 1000}, headers=headers, timeout=60
     ).json()
     per_second = collections.Counter(
         int(dt.datetime.fromisoformat(r["scheduled_at"].replace("Z", "+00:00")).timestamp())
@@ -334,5 +335,16 @@ def main() -> None:
     print(f"leftover processes: {len(left)} {left[:5]}")
 
 
+def cleanup(work: Path) -> None:
+    """Kill whatever this benchmark left (after a failure)."""
+    for line in leftovers(str(work)):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    finally:
+        for path in Path(tempfile.gettempdir()).glob("evercron-upgrade-bench-*"):
+            cleanup(path)
