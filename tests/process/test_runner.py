@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -48,12 +50,61 @@ class TestExitStatus:
         assert result.max_rss_kb > 0
 
 
-@pytest.fixture(params=["auto", "session"])
-def tracking(request: pytest.FixtureRequest) -> str:
-    """Both ways of finding a run's tree: a cgroup per run (where possible) and session."""
-    if request.param == "auto" and discover() is None:
+@contextlib.contextmanager
+def _cgroup_join(way: str) -> Iterator[None]:
+    """Runs join their cgroup `way`: "fork" (forked inside it) or "shell" (the /bin/sh
+    trampoline joins it)."""
+    root = discover()
+    if root is None:
         pytest.skip("no writable cgroup v2 here: 'auto' is the same as 'session'")
-    return str(request.param)
+    if way == "fork" or not root.can_host:
+        if way == "fork" and not root.can_host:
+            pytest.skip("this process cannot enter run cgroups: only the shell join exists")
+        yield
+        return
+    root.can_host = False
+    try:
+        yield
+    finally:
+        root.can_host = True
+
+
+@pytest.fixture(params=["auto", "auto-shell-join", "session"])
+def tracking(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every way of finding a run's tree: a cgroup per run (where possible) - the child
+    forked inside it, or joining it through the /bin/sh trampoline - and session."""
+    if request.param == "session":
+        yield "session"
+        return
+    with _cgroup_join("shell" if request.param == "auto-shell-join" else "fork"):
+        yield "auto"
+
+
+@pytest.mark.parametrize("join", ["fork", "shell"])
+class TestCgroupJoin:
+    def test_a_run_is_in_its_own_cgroup_before_its_command_runs(self, join: str) -> None:
+        async def scenario() -> list[str]:
+            commands = [Command(args="cat /proc/self/cgroup") for _ in range(20)]
+            held = [await start(command, held=True) for command in commands[:10]]
+            for process in held:
+                process.release()
+            direct = [await start(command) for command in commands[10:]]
+            results = [await process.wait() for process in held + direct]
+            return [r.output.text().split("0::", 1)[1].strip() for r in results]
+
+        own = Path("/proc/self/cgroup").read_text()
+        with _cgroup_join(join):
+            groups = asyncio.run(scenario())
+        assert all("/evercron-runs/" in group for group in groups)
+        assert len(set(groups)) == len(groups), "each run has a group of its own"
+        assert Path("/proc/self/cgroup").read_text() == own, "this process is back home"
+
+    def test_a_failed_start_leaves_this_process_in_its_own_cgroup(self, join: str) -> None:
+        own = Path("/proc/self/cgroup").read_text()
+        with _cgroup_join(join):
+            result = run_now(Command(args=["/nonexistent/program"]))
+        assert result.exit_code == 127
+        assert Path("/proc/self/cgroup").read_text() == own
 
 
 class TestProcessTree:

@@ -5,11 +5,17 @@ still counted), `cgroup.kill` ends every process at once, and `cpu.stat` is the 
 of the whole tree. Groups are made below this process's own cgroup, in `evercron-runs/`;
 when that is not writable (no cgroup v2, no delegation, not root) `discover()` returns
 None and runs are tracked by session and `EVERCRON_RUN_ID` instead. Setting the
-environment variable `EVERCRON_CGROUPS=off` forces that fallback.
+environment variable `EVERCRON_CGROUPS=off` forces that fallback (and
+`EVERCRON_CGROUP_JOIN=shell` the `/bin/sh` join described below).
 
-A command joins its cgroup before it runs: it is started through `/bin/sh -c`, which
-writes its own pid to `cgroup.procs` and then execs the command (Python cannot clone into
-a cgroup, and moving the process after it started would miss children it already forked).
+A command is in its cgroup before it runs (moving it after it started would miss the
+children it forked meanwhile; Python cannot clone into a cgroup). Where this process may
+move itself (it can write its own cgroup's `cgroup.procs`, e.g. systemd `Delegate=yes`),
+it steps into the run's group for the instant of the fork (`RunCgroup.hosting`), so the
+child is born there; every fork of the process waits on `FORK_LOCK` meanwhile, and no
+group is killed while this process is inside one. Otherwise - and for held starts - the
+command goes through `/bin/sh -c`, which writes its own pid to `cgroup.procs` and then
+execs the command.
 """
 
 from __future__ import annotations
@@ -19,18 +25,31 @@ import contextlib
 import itertools
 import os
 import signal
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from evercron.process.procfs import read_stat
 
 _POOL_SIZE = 4096
+FORK_LOCK = threading.RLock()  # held by every fork, and while this process visits a group
+
+
+class CgroupError(RuntimeError):
+    """This process could not return to its own cgroup after visiting a run's group."""
 
 
 class RunCgroup:
     """One run's cgroup directory (reused by later runs once empty)."""
 
-    def __init__(self, path: Path, cpu_before: tuple[float, float] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        cpu_before: tuple[float, float] | None = None,
+        root: CgroupRoot | None = None,
+    ) -> None:
         self.path = path
+        self.root = root
         self._cpu_before = cpu_before or self._read_cpu() or (0.0, 0.0)
         self._cpu_after: tuple[float, float] | None = None
 
@@ -54,15 +73,36 @@ class RunCgroup:
             return bool(self.pids())
         return "populated 1" in events
 
+    @property
+    def can_host(self) -> bool:
+        """Whether this process can step into the group to fork a child there."""
+        return self.root is not None and self.root.can_host
+
+    @contextlib.contextmanager
+    def hosting(self) -> Iterator[None]:
+        """Run the block with this whole process inside the group: a child forked in it
+        starts in the group. Other forks wait; raises `CgroupError` if the process cannot
+        get back to its own cgroup."""
+        assert self.root is not None
+        with FORK_LOCK:
+            self.root.visit(self.procs_file)
+            try:
+                yield
+            finally:
+                self.root.return_home()
+
     def signal(self, signum: int) -> None:
         """Send `signum` to every process in the group (`cgroup.kill` for SIGKILL)."""
-        if signum == signal.SIGKILL and (self.path / "cgroup.kill").exists():
-            with contextlib.suppress(OSError):
-                (self.path / "cgroup.kill").write_text("1")
-                return
-        for pid in self.pids():
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signum)
+        with FORK_LOCK:  # never while this process visits the group
+            if signum == signal.SIGKILL and (self.path / "cgroup.kill").exists():
+                with contextlib.suppress(OSError):
+                    (self.path / "cgroup.kill").write_text("1")
+                    return
+            own = os.getpid()
+            for pid in self.pids():
+                if pid != own:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signum)
 
     def cpu_times(self) -> tuple[float, float] | None:
         """User and system CPU seconds of everything that ran in the group for this run."""
@@ -94,6 +134,8 @@ class CgroupRoot:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self.can_host = False
+        self._home_procs = path.parent / "cgroup.procs"
         self._idle: list[tuple[Path, tuple[float, float] | None]] = []
         self._numbers = itertools.count(1)
         stat = read_stat(os.getpid())
@@ -123,13 +165,48 @@ class CgroupRoot:
         while self._idle:
             path, cpu = self._idle.pop()
             if path.is_dir():
-                return RunCgroup(path, cpu)
+                return RunCgroup(path, cpu, self)
         path = self.path / f"{self._prefix}-{next(self._numbers)}"
         try:
             path.mkdir()
         except OSError:
             return None
-        return RunCgroup(path)
+        return RunCgroup(path, root=self)
+
+    def visit(self, procs_file: Path) -> None:
+        """Move this whole process into the group of `procs_file` (hold `FORK_LOCK`)."""
+        descriptor = os.open(procs_file, os.O_WRONLY)
+        try:
+            os.write(descriptor, str(os.getpid()).encode())
+        finally:
+            os.close(descriptor)
+
+    def return_home(self) -> None:
+        """Move this process back to its own cgroup; raises `CgroupError` if it cannot."""
+        error: OSError | None = None
+        for _ in range(3):
+            try:
+                self.visit(self._home_procs)
+                return
+            except OSError as failure:
+                error = failure
+        raise CgroupError(f"cannot return to cgroup {self._home_procs.parent}: {error}")
+
+    def probe_hosting(self) -> bool:
+        """Find out whether this process may step into run groups and back."""
+        probe = self.path / f"probe-host-{os.getpid()}"
+        try:
+            probe.mkdir(exist_ok=True)
+            with FORK_LOCK:
+                self.visit(probe / "cgroup.procs")
+                self.return_home()
+            self.can_host = True
+        except (OSError, CgroupError):
+            self.can_host = False
+        finally:
+            with contextlib.suppress(OSError):
+                probe.rmdir()
+        return self.can_host
 
     def release(self, cgroup: RunCgroup, empty: bool) -> None:
         """Give back a run's cgroup (`empty`: known to have no process left): pooled,
@@ -169,6 +246,8 @@ def _find_root() -> CgroupRoot | None:
         return None
     found = CgroupRoot(root)
     found.sweep()
+    if os.environ.get("EVERCRON_CGROUP_JOIN", "").lower() != "shell":
+        found.probe_hosting()
     return found
 
 

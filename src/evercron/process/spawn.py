@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from evercron.process.cgroup import RunCgroup
+from evercron.process.cgroup import FORK_LOCK, RunCgroup
 from evercron.process.spec import DEFAULT_SHELL, Command, Limit
 
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -50,23 +50,27 @@ def start_process(
         raise SpawnError(f"chdir {cwd}: no such directory")
     program = command.argv[0]
     wrappers = _wrappers(command)
-    if cgroup is not None:
+    # A direct start is forked inside its cgroup where this process may step in; else
+    # (and for held starts) a /bin/sh trampoline joins the cgroup before the command.
+    host = cgroup if cgroup is not None and not held and cgroup.can_host else None
+    joining = cgroup if host is None else None
+    if joining is not None:
         # The cgroup is joined by a root shell first; the user switch must come after it.
         wrappers = _switch_identity(identity) + wrappers
         identity = _Identity()
     argv = command.argv
-    if cgroup is not None or held:
+    if joining is not None or held:
         if not wrappers and isinstance(command.args, str) and command.shell == DEFAULT_SHELL:
             # The trampoline is already /bin/sh: it runs the command line itself, saving
             # an exec per run (and the scheduler's release-to-start latency).
-            return _popen(
-                command, _trampoline(cgroup, held, command.args), env, cwd, identity, held, program
-            )
-        wrappers = _trampoline(cgroup, held) + wrappers
+            argv, wrappers = _trampoline(joining, held, command.args), []
+        else:
+            wrappers = _trampoline(joining, held) + wrappers
     if wrappers:  # the wrapper would hide a missing program behind its own exit code
         path = env.get(b"PATH", _DEFAULT_PATH.encode()).decode(errors="surrogateescape")
         _check_executable(program, path, cwd)
-    return _popen(command, wrappers + argv, env, cwd, identity, held, program)
+    with host.hosting() if host is not None else FORK_LOCK:
+        return _popen(command, wrappers + argv, env, cwd, identity, held, program)
 
 
 def _popen(
