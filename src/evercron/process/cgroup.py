@@ -12,7 +12,7 @@ A command is in its cgroup before it runs (moving it after it started would miss
 children it forked meanwhile; Python cannot clone into a cgroup). Where this process may
 move itself (it can write its own cgroup's `cgroup.procs`, e.g. systemd `Delegate=yes`),
 it steps into the run's group for the instant of the fork (`RunCgroup.hosting`), so the
-child is born there; every fork of the process waits on `FORK_LOCK` meanwhile, and no
+child is born there; other forks of the process wait meanwhile (`FORK_GATE`), and no
 group is killed while this process is inside one. Otherwise - and for held starts - the
 command goes through `/bin/sh -c`, which writes its own pid to `cgroup.procs` and then
 execs the command.
@@ -32,7 +32,53 @@ from pathlib import Path
 from evercron.process.procfs import read_stat
 
 _POOL_SIZE = 4096
-FORK_LOCK = threading.RLock()  # held by every fork, and while this process visits a group
+
+
+class ForkGate:
+    """Keeps forks and visits apart: any number of forks (or group kills) may happen at
+    once, but never while this process visits a run's cgroup to fork a child there - a
+    child forked elsewhere would be born in that group. Visitors wait for the forks under
+    way and go first after them, so a stream of forks cannot starve a visit."""
+
+    def __init__(self) -> None:
+        self._condition = threading.Condition()
+        self._forks = 0
+        self._visiting = False
+        self._visitors_waiting = 0
+
+    @contextlib.contextmanager
+    def shared(self) -> Iterator[None]:
+        """Hold while forking (or signalling a group) anywhere but inside a visit."""
+        with self._condition:
+            while self._visiting or self._visitors_waiting:
+                self._condition.wait()
+            self._forks += 1
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._forks -= 1
+                if not self._forks:
+                    self._condition.notify_all()
+
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold alone: no other fork or group signal meanwhile."""
+        with self._condition:
+            self._visitors_waiting += 1
+            while self._visiting or self._forks:
+                self._condition.wait()
+            self._visitors_waiting -= 1
+            self._visiting = True
+        try:
+            yield
+        finally:
+            with self._condition:
+                self._visiting = False
+                self._condition.notify_all()
+
+
+FORK_GATE = ForkGate()
 
 
 class CgroupError(RuntimeError):
@@ -84,7 +130,7 @@ class RunCgroup:
         starts in the group. Other forks wait; raises `CgroupError` if the process cannot
         get back to its own cgroup."""
         assert self.root is not None
-        with FORK_LOCK:
+        with FORK_GATE.exclusive():
             self.root.visit(self.procs_file)
             try:
                 yield
@@ -93,7 +139,7 @@ class RunCgroup:
 
     def signal(self, signum: int) -> None:
         """Send `signum` to every process in the group (`cgroup.kill` for SIGKILL)."""
-        with FORK_LOCK:  # never while this process visits the group
+        with FORK_GATE.shared():  # never while this process visits the group
             if signum == signal.SIGKILL and (self.path / "cgroup.kill").exists():
                 with contextlib.suppress(OSError):
                     (self.path / "cgroup.kill").write_text("1")
@@ -174,7 +220,8 @@ class CgroupRoot:
         return RunCgroup(path, root=self)
 
     def visit(self, procs_file: Path) -> None:
-        """Move this whole process into the group of `procs_file` (hold `FORK_LOCK`)."""
+        """Move this whole process into the group of `procs_file` (hold `FORK_GATE`
+        exclusively)."""
         descriptor = os.open(procs_file, os.O_WRONLY)
         try:
             os.write(descriptor, str(os.getpid()).encode())
@@ -197,7 +244,7 @@ class CgroupRoot:
         probe = self.path / f"probe-host-{os.getpid()}"
         try:
             probe.mkdir(exist_ok=True)
-            with FORK_LOCK:
+            with FORK_GATE.exclusive():
                 self.visit(probe / "cgroup.procs")
                 self.return_home()
             self.can_host = True

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 
-from evercron.process.cgroup import FORK_LOCK, RunCgroup
+from evercron.process.cgroup import FORK_GATE, RunCgroup
 from evercron.process.spec import DEFAULT_SHELL, Command, Limit
 
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -69,7 +69,7 @@ def start_process(
     if wrappers:  # the wrapper would hide a missing program behind its own exit code
         path = env.get(b"PATH", _DEFAULT_PATH.encode()).decode(errors="surrogateescape")
         _check_executable(program, path, cwd)
-    with host.hosting() if host is not None else FORK_LOCK:
+    with host.hosting() if host is not None else FORK_GATE.shared():
         return _popen(command, wrappers + argv, env, cwd, identity, held, program)
 
 
