@@ -214,24 +214,22 @@ def test_upgrade_cli_reports_the_failure(start_daemon: Any, tmp_path: Path) -> N
     config = _write_config(tmp_path / "evercron.toml")
     daemon: DaemonProcess = start_daemon("--config", str(config))
     config.write_text("[daemon\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "evercron", "upgrade", "--state-dir", str(daemon.state_dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+
+    def upgrade_cli() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "evercron", "upgrade", "--state-dir", str(daemon.state_dir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+
+    result = upgrade_cli()
     assert result.returncode != 0
     assert "upgrade failed" in result.stderr and "evercron.toml" in result.stderr
     assert "Traceback" not in result.stderr
     config.write_text("[daemon]\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "evercron", "upgrade", "--state-dir", str(daemon.state_dir)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    result = upgrade_cli()
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("upgraded: pid ")
     assert daemon.process.wait(timeout=30) == 0

@@ -18,6 +18,9 @@ from rich.table import Table
 from evercron.cli.client import Client
 from evercron.cli.errors import CliError
 
+_UPGRADE_WAIT = 600.0  # the daemon answers within its upgrade_timeout
+_FOLLOW_RECONNECTS = 100  # a followed stream ends at each upgrade or restart: resume
+
 Command = Callable[..., None]
 
 
@@ -99,12 +102,6 @@ def runs_command(
     if status:
         params["status"] = status
     _emit(client.request("GET", "/api/v1/runs", params=params), as_json, _runs_table)
-
-
-_UPGRADE_WAIT = 600.0  # the daemon answers within its upgrade_timeout
-
-
-_FOLLOW_RECONNECTS = 100
 
 
 @click.command("logs")
