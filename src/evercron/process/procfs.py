@@ -32,6 +32,18 @@ def own_children() -> set[int]:
     return children
 
 
+def reparented_children() -> set[int]:
+    """Pids among which every orphan reparented to this process is: the children of the
+    main thread, which the kernel hands orphans to (the subreaper's first live thread).
+    Children forked by other threads - the runner's own spawns - are not listed, so this
+    stays cheap with a thousand commands running. Falls back to `own_children()`."""
+    try:
+        with open(f"{_TASKS}/{os.getpid()}/children", "rb") as file:
+            return set(map(int, file.read().split()))
+    except OSError:  # the main thread is gone: orphans went to another thread
+        return own_children()
+
+
 def read_stat(pid: int) -> ProcStat | None:
     """The process's state and ids, or None when it no longer exists."""
     try:

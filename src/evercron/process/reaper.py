@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from evercron.process.procfs import own_children, read_stat
+from evercron.process.procfs import read_stat, reparented_children
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -139,7 +139,7 @@ class Reaper:
             if self._in_flight:
                 return  # a child being spawned may look like a stray: scan next time
             if candidates is None:
-                candidates = self.unwatched(own_children())
+                candidates = self.unwatched(reparented_children())
             for pid in candidates:
                 if pid in self._watches or pid in self._reserved:
                     continue

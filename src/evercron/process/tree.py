@@ -16,7 +16,7 @@ import signal
 import time
 
 from evercron.process.cgroup import RunCgroup
-from evercron.process.procfs import environ_has, own_children, read_stat
+from evercron.process.procfs import environ_has, read_stat, reparented_children
 from evercron.process.reaper import Accountant, Reaper
 
 _POLL_FIRST = 0.002
@@ -55,7 +55,7 @@ class ProcessTree:
         if self.cgroup is not None:  # exact: nothing leaves its cgroup
             return [pid for pid in self.cgroup.pids() if pid != self.main_pid]
         if candidates is None:
-            candidates = self._reaper.unwatched(own_children())
+            candidates = self._reaper.unwatched(reparented_children())
         found = []
         for pid in candidates:
             if pid == self.main_pid:
@@ -93,7 +93,7 @@ class ProcessTree:
 
         A child whose environment cannot be read yet counts as alive for a few checks, so
         that an escapee caught in the middle of an exec is not missed."""
-        candidates = self._reaper.unwatched(own_children())
+        candidates = self._reaper.unwatched(reparented_children())
         if candidates:
             self._reaper.reap_strays(candidates)
         if self.cgroup is not None:
