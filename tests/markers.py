@@ -6,7 +6,14 @@ import itertools
 import os
 from pathlib import Path
 
+from evercron.process.procfs import own_children, read_stat
+
 _counter = itertools.count(1)
+
+
+def zombie_children() -> list[int]:
+    """This process's children (any thread's) that exited and were not reaped."""
+    return [pid for pid in own_children() if (s := read_stat(pid)) and s.state == "Z"]
 
 
 def processes_with(marker: str) -> list[int]:

@@ -15,7 +15,7 @@ import pytest
 from evercron.process import Command, OutputChunk, Result, Status, run, start
 from evercron.process.cgroup import discover
 from evercron.process.reaper import reaper
-from tests.markers import Marker
+from tests.markers import Marker, zombie_children
 
 
 def run_now(command: Command) -> Result:
@@ -273,6 +273,26 @@ class TestHeldStart:
         result = asyncio.run(scenario())
         assert result.status is Status.KILLED
         assert not flag.exists()
+
+    def test_escapees_of_held_commands_are_found_and_ended(
+        self, marker: Marker, tracking: str
+    ) -> None:
+        # Held commands are forked by the spawner threads; their orphans come back to the
+        # main thread, where the stray scans look.
+        async def scenario() -> list[Result]:
+            script = f"(setsid {marker.sleep()} > /dev/null 2>&1 &); exit 0"
+            held = [
+                await start(Command(tracking=tracking, args=["bash", "-c", script]), held=True)
+                for _ in range(5)
+            ]
+            for process in held:
+                process.release()
+            return [await process.wait() for process in held]
+
+        results = asyncio.run(scenario())
+        assert {r.status for r in results} == {Status.SUCCEEDED}
+        assert marker.alive() == []
+        assert zombie_children() == []
 
     def test_held_commands_take_no_stdin(self) -> None:
         async def scenario() -> None:

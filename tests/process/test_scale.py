@@ -13,8 +13,8 @@ import pytest
 
 from evercron.process import Command, Status, run
 from evercron.process.cgroup import discover
-from evercron.process.procfs import own_children, read_stat
 from evercron.process.reaper import reaper
+from tests.markers import zombie_children
 
 
 def _python(code: str, *prefix: str, timeout: float = 120) -> str:
@@ -58,10 +58,6 @@ def test_two_hundred_concurrent_runs() -> None:
     assert outcomes == [(Status.SUCCEEDED, f"r{i}", f"r{i}") for i in range(200)]
 
 
-def _zombie_children() -> list[int]:
-    return [pid for pid in own_children() if (s := read_stat(pid)) and s.state == "Z"]
-
-
 def test_a_thousand_sequential_runs_leak_nothing() -> None:
     async def scenario() -> None:
         for index in range(1000):
@@ -73,7 +69,7 @@ def test_a_thousand_sequential_runs_leak_nothing() -> None:
     asyncio.run(scenario())
     reaper().reap_strays()
     assert len(os.listdir("/proc/self/fd")) == fds_before
-    assert _zombie_children() == []
+    assert zombie_children() == []
 
 
 @pytest.mark.skipif(
