@@ -265,16 +265,15 @@ class CgroupRoot:
                 cgroup.path.rmdir()
 
 
-_discovered: dict[str, CgroupRoot | None] = {}
+_discovered: dict[int, CgroupRoot | None] = {}
 
 
 def discover() -> CgroupRoot | None:
     """The per-run cgroup root of this process, or None when runs cannot have cgroups."""
-    if os.environ.get("EVERCRON_CGROUPS", "").lower() in ("0", "off", "no", "false"):
-        return None
-    key = str(os.getpid())  # a forked child has its own answer
-    if key not in _discovered:
-        _discovered[key] = _find_root()
+    key = os.getpid()  # a forked child has its own answer
+    if key not in _discovered:  # looked up once: reading os.environ per run costs
+        off = os.environ.get("EVERCRON_CGROUPS", "").lower() in ("0", "off", "no", "false")
+        _discovered[key] = None if off else _find_root()
     return _discovered[key]
 
 
