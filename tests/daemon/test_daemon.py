@@ -353,3 +353,12 @@ def test_tls(start_daemon: Any, tmp_path: Path) -> None:
         check=False,
     )
     assert jobs.returncode == 0 and jobs.stdout.strip() == "[]"
+    # A hot upgrade keeps serving TLS on the inherited socket.
+    headers = {"Authorization": f"Bearer {daemon.token}"}
+    answer = httpx.post(
+        f"{daemon.url}/api/v1/upgrade", headers=headers, verify=trusted, timeout=120
+    ).json()
+    assert answer["status"] == "upgraded"
+    assert daemon.process.wait(timeout=30) == 0
+    status = httpx.get(f"{daemon.url}/api/v1/status", headers=headers, verify=trusted).json()
+    assert status["pid"] == answer["pid"]
