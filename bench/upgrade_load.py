@@ -27,6 +27,7 @@ import datetime as dt
 import json
 import os
 import platform
+import shutil
 import signal
 import statistics
 import subprocess
@@ -348,3 +349,4 @@ if __name__ == "__main__":
     finally:
         for path in Path(tempfile.gettempdir()).glob("evercron-upgrade-bench-*"):
             cleanup(path)
+            shutil.rmtree(path, ignore_errors=True)
