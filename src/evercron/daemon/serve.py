@@ -281,6 +281,7 @@ class Daemon:
             if self._ending is None:
                 log.error("upgrade failed, still serving: %s", error)
                 self.notifier.ready()
+            await self._recover_after_failed_successor()
             raise
         if self._ending is not None:  # stopping meanwhile: the successor is on its own
             log.warning("upgrade finished while stopping; pid %d serves", handover.pid)
@@ -298,6 +299,15 @@ class Daemon:
             self._let_go(self._running)
         self._end.set()
         return handover
+
+    async def _recover_after_failed_successor(self) -> None:
+        """A killed successor may have started firings before it was ready: mark its runs
+        lost and end what they left running, as a restart would."""
+        if self._running is None:
+            return
+        context = self._running.context
+        for run_id in await context.db(recover_lost_runs, context.store, self.state_dir):
+            log.warning("run %d of the failed new process marked lost", run_id)
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
