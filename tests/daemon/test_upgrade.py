@@ -133,6 +133,45 @@ def test_a_kill_through_the_new_process_reaches_a_job_of_the_old_one(
     assert marker.alive() == []
 
 
+def test_a_kept_alive_connection_is_told_to_close_after_the_handover(
+    start_daemon: Any,
+) -> None:
+    daemon: DaemonProcess = start_daemon()
+    with httpx.Client(base_url=daemon.url, headers=daemon.http.headers) as kept:
+        first = kept.get("/api/v1/status")
+        assert first.json()["pid"] == daemon.process.pid
+        assert first.headers.get("connection") != "close"
+        answer = daemon.upgrade()  # on another connection
+        # The idle connection to the old process stays open for a moment: a request on
+        # it is answered, with the instruction to reconnect.
+        again = kept.get("/api/v1/status")
+        assert again.status_code == 200
+        assert again.json()["pid"] == daemon.process.pid
+        assert again.headers["connection"] == "close"
+        after = kept.get("/api/v1/status")  # a new connection: the new process
+        assert after.json()["pid"] == answer["pid"]
+    assert daemon.process.wait(timeout=30) == 0
+
+
+def test_a_stop_signal_while_draining_gives_jobs_shutdown_grace(
+    start_daemon: Any, tmp_path: Path, marker: Any
+) -> None:
+    config = _write_config(tmp_path / "evercron.toml", daemon='shutdown_grace = "1s"')
+    daemon: DaemonProcess = start_daemon("--config", str(config))
+    daemon.add_job(name="long", schedule="@yearly", command=f"{marker.sleep()} & wait")
+    run_id = daemon.api("POST", "/api/v1/jobs/long/trigger", 202)["id"]
+    daemon.upgrade()
+    time.sleep(0.5)
+    assert daemon.process.poll() is None, "draining: waits for its job"
+    began = time.monotonic()
+    daemon.process.send_signal(signal.SIGTERM)
+    assert daemon.process.wait(timeout=30) == 0
+    assert 0.9 < time.monotonic() - began < 10
+    with httpx.Client(base_url=daemon.url, headers=daemon.http.headers) as client:
+        assert client.get(f"/api/v1/runs/{run_id}").json()["status"] == "killed"
+    assert marker.alive() == []
+
+
 def test_every_second_job_fires_exactly_once_across_ten_upgrades(start_daemon: Any) -> None:
     daemon: DaemonProcess = start_daemon()
     daemon.add_job(name="tick", schedule="* * * * * * *", command="true")
