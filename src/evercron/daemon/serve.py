@@ -41,6 +41,7 @@ from evercron.daemon import init, listeners, state
 from evercron.daemon.http import HttpServer
 from evercron.daemon.lost import recover_lost_runs
 from evercron.daemon.notify import Notifier
+from evercron.daemon.signals import SignalRouter
 from evercron.daemon.upgrade import Handover, Predecessor, UpgradeBusy, UpgradeError, Upgrader
 from evercron.process.procfs import read_stat
 from evercron.scheduler import Scheduler
@@ -164,7 +165,8 @@ class Daemon:
             store.close()
             raise ServeError(str(error)) from None
         if self.predecessor is None:
-            self._recover_and_reconcile(store)
+            with store.batch():  # one commit for a thousand config jobs, not one each
+                self._recover_and_reconcile(store)
         db = StoreWorker(store)
         scheduler = Scheduler(store, db, self.owner)
         await scheduler.load()
@@ -202,12 +204,13 @@ class Daemon:
             self._successor_environment,
         )
         self._running = _Running(context, server, scheduler, started)
-        self._install_signals()
+        signals = self._install_signals()
         serving = asyncio.create_task(server.serve(sockets=list(self._sockets.values())))
         scheduling = asyncio.create_task(scheduler.run())
         try:
             await server.wait_serving(serving)
         except Exception as error:
+            signals.close()
             scheduler.stop()
             await scheduling
             db.close()
@@ -243,6 +246,7 @@ class Daemon:
             await serving
             await self._finish_jobs(scheduler, self._ending is _Ending.HANDOVER)
         finally:
+            signals.close()
             for task in list(self._tasks):
                 task.cancel()
             store.add_event("stop", f"pid {os.getpid()}", dt.datetime.now(dt.UTC))
@@ -309,11 +313,12 @@ class Daemon:
         for run_id in await context.db(recover_lost_runs, context.store, self.state_dir):
             log.warning("run %d of the failed new process marked lost", run_id)
 
-    def _install_signals(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _install_signals(self) -> SignalRouter:
+        router = SignalRouter(asyncio.get_running_loop())
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self._on_stop_signal, signum)
-        loop.add_signal_handler(signal.SIGHUP, self._on_hangup)
+            router.route(signum, self._on_stop_signal)
+        router.route(signal.SIGHUP, self._on_hangup)
+        return router
 
     def _on_stop_signal(self, signum: int) -> None:
         self._signals += 1
@@ -325,7 +330,7 @@ class Daemon:
             log.info("%s: ending running jobs (after shutdown_grace when draining)", name)
             self._hurry.set()
 
-    def _on_hangup(self) -> None:
+    def _on_hangup(self, _signum: int) -> None:
         log.info("SIGHUP: hot upgrade")
         self._spawn(self._upgrade_logged())
 

@@ -8,6 +8,7 @@ run through `preexec_fn`, which disables vfork and is unsafe with threads.
 
 from __future__ import annotations
 
+import errno
 import grp
 import os
 import pwd
@@ -19,6 +20,7 @@ from evercron.process.cgroup import FORK_GATE, RunCgroup
 from evercron.process.spec import DEFAULT_SHELL, Command, Limit
 
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM}
 
 
 class SpawnError(Exception):
@@ -104,6 +106,10 @@ def _popen(
     except PermissionError:
         raise SpawnError(f'exec: "{program}": permission denied', 126) from None
     except OSError as error:
+        if error.errno in _RESOURCE_ERRORS:  # this process's limits, not the command's fault
+            raise SpawnError(
+                f'cannot start "{program}": {error.strerror} (evercron is out of resources)'
+            ) from None
         raise SpawnError(f'exec: "{program}": {error.strerror or error}', 126) from None
 
 

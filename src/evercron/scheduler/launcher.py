@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import resource
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +24,63 @@ log = logging.getLogger("evercron.jobs")
 _FLUSH_BYTES = 64 * 1024
 _FLUSH_SECONDS = 0.5
 _RELEASE_EARLY = 0.004
+_FDS_PER_PROCESS = 8
+_RESERVED_FDS = 512  # the daemon's own: store, sockets, connections
+_MIN_LIVE = 64
+_MAX_LIVE = 16384
+
+
+def live_process_limit() -> int:
+    """How many firings may have a process at once: each holds a few descriptors (pipes,
+    a pidfd) and more while it is being spawned, so stay well inside RLIMIT_NOFILE."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return _MAX_LIVE
+    return max(_MIN_LIVE, min(_MAX_LIVE, (soft - _RESERVED_FDS) // _FDS_PER_PROCESS))
+
+
+class _Slots:
+    """A bound on firings with a live process, first come first served; waiting ones are
+    refused once closed (the daemon is stopping)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._waiting: deque[asyncio.Future[bool]] = deque()
+        self._closed = False
+
+    async def acquire(self) -> bool:
+        """Take a slot, waiting for one; False once closed."""
+        if self._closed:
+            return False
+        if self._used < self.limit and not self._waiting:
+            self._used += 1
+            return True
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.result():
+                self.release()  # it was handed a slot just as it was cancelled
+            raise
+
+    def release(self) -> None:
+        """Give a slot back (to the first waiter, if any)."""
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(True)  # the slot passes on; `_used` stays
+                return
+        self._used -= 1
+
+    def close(self) -> None:
+        """Refuse every waiter and every later request."""
+        self._closed = True
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(False)
 
 
 @dataclass(frozen=True)
@@ -58,6 +117,7 @@ class Launcher:
         self._release_groups: dict[float, list[RunningProcess]] = {}
         self._kill_when_started: set[int] = set()
         self._stopping = False
+        self._slots = _Slots(live_process_limit())
 
     def launch(self, firing: Firing, release_at: float | None = None) -> None:
         """Run `firing` in the background; with `release_at` (POSIX time) its process is
@@ -95,6 +155,7 @@ class Launcher:
     def stop(self) -> None:
         """Start nothing new: firings not yet started are recorded as skipped."""
         self._stopping = True
+        self._slots.close()
 
     async def wait_all(self, timeout: float | None) -> bool:
         """Wait for every running firing to finish; False when `timeout` passed first."""
@@ -128,6 +189,38 @@ class Launcher:
             process.release()
 
     async def _run(self, firing: Firing, release_at: float | None) -> None:
+        if not await self._slots.acquire():
+            await self._skip(firing, "the daemon stopped before it started")
+            return
+        try:
+            late = time.time() - firing.scheduled_at.timestamp()
+            grace = firing.job.misfire_grace
+            on_schedule = firing.trigger is Trigger.SCHEDULE and not firing.job.schedule.is_reboot
+            if on_schedule and late > grace:
+                # Overloaded: it waited for a free slot too long. Recorded, not run late.
+                log.warning("run %s of %s missed: %.1fs late", firing.run_id, firing.job.name, late)
+                await self._skip(
+                    firing,
+                    f"missed: it could start only {late:.1f}s late (misfire_grace {grace:g}s);"
+                    " the daemon was overloaded",
+                )
+                return
+            await self._run_process(firing, release_at)
+        finally:
+            self._slots.release()
+
+    async def _skip(self, firing: Firing, reason: str) -> None:
+        await self._db(
+            self._store.finish,
+            firing.run_id,
+            RunStatus.SKIPPED,
+            dt.datetime.now(dt.UTC),
+            error=reason,
+        )
+        self._live.end(firing.run_id, str(RunStatus.SKIPPED), 0)
+        self.running.pop(firing.run_id, None)
+
+    async def _run_process(self, firing: Firing, release_at: float | None) -> None:
         job = firing.job
         sink = _OutputSink(self._store, self._db, self._live, firing.run_id, job.max_output)
         command = Command(
@@ -153,15 +246,7 @@ class Launcher:
         )
         result: Result | None = None
         if self._stopping and (release_at is None or release_at > time.time() + 0.5):
-            await self._db(
-                self._store.finish,
-                firing.run_id,
-                RunStatus.SKIPPED,
-                dt.datetime.now(dt.UTC),
-                error="the daemon stopped before it started",
-            )
-            self._live.end(firing.run_id, str(RunStatus.SKIPPED), 0)
-            self.running.pop(firing.run_id, None)
+            await self._skip(firing, "the daemon stopped before it started")
             return
         try:
             held = release_at is not None and release_at > time.time()

@@ -1,0 +1,83 @@
+"""The launcher under overload: a bound on live processes, and firings that could only
+start later than misfire_grace recorded as missed instead of run late."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import resource
+from pathlib import Path
+
+import pytest
+
+from evercron.model import Job, RunStatus, Trigger
+from evercron.scheduler.launcher import Firing, Launcher, _Slots, live_process_limit
+from evercron.scheduler.live import LiveOutput
+from evercron.store import SqliteStore
+from evercron.store.worker import StoreWorker
+
+
+def test_slots_bound_hand_over_in_order_and_refuse_once_closed() -> None:
+    async def scenario() -> list[object]:
+        slots = _Slots(1)
+        order: list[object] = []
+        assert await slots.acquire()
+
+        async def wait(name: str) -> None:
+            order.append((name, await slots.acquire()))
+
+        first = asyncio.create_task(wait("first"))
+        second = asyncio.create_task(wait("second"))
+        await asyncio.sleep(0.01)
+        assert order == []  # both wait for the one slot
+        slots.release()
+        await asyncio.sleep(0.01)
+        assert order == [("first", True)]
+        slots.close()
+        await asyncio.gather(first, second)
+        order.append(await slots.acquire())
+        return order
+
+    assert asyncio.run(scenario()) == [("first", True), ("second", False), False]
+
+
+def test_live_process_limit_stays_inside_the_descriptor_limit() -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limit = live_process_limit()
+    assert 64 <= limit <= 16384
+    if soft != resource.RLIM_INFINITY and soft > 1024:
+        assert limit * 8 < soft
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> SqliteStore:
+    opened = SqliteStore(tmp_path / "db")
+    opened.migrate()
+    return opened
+
+
+def test_a_firing_that_waits_past_misfire_grace_is_recorded_missed(store: SqliteStore) -> None:
+    job = Job.from_mapping(
+        {"name": "j", "schedule": "@yearly", "command": "sleep 1", "misfire_grace": "0.3s"}
+    )
+
+    async def scenario() -> tuple[RunStatus, RunStatus, str]:
+        db = StoreWorker(store)
+        launcher = Launcher(store, db, "owner", LiveOutput(), lambda *_: None)
+        launcher._slots = _Slots(1)  # one process at a time: the second firing waits
+        now = dt.datetime.now(dt.UTC)
+        first = store.claim("j", now, Trigger.SCHEDULE, "owner")
+        second = store.claim("j", now + dt.timedelta(microseconds=1), Trigger.SCHEDULE, "owner")
+        assert first is not None and second is not None
+        launcher.launch(Firing(first, job, now, Trigger.SCHEDULE))
+        launcher.launch(Firing(second, job, now, Trigger.SCHEDULE))
+        assert await launcher.wait_all(30)
+        db.close()
+        one, two = store.get_run(first), store.get_run(second)
+        assert one is not None and two is not None
+        return one.status, two.status, two.error or ""
+
+    status_one, status_two, error = asyncio.run(scenario())
+    assert status_one is RunStatus.SUCCEEDED
+    assert status_two is RunStatus.SKIPPED
+    assert error.startswith("missed: it could start only") and "overloaded" in error
