@@ -30,6 +30,7 @@ def test_service_unit_matches_the_daemon() -> None:
     assert service["NotifyAccess"] == "all"
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["KillMode"] == "mixed"
+    assert service["Delegate"] == "yes"  # a cgroup per run below the service's
     assert parse_duration(service["TimeoutStopSec"]) > DEFAULT_SHUTDOWN_GRACE
     assert service["ExecStart"].split()[1] == "serve"
 
