@@ -17,6 +17,8 @@ import signal
 import subprocess
 import sys
 
+from evercron.daemon import upgrade
+
 ENV = "EVERCRON_SUPERVISOR_FD"
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1)
 _TICK = 0.2
@@ -24,7 +26,7 @@ _TICK = 0.2
 
 def should_supervise() -> bool:
     """Whether this process is PID 1 and must start the daemon under itself."""
-    return os.getpid() == 1 and ENV not in os.environ and "EVERCRON_UPGRADE" not in os.environ
+    return os.getpid() == 1 and ENV not in os.environ and upgrade.ENV not in os.environ
 
 
 def take_report_fd() -> int | None:

@@ -249,8 +249,8 @@ class Daemon:
             signals.close()
             for task in list(self._tasks):
                 task.cancel()
+            db.close()  # its thread is done: the store is ours alone again
             store.add_event("stop", f"pid {os.getpid()}", dt.datetime.now(dt.UTC))
-            db.close()
             store.close()
             if self._handover is None:  # else they are the successor's now
                 with contextlib.suppress(OSError):
@@ -499,9 +499,7 @@ class Daemon:
 
     async def _contract_when_alone(self, store: SqliteStore, db: StoreWorker) -> None:
         """Apply contract migrations once no older generation uses the store."""
-        while any(owner != self.owner for owner in state.living_generations(self.state_dir)) or (
-            self.predecessor is not None and _alive(self.predecessor.pid)
-        ):
+        while set(await asyncio.to_thread(state.living_generations, self.state_dir)) - {self.owner}:
             await asyncio.sleep(_CONTRACT_CHECK_EVERY)
         await db(store.migrate)
 
@@ -518,17 +516,6 @@ class Daemon:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = read_stat(pid)
-    return stat is not None and stat.state != "Z"
 
 
 def command_arguments() -> tuple[str, ...]:
