@@ -197,9 +197,12 @@ def test_every_second_job_fires_exactly_once_across_ten_upgrades(start_daemon: A
     assert last - first >= 10
     assert {run["status"] for run in runs} == {"succeeded"}
     assert {run["trigger"] for run in runs} == {"schedule"}
-    # Nothing inherited piles up: the 11th generation holds what the first one did.
+    # Nothing inherited piles up: the 11th generation holds what the first one did, give
+    # or take the three pipes of a firing being prepared at either instant (a leak of
+    # even one descriptor per generation would show as ten).
     last_fds = _descriptors(pids[-1])
-    assert last_fds["file"] == first_fds["file"] and last_fds["pipe"] == first_fds["pipe"]
+    assert last_fds["file"] == first_fds["file"]
+    assert abs(last_fds["pipe"] - first_fds["pipe"]) <= 3
     assert last_fds["socket"] <= first_fds["socket"] + 2  # client connections come and go
 
 

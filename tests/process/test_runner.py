@@ -83,13 +83,21 @@ def tracking(request: pytest.FixtureRequest) -> Iterator[str]:
 @pytest.mark.parametrize("join", ["fork", "shell"])
 class TestCgroupJoin:
     def test_a_run_is_in_its_own_cgroup_before_its_command_runs(self, join: str) -> None:
+        # Command lines (run by a /bin/sh that joins first) and argv commands (forked in
+        # the group, or behind a trampoline), each held, direct and in bulk.
         async def scenario() -> list[str]:
-            commands = [Command(args="cat /proc/self/cgroup") for _ in range(20)]
+            commands = [
+                Command(args="cat /proc/self/cgroup")
+                if i % 2
+                else Command(args=["cat", "/proc/self/cgroup"])
+                for i in range(30)
+            ]
             held = [await start(command, held=True) for command in commands[:10]]
             for process in held:
                 process.release()
-            direct = [await start(command) for command in commands[10:]]
-            results = [await process.wait() for process in held + direct]
+            direct = [await start(command) for command in commands[10:20]]
+            bulk = await asyncio.gather(*(start(c, in_bulk=True) for c in commands[20:]))
+            results = [await process.wait() for process in held + direct + list(bulk)]
             return [r.output.text().split("0::", 1)[1].strip() for r in results]
 
         own = Path("/proc/self/cgroup").read_text()
@@ -293,6 +301,29 @@ class TestHeldStart:
         assert {r.status for r in results} == {Status.SUCCEEDED}
         assert marker.alive() == []
         assert zombie_children() == []
+
+    @pytest.mark.parametrize("how", ["held", "direct", "in bulk"])
+    def test_a_command_line_is_run_as_by_sh_c(self, tracking: str, how: str) -> None:
+        # However a run joins its group or waits for its release, the command line is
+        # the shell's own script: the shell is the main process, `$0` is the shell's
+        # name, there are no arguments, and a syntax error is reported as by `sh -c`.
+        async def one(args: str) -> Result:
+            command = Command(tracking=tracking, args=args)
+            process = await start(command, held=how == "held", in_bulk=how == "in bulk")
+            process.release()
+            return await process.wait()
+
+        async def scenario() -> tuple[Result, Result, Result]:
+            return (
+                await one('echo "$0" "$#"'),
+                await one("echo $$"),
+                await one("if then"),
+            )
+
+        names, last, broken = asyncio.run(scenario())
+        assert names.output.text() == "/bin/sh 0\n"
+        assert int(last.output.text()) == last.pid
+        assert broken.exit_code == 2 and "Syntax error" in broken.output.text()
 
     def test_held_commands_take_no_stdin(self) -> None:
         async def scenario() -> None:

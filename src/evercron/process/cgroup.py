@@ -96,28 +96,29 @@ class RunCgroup:
     ) -> None:
         self.path = path
         self.root = root
+        # Plain strings and os-level reads: these files are read several times per run.
+        self._procs = f"{path}/cgroup.procs"
+        self._events = f"{path}/cgroup.events"
+        self._cpu_stat = f"{path}/cpu.stat"
         self._cpu_before = cpu_before or self._read_cpu() or (0.0, 0.0)
         self._cpu_after: tuple[float, float] | None = None
 
     @property
     def procs_file(self) -> Path:
         """The file a process writes its pid to in order to join the group."""
-        return self.path / "cgroup.procs"
+        return Path(self._procs)
 
     def pids(self) -> list[int]:
         """Processes in the group (exited ones are not)."""
-        try:
-            return [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
-        except OSError:
-            return []
+        raw = _read_small(self._procs)
+        return [] if raw is None else [int(p) for p in raw.split()]
 
     def populated(self) -> bool:
         """Whether any process is left in the group."""
-        try:
-            events = (self.path / "cgroup.events").read_text()
-        except OSError:
+        events = _read_small(self._events)
+        if events is None:
             return bool(self.pids())
-        return "populated 1" in events
+        return b"populated 1" in events
 
     @property
     def can_host(self) -> bool:
@@ -131,7 +132,7 @@ class RunCgroup:
         get back to its own cgroup."""
         assert self.root is not None
         with FORK_GATE.exclusive():
-            self.root.visit(self.procs_file)
+            self.root.visit(self._procs)
             try:
                 yield
             finally:
@@ -163,14 +164,27 @@ class RunCgroup:
         return self._cpu_after
 
     def _read_cpu(self) -> tuple[float, float] | None:
-        try:
-            lines = (self.path / "cpu.stat").read_text().split("\n")
-        except OSError:
+        raw = _read_small(self._cpu_stat)
+        if raw is None:
             return None
-        stats = dict(line.split() for line in lines if line.count(" ") == 1)
-        if "user_usec" not in stats or "system_usec" not in stats:
+        stats = dict(line.split() for line in raw.split(b"\n") if line.count(b" ") == 1)
+        if b"user_usec" not in stats or b"system_usec" not in stats:
             return None
-        return int(stats["user_usec"]) / 1e6, int(stats["system_usec"]) / 1e6
+        return int(stats[b"user_usec"]) / 1e6, int(stats[b"system_usec"]) / 1e6
+
+
+def _read_small(path: str) -> bytes | None:
+    """The whole content of a small kernel file, or None when it cannot be read."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    try:
+        return os.read(descriptor, 65536)
+    except OSError:
+        return None
+    finally:
+        os.close(descriptor)
 
 
 class CgroupRoot:
@@ -181,7 +195,7 @@ class CgroupRoot:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.can_host = False
-        self._home_procs = path.parent / "cgroup.procs"
+        self._home_procs = str(path.parent / "cgroup.procs")
         self._idle: list[tuple[Path, tuple[float, float] | None]] = []
         self._numbers = itertools.count(1)
         stat = read_stat(os.getpid())
@@ -210,7 +224,7 @@ class CgroupRoot:
         """An empty cgroup for one run, or None if none can be made."""
         while self._idle:
             path, cpu = self._idle.pop()
-            if path.is_dir():
+            if os.path.isdir(path):
                 return RunCgroup(path, cpu, self)
         path = self.path / f"{self._prefix}-{next(self._numbers)}"
         try:
@@ -219,7 +233,7 @@ class CgroupRoot:
             return None
         return RunCgroup(path, root=self)
 
-    def visit(self, procs_file: Path) -> None:
+    def visit(self, procs_file: str | Path) -> None:
         """Move this whole process into the group of `procs_file` (hold `FORK_GATE`
         exclusively)."""
         descriptor = os.open(procs_file, os.O_WRONLY)
@@ -237,7 +251,8 @@ class CgroupRoot:
                 return
             except OSError as failure:
                 error = failure
-        raise CgroupError(f"cannot return to cgroup {self._home_procs.parent}: {error}")
+        home = os.path.dirname(self._home_procs)
+        raise CgroupError(f"cannot return to cgroup {home}: {error}")
 
     def probe_hosting(self) -> bool:
         """Find out whether this process may step into run groups and back."""

@@ -23,7 +23,7 @@ from typing import IO
 from evercron.process.capture import OutputCapture, OutputChunk, Stream
 from evercron.process.cgroup import discover
 from evercron.process.pipes import ChildPipes
-from evercron.process.procfs import is_linux
+from evercron.process.procfs import is_linux, read_stat
 from evercron.process.reaper import ExitInfo, reaper
 from evercron.process.result import Result, Status
 from evercron.process.spawn import SpawnError, start_process
@@ -36,7 +36,7 @@ OutputSink = Callable[[OutputChunk], None]
 _EOF_WAIT_GROUP = 1.0  # after the tree is gone, an unknown holder may keep a pipe open
 _EOF_WAIT_MAIN = 0.2  # with kill_mode="main", leftovers may keep it open for good
 _run_numbers = itertools.count(1)
-_SPAWN_THREADS = 2
+_SPAWN_THREADS = 4
 _spawn_pool: ThreadPoolExecutor | None = None
 
 
@@ -60,7 +60,11 @@ async def run(command: Command, on_output: OutputSink | None = None) -> Result:
 
 
 async def start(
-    command: Command, on_output: OutputSink | None = None, held: bool = False
+    command: Command,
+    on_output: OutputSink | None = None,
+    held: bool = False,
+    *,
+    in_bulk: bool = False,
 ) -> RunningProcess:
     """Start `command` on the running event loop (Linux only).
 
@@ -68,13 +72,17 @@ async def start(
     itself runs only at `RunningProcess.release()`: a scheduler prepares a firing's
     processes ahead and releases them together at the fire time. The timeout counts
     from the release. A held command cannot take stdin data.
+
+    `in_bulk` (implied by `held`) is for callers starting many commands at once, such as
+    a scheduler's firings: the process is created on a worker thread, so the event loop
+    keeps serving the others meanwhile; a single start is faster without it.
     """
     if not is_linux():
         raise RuntimeError("evercron.process needs Linux (process groups, /proc, pidfds)")
     if held and command.stdin:
         raise ValueError("a held command cannot take stdin data")
     process = RunningProcess(command, on_output, held)
-    await process._spawn()
+    await process._spawn(in_bulk or held)
     return process
 
 
@@ -85,6 +93,9 @@ class RunningProcess:
         self.command = command
         self.run_id = command.run_id or f"{_RUN_PREFIX}-{next(_run_numbers)}"
         self.pid: int | None = None
+        self.pid_start_ticks: int | None = None
+        """When the main process started (clock ticks since boot, as in /proc): with
+        `pid`, it names the process for good (a pid alone may be reused)."""
         self.result: Result | None = None
         """The result once finished, else None."""
         self._loop = asyncio.get_running_loop()
@@ -106,20 +117,23 @@ class RunningProcess:
         self._cgroups = discover() if command.tracking == "auto" else None
         self._cgroup = self._cgroups.acquire() if self._cgroups is not None else None
 
-    async def _spawn(self) -> None:
-        # The calling thread waits until the child has exec'd (vfork). A command started
-        # now is spawned right here (lowest latency); held commands - prepared in bulk
-        # ahead of their time by a scheduler - are spawned on a small thread pool so a
-        # thousand of them do not stall the event loop. The reaper reserves each pid as
-        # it is spawned, so no stray scan can take it.
+    async def _spawn(self, in_bulk: bool) -> None:
+        # The calling thread waits until the child has exec'd (vfork). A single command
+        # is spawned right here (lowest latency); bulk starts - a scheduler's firings,
+        # held or late - are spawned on a small thread pool so a thousand of them do not
+        # stall the event loop. The reaper reserves each pid as it is spawned, so no
+        # stray scan can take it.
         command, held = self.command, self._held_start
         self._reaper.become_subreaper()
 
         def spawn() -> subprocess.Popen[bytes]:
-            return start_process(command, self.run_id, self._cgroup, held)
+            popen = start_process(command, self.run_id, self._cgroup, held)
+            stat = read_stat(popen.pid)  # here: off the event loop for bulk starts
+            self.pid_start_ticks = stat.start_ticks if stat is not None else None
+            return popen
 
         try:
-            if held:
+            if in_bulk:
                 popen = await self._loop.run_in_executor(
                     _spawners(), self._reaper.spawn_reserved, spawn
                 )

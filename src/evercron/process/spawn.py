@@ -12,6 +12,7 @@ import errno
 import grp
 import os
 import pwd
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -52,22 +53,31 @@ def start_process(
         raise SpawnError(f"chdir {cwd}: no such directory")
     program = command.argv[0]
     wrappers = _wrappers(command)
-    # A direct start is forked inside its cgroup where this process may step in; else
-    # (and for held starts) a /bin/sh trampoline joins the cgroup before the command.
-    host = cgroup if cgroup is not None and not held and cgroup.can_host else None
+    # A command line for /bin/sh with nothing around it is run by a /bin/sh that first
+    # joins the cgroup and/or waits for the release itself: no extra exec, and no
+    # visit of this whole process to the group.
+    script = (
+        command.args
+        if isinstance(command.args, str)
+        and command.shell == DEFAULT_SHELL
+        and not wrappers
+        and identity == _Identity()
+        else None
+    )
+    # Else a direct start is forked inside its cgroup where this process may step in;
+    # otherwise (and for held starts) a /bin/sh trampoline joins it before the command.
+    hostable = cgroup is not None and not held and script is None and cgroup.can_host
+    host = cgroup if hostable else None
     joining = cgroup if host is None else None
-    if joining is not None:
-        # The cgroup is joined by a root shell first; the user switch must come after it.
-        wrappers = _switch_identity(identity) + wrappers
-        identity = _Identity()
     argv = command.argv
-    if joining is not None or held:
-        if not wrappers and isinstance(command.args, str) and command.shell == DEFAULT_SHELL:
-            # The trampoline is already /bin/sh: it runs the command line itself, saving
-            # an exec per run (and the scheduler's release-to-start latency).
-            argv, wrappers = _trampoline(joining, held, command.args), []
-        else:
-            wrappers = _trampoline(joining, held) + wrappers
+    if script is not None and (joining is not None or held):
+        argv = _trampoline(joining, held, script)
+    elif joining is not None or held:
+        if joining is not None:
+            # The cgroup is joined by a root shell first; the user switch comes after it.
+            wrappers = _switch_identity(identity) + wrappers
+            identity = _Identity()
+        wrappers = _trampoline(joining, held) + wrappers
     if wrappers:  # the wrapper would hide a missing program behind its own exit code
         path = env.get(b"PATH", _DEFAULT_PATH.encode()).decode(errors="surrogateescape")
         _check_executable(program, path, cwd)
@@ -179,16 +189,20 @@ def _wrappers(command: Command) -> list[str]:
 
 def _trampoline(cgroup: RunCgroup | None, held: bool, script: str | None = None) -> list[str]:
     """A /bin/sh that joins `cgroup` and/or waits for the release line, then execs the
-    arguments that follow - or, given a shell `script`, runs that script itself."""
+    arguments that follow - or, given a shell `script`, runs that script itself, as
+    `sh -c script` would (`$0` the shell's own name, no arguments)."""
     steps = []
     if cgroup is not None:
-        steps.append('echo $$ > "$0"')
+        steps.append(f"echo $$ > {shlex.quote(str(cgroup.procs_file))} || exit")
     if held:
-        steps.append("IFS= read -r _ && exec 0</dev/null")
-    name = str(cgroup.procs_file) if cgroup else "evercron-hold"
+        steps.append("IFS= read -r _ || exit")
+        steps.append("exec 0</dev/null")
     if script is not None:
-        return ["/bin/sh", "-c", " && ".join([*steps, 'eval "$1"']), name, script]
-    return ["/bin/sh", "-c", " && ".join([*steps, 'exec "$@"']), name]
+        # One line of our own, then the script from the next line: the shell runs each
+        # line before it parses the next, so the join and the wait come first (even
+        # before a syntax error of the script is found), with no `eval` in between.
+        return ["/bin/sh", "-c", "; ".join(steps) + "\n" + script]
+    return ["/bin/sh", "-c", "; ".join([*steps, 'exec "$@"']), "evercron-trampoline"]
 
 
 def _switch_identity(identity: _Identity) -> list[str]:

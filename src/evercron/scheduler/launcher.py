@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from evercron.model import Job, RunStatus, Trigger
 from evercron.process import Command, OutputChunk, Result, RunningProcess, start
-from evercron.process.procfs import read_stat
 from evercron.scheduler.live import LiveEvent, LiveOutput
 from evercron.store import SqliteStore, StoredChunk
 from evercron.store.worker import StoreWorker
@@ -250,7 +249,9 @@ class Launcher:
             return
         try:
             held = release_at is not None and release_at > time.time()
-            process = await start(command, sink.add, held=held)
+            # Scheduled firings come in bulk (a second's worth at a time): never block
+            # the loop on their spawns; a manual trigger starts right away.
+            process = await start(command, sink.add, held=held, in_bulk=release_at is not None)
             self.running[firing.run_id] = (firing, process)
             if firing.run_id in self._kill_when_started:
                 self._kill_when_started.discard(firing.run_id)
@@ -258,13 +259,12 @@ class Launcher:
             if held and release_at is not None:
                 self._release_at(process, release_at)
             if process.pid is not None:
-                stat = read_stat(process.pid)
                 began = max(release_at or 0.0, time.time())
                 await self._db(
                     self._store.mark_started,
                     firing.run_id,
                     process.pid,
-                    stat.start_ticks if stat else None,
+                    process.pid_start_ticks,
                     dt.datetime.fromtimestamp(began, dt.UTC),
                 )
             result = await process.wait()
