@@ -107,6 +107,23 @@ class TestCgroupJoin:
         assert len(set(groups)) == len(groups), "each run has a group of its own"
         assert Path("/proc/self/cgroup").read_text() == own, "this process is back home"
 
+    def test_a_pooled_group_removed_behind_our_back_is_made_again(self, join: str) -> None:
+        results = []
+        with _cgroup_join(join):
+            root = discover()
+            assert root is not None
+            for command in (
+                Command(args="cat /proc/self/cgroup"),
+                Command(["cat", "/proc/self/cgroup"]),
+            ):
+                group = root.acquire()
+                assert group is not None
+                root.release(group, empty=True)  # pooled: the next run gets it
+                group.path.rmdir()
+                results.append(run_now(command))
+        assert [r.status for r in results] == [Status.SUCCEEDED] * 2
+        assert all("/evercron-runs/" in r.output.text() for r in results)
+
     def test_a_failed_start_leaves_this_process_in_its_own_cgroup(self, join: str) -> None:
         own = Path("/proc/self/cgroup").read_text()
         with _cgroup_join(join):
@@ -142,6 +159,23 @@ class TestProcessTree:
         assert result.output.text() == "started\n"
         assert time.monotonic() - began < 3
         assert marker.alive() == []
+
+    def test_an_orphan_that_ended_before_the_main_process_leaves_no_zombie(
+        self, tracking: str
+    ) -> None:
+        # The orphan comes back to us (subreaper) and dies while the main process still
+        # runs: nothing of the tree is left at the main exit, but its zombie is ours.
+        async def scenario() -> tuple[Result, list[int]]:
+            background = await start(Command(tracking=tracking, args="sleep 0.5"))
+            result = await run(
+                Command(tracking=tracking, args="(sleep 0.05 &) ; sleep 0.3; echo done")
+            )
+            await background.wait()  # the last run ending scans for good
+            return result, zombie_children()
+
+        result, zombies = asyncio.run(scenario())
+        assert result.status is Status.SUCCEEDED and result.output.text() == "done\n"
+        assert zombies == []
 
     def test_double_forked_setsid_escapee_is_killed(self, marker: Marker, tracking: str) -> None:
         script = f"(setsid {marker.sleep()} > /dev/null 2>&1 &); {marker.sleep()}"

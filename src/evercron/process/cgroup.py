@@ -132,11 +132,20 @@ class RunCgroup:
         get back to its own cgroup."""
         assert self.root is not None
         with FORK_GATE.exclusive():
-            self.root.visit(self._procs)
+            try:
+                self.root.visit(self._procs)
+            except FileNotFoundError:  # a pooled group removed behind our back
+                self.ensure()
+                self.root.visit(self._procs)
             try:
                 yield
             finally:
                 self.root.return_home()
+
+    def ensure(self) -> None:
+        """Make the group's directory again if it was removed since it was made."""
+        with contextlib.suppress(FileExistsError):
+            self.path.mkdir()
 
     def signal(self, signum: int) -> None:
         """Send `signum` to every process in the group (`cgroup.kill` for SIGKILL)."""
@@ -222,10 +231,9 @@ class CgroupRoot:
 
     def acquire(self) -> RunCgroup | None:
         """An empty cgroup for one run, or None if none can be made."""
-        while self._idle:
+        if self._idle:  # (a group removed meanwhile is made again when joined)
             path, cpu = self._idle.pop()
-            if os.path.isdir(path):
-                return RunCgroup(path, cpu, self)
+            return RunCgroup(path, cpu, self)
         path = self.path / f"{self._prefix}-{next(self._numbers)}"
         try:
             path.mkdir()

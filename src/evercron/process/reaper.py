@@ -17,6 +17,7 @@ import os
 import resource
 import signal
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -24,6 +25,7 @@ from typing import Protocol, TypeVar
 from evercron.process.procfs import read_stat, reparented_children
 
 _PR_SET_CHILD_SUBREAPER = 36
+_SCAN_INTERVAL = 0.02  # seconds between shared stray scans while commands run
 
 
 class _HasPid(Protocol):
@@ -65,6 +67,7 @@ class Reaper:
         self._own_session = os.getsid(0)
         self._loops_with_handler: set[int] = set()
         self._subreaper = False
+        self._last_scan = 0.0
 
     def spawn_reserved(self, spawn: Callable[[], P]) -> P:
         """Run `spawn` (which starts a child and returns an object with its `pid`) and
@@ -138,6 +141,7 @@ class Reaper:
         with self._lock:
             if self._in_flight:
                 return  # a child being spawned may look like a stray: scan next time
+            self._last_scan = time.monotonic()
             if candidates is None:
                 candidates = self.unwatched(reparented_children())
             for pid in candidates:
@@ -157,6 +161,14 @@ class Reaper:
                 accountant = self._by_pid.pop(pid, None) or self._by_session.get(stat.session)
                 if accountant is not None:
                     accountant(ExitInfo(pid, status, usage))
+
+    def reap_strays_now_and_then(self) -> None:
+        """`reap_strays()`, at most every few milliseconds while other commands of ours
+        are running (one of them scans later); at once when none is."""
+        now = time.monotonic()
+        if self._watches and now - self._last_scan < _SCAN_INTERVAL:
+            return
+        self.reap_strays()
 
     def become_subreaper(self) -> None:
         """Make orphaned descendants of our commands come back to this process."""

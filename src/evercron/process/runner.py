@@ -94,8 +94,8 @@ class RunningProcess:
         self.run_id = command.run_id or f"{_RUN_PREFIX}-{next(_run_numbers)}"
         self.pid: int | None = None
         self.pid_start_ticks: int | None = None
-        """When the main process started (clock ticks since boot, as in /proc): with
-        `pid`, it names the process for good (a pid alone may be reused)."""
+        """For bulk starts: when the main process started (clock ticks since boot, as in
+        /proc), which with `pid` names the process for good (a pid may be reused)."""
         self.result: Result | None = None
         """The result once finished, else None."""
         self._loop = asyncio.get_running_loop()
@@ -128,8 +128,9 @@ class RunningProcess:
 
         def spawn() -> subprocess.Popen[bytes]:
             popen = start_process(command, self.run_id, self._cgroup, held)
-            stat = read_stat(popen.pid)  # here: off the event loop for bulk starts
-            self.pid_start_ticks = stat.start_ticks if stat is not None else None
+            if in_bulk:  # on a worker thread, which can wait for the exec to settle
+                stat = read_stat(popen.pid)
+                self.pid_start_ticks = stat.start_ticks if stat is not None else None
             return popen
 
         try:

@@ -70,6 +70,8 @@ def start_process(
     host = cgroup if hostable else None
     joining = cgroup if host is None else None
     argv = command.argv
+    if joining is not None:
+        joining.ensure()
     if script is not None and (joining is not None or held):
         argv = _trampoline(joining, held, script)
     elif joining is not None or held:

@@ -43,6 +43,7 @@ class ProcessTree:
         self._known: set[int] = set()
         self._undecided: dict[int, int] = {}
         self._own_session = os.getsid(0)
+        self._had_leftovers = False
 
     @property
     def known_strays(self) -> frozenset[int]:
@@ -93,11 +94,22 @@ class ProcessTree:
 
         A child whose environment cannot be read yet counts as alive for a few checks, so
         that an escapee caught in the middle of an exec is not missed."""
+        if self.cgroup is not None:
+            # Exact without a scan of our children. Strays that came back to us and died
+            # are our zombies: reaped at once when the tree had leftovers; else (the
+            # usual case: none) by a scan that many runs ending together share.
+            if self.cgroup.populated():
+                self._had_leftovers = True
+                self._reaper.reap_strays()
+                return True
+            if self._had_leftovers:
+                self._reaper.reap_strays()
+            else:
+                self._reaper.reap_strays_now_and_then()
+            return False
         candidates = self._reaper.unwatched(reparented_children())
         if candidates:
             self._reaper.reap_strays(candidates)
-        if self.cgroup is not None:
-            return self.cgroup.populated()
         if candidates and self.strays(candidates):
             return True
         living = set(candidates)

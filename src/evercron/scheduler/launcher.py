@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from evercron.model import Job, RunStatus, Trigger
 from evercron.process import Command, OutputChunk, Result, RunningProcess, start
+from evercron.process.procfs import read_stat
 from evercron.scheduler.live import LiveEvent, LiveOutput
 from evercron.store import SqliteStore, StoredChunk
 from evercron.store.worker import StoreWorker
@@ -260,11 +261,15 @@ class Launcher:
                 self._release_at(process, release_at)
             if process.pid is not None:
                 began = max(release_at or 0.0, time.time())
+                start_ticks = process.pid_start_ticks
+                if start_ticks is None:  # a single start: read here
+                    stat = read_stat(process.pid)
+                    start_ticks = stat.start_ticks if stat is not None else None
                 await self._db(
                     self._store.mark_started,
                     firing.run_id,
                     process.pid,
-                    process.pid_start_ticks,
+                    start_ticks,
                     dt.datetime.fromtimestamp(began, dt.UTC),
                 )
             result = await process.wait()
