@@ -6,7 +6,7 @@ possible) and with `tracking="session"`, `asyncio.create_subprocess_exec` with a
 `subprocess.run` with captured stdout; then the memory each idle running command costs
 evercron. Median of --repeats rounds, the methods interleaved within each round.
 
-    .venv/bin/python bench/spawn.py [--runs 2000] [--concurrency 16] [--repeats 3]
+    .venv/bin/python bench/spawn.py [--runs 2000] [--concurrency 16] [--repeats 7]
 """
 
 from __future__ import annotations
@@ -91,6 +91,12 @@ async def idle_memory(count: int) -> tuple[float, float]:
     return heap, rss
 
 
+def _median_ratio(ours: list[float], theirs: list[float]) -> str:
+    """The median of the per-round ratios, with their range."""
+    ratios = sorted(a / b for a, b in zip(ours, theirs, strict=True))
+    return f"{statistics.median(ratios):.0%} ({ratios[0]:.0%}-{ratios[-1]:.0%})"
+
+
 def _rss_kb() -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -103,12 +109,13 @@ async def main() -> None:
     options = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     options.add_argument("--runs", type=int, default=2000)
     options.add_argument("--concurrency", type=int, default=16)
-    options.add_argument("--repeats", type=int, default=3)
+    options.add_argument("--repeats", type=int, default=7)
     args = options.parse_args()
     print(
         f"# {dt.date.today()} {platform.machine()} CPython {platform.python_version()}; "
         f"{args.runs} runs per round, {args.concurrency} in flight "
-        f"(subprocess.run: 1, it blocks), median of {args.repeats} rounds"
+        f"(subprocess.run: 1, it blocks), median of {args.repeats} rounds; ratios: median "
+        "of the per-round ratios (range)"
     )
     await rate(via_evercron, ["true"], 50, 4)  # warm up both paths
     await rate(via_asyncio, ["true"], 50, 4)
@@ -121,16 +128,23 @@ async def main() -> None:
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, argv in COMMANDS.items():
         samples: dict[str, list[float]] = {name: [] for name in METHODS}
-        for _ in range(args.repeats):
-            for name, (method, concurrent) in METHODS.items():
+        for round_number in range(args.repeats):
+            # Every other round in reverse order (ABBA), so a machine getting busier or
+            # quieter during a round favours no method.
+            order = list(METHODS.items())
+            for name, (method, concurrent) in order[:: -1 if round_number % 2 else 1]:
                 runs = args.runs if concurrent else args.runs // 4
                 samples[name].append(
                     await rate(method, argv, runs, args.concurrency if concurrent else 1)
                 )
         ours, session, raw, blocking = (statistics.median(samples[n]) for n in METHODS)
+        # Ratios within each round (its methods ran minutes apart at most), then their
+        # median: steadier on a shared machine than a ratio of medians.
+        ours_ratio = _median_ratio(samples["evercron"], samples["asyncio"])
+        session_ratio = _median_ratio(samples["evercron session"], samples["asyncio"])
         print(
             f"| `{label}` | {ours:.0f} | {session:.0f} | {raw:.0f} | {blocking:.0f} "
-            f"| {ours / raw:.0%} | {session / raw:.0%} |"
+            f"| {ours_ratio} | {session_ratio} |"
         )
     heap, rss = await idle_memory(500)
     print(f"\nidle running command (500 `sleep`): {heap:.1f} KB Python heap, {rss:.1f} KB RSS each")
