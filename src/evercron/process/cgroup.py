@@ -13,9 +13,9 @@ children it forked meanwhile; Python cannot clone into a cgroup). Where this pro
 move itself (it can write its own cgroup's `cgroup.procs`, e.g. systemd `Delegate=yes`),
 it steps into the run's group for the instant of the fork (`RunCgroup.hosting`), so the
 child is born there; other forks of the process wait meanwhile (`FORK_GATE`), and no
-group is killed while this process is inside one. Otherwise - and for held starts - the
-command goes through `/bin/sh -c`, which writes its own pid to `cgroup.procs` and then
-execs the command.
+group is killed while this process is inside one. Otherwise - and for held starts and
+/bin/sh command lines, which need no visit - the command goes through `/bin/sh -c`, which
+writes its own pid to `cgroup.procs` first.
 """
 
 from __future__ import annotations

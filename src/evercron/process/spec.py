@@ -40,10 +40,10 @@ Limit = int | tuple[int, int]
 class Command:
     """One command and how to run it. Validated on creation (`ValueError` on bad values).
 
-    `args` is an argv list, run directly, or a string, run with `shell -c` (when evercron
-    needs its /bin/sh trampoline - a per-run cgroup or a held start - and `shell` is
-    /bin/sh, the trampoline shell runs the string itself with `eval`; only `$0` and `$1`
-    differ from `sh -c`). The environment
+    `args` is an argv list, run directly, or a string, run with `shell -c` (with the
+    default /bin/sh, a line of evercron's own - joining the run's cgroup, waiting for a
+    held start's release - may come first in the same shell; only `$LINENO` shows it).
+    The environment
     is the runner's own plus `env` (or only `env` when `inherit_env` is false), and always
     `EVERCRON_RUN_ID`. `stdin` is fed to the command then closed (empty by default).
     `limits` maps names of `LIMITS` to a soft limit or a `(soft, hard)` pair. `user` and
