@@ -144,8 +144,10 @@ class RunCgroup:
 
     def ensure(self) -> None:
         """Make the group's directory again if it was removed since it was made."""
-        with contextlib.suppress(FileExistsError):
-            self.path.mkdir()
+        # A stat first: a mkdir of an existing group waits on the parent directory's lock.
+        if not os.path.isdir(self.path):
+            with contextlib.suppress(FileExistsError):
+                self.path.mkdir()
 
     def signal(self, signum: int) -> None:
         """Send `signum` to every process in the group (`cgroup.kill` for SIGKILL)."""
