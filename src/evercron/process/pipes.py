@@ -93,8 +93,9 @@ class ChildPipes:
 
     async def wait_closed(self, limit: float) -> None:
         """Wait up to `limit` seconds for end of file on both outputs, then `close()`."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.closed.wait(), limit)
+        if not self.closed.is_set():  # usually already: spare a task and a timer per run
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.closed.wait(), limit)
         self.close()
 
     def close(self) -> None:
