@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from evercron.process import Command, OutputChunk, Result, Status, run, start
+from evercron.process import Command, HeldGroup, OutputChunk, Result, Status, run, start
 from evercron.process.cgroup import discover
 from evercron.process.reaper import reaper
 from tests.markers import Marker, zombie_children
@@ -304,13 +304,17 @@ class TestHeldStart:
         assert result.status is Status.SUCCEEDED and result.output.text() == "out\n"
         assert flag.exists()
 
-    def test_killing_a_held_command_never_runs_it(self, tmp_path: Path, tracking: str) -> None:
+    @pytest.mark.parametrize("pause", [0.0, 0.2])
+    def test_killing_a_held_command_never_runs_it(
+        self, tmp_path: Path, tracking: str, pause: float
+    ) -> None:
+        # With no pause, the kill comes before the shell has joined its cgroup.
         flag = tmp_path / "ran"
 
         async def scenario() -> Result:
             process = await start(Command(tracking=tracking, args=f"touch {flag}"), held=True)
-            await asyncio.sleep(0.2)
-            return await process.kill()
+            await asyncio.sleep(pause)
+            return await asyncio.wait_for(process.kill(), 30)
 
         result = asyncio.run(scenario())
         assert result.status is Status.KILLED
@@ -358,6 +362,74 @@ class TestHeldStart:
         assert names.output.text() == "/bin/sh 0\n"
         assert int(last.output.text()) == last.pid
         assert broken.exit_code == 2 and "Syntax error" in broken.output.text()
+
+    def test_a_held_group_runs_only_when_released_and_all_at_once(self, tracking: str) -> None:
+        async def scenario() -> tuple[float, list[Result], list[bool]]:
+            group = HeldGroup()
+            command = Command(tracking=tracking, args="date +%s.%N")
+            members = [await start(command, held=group) for _ in range(20)]
+            await asyncio.sleep(0.3)
+            early = [m.result is not None for m in members]  # nothing ran meanwhile
+            assert all(m.held for m in members)
+            released = time.time()
+            group.release()
+            assert not any(m.held for m in members)
+            return released, [await m.wait() for m in members], early
+
+        released, results, early = asyncio.run(scenario())
+        assert not any(early)
+        assert {r.status for r in results} == {Status.SUCCEEDED}
+        started = [float(r.output.text()) for r in results]
+        assert all(released <= t < released + 5 for t in started)
+        assert zombie_children() == []
+
+    def test_a_killed_member_never_runs_and_the_others_do(
+        self, tmp_path: Path, tracking: str
+    ) -> None:
+        async def scenario() -> list[Result]:
+            group = HeldGroup()
+            members = [
+                await start(Command(tracking=tracking, args=f"touch {tmp_path}/{i}"), held=group)
+                for i in range(5)
+            ]
+            killed = await members[0].kill()
+            members[1].release()  # a member's release is its group's
+            return [killed] + [await m.wait() for m in members[1:]]
+
+        results = asyncio.run(scenario())
+        assert results[0].status is Status.KILLED
+        assert [r.status for r in results[1:]] == [Status.SUCCEEDED] * 4
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["1", "2", "3", "4"]
+
+    def test_a_member_started_during_the_release_runs_at_once(self, tracking: str) -> None:
+        async def scenario() -> Result:
+            group = HeldGroup()
+            starting = asyncio.ensure_future(
+                start(Command(tracking=tracking, args="echo late"), held=group)
+            )
+            await asyncio.sleep(0)  # its spawn is under way on a worker thread
+            group.release()
+            process = await starting
+            assert not process.held
+            return await asyncio.wait_for(process.wait(), 10)
+
+        result = asyncio.run(scenario())
+        assert result.status is Status.SUCCEEDED and result.output.text() == "late\n"
+
+    def test_a_group_given_up_runs_nothing(self, tmp_path: Path, tracking: str) -> None:
+        flag = tmp_path / "ran"
+
+        async def scenario() -> list[Result]:
+            group = HeldGroup()
+            command = Command(tracking=tracking, args=f"touch {flag}")
+            members = [await start(command, held=group) for _ in range(3)]
+            group.close()
+            group.release()  # too late: no effect
+            return [await asyncio.wait_for(m.wait(), 10) for m in members]
+
+        results = asyncio.run(scenario())
+        assert not flag.exists()
+        assert {(r.status, r.exit_code) for r in results} == {(Status.FAILED, 1)}
 
     def test_held_commands_take_no_stdin(self) -> None:
         async def scenario() -> None:

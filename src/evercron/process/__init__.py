@@ -12,6 +12,7 @@ descendants of commands come back to it and are ended and reaped.
 """
 
 from evercron.process.capture import CapturedOutput, OutputChunk, Stream
+from evercron.process.hold import HeldGroup
 from evercron.process.result import Result, Status
 from evercron.process.runner import OutputSink, RunningProcess, run, start
 from evercron.process.spec import LIMITS, Command, KillMode, Tracking
@@ -20,6 +21,7 @@ __all__ = [
     "LIMITS",
     "CapturedOutput",
     "Command",
+    "HeldGroup",
     "KillMode",
     "OutputChunk",
     "OutputSink",

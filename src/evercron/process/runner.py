@@ -22,6 +22,7 @@ from typing import IO
 
 from evercron.process.capture import OutputCapture, OutputChunk, Stream
 from evercron.process.cgroup import discover
+from evercron.process.hold import HeldGroup
 from evercron.process.pipes import ChildPipes
 from evercron.process.procfs import is_linux, read_stat
 from evercron.process.reaper import ExitInfo, reaper
@@ -62,7 +63,7 @@ async def run(command: Command, on_output: OutputSink | None = None) -> Result:
 async def start(
     command: Command,
     on_output: OutputSink | None = None,
-    held: bool = False,
+    held: bool | HeldGroup = False,
     *,
     in_bulk: bool = False,
 ) -> RunningProcess:
@@ -70,8 +71,9 @@ async def start(
 
     With `held`, everything is prepared (process, session, cgroup, pipes) but the command
     itself runs only at `RunningProcess.release()`: a scheduler prepares a firing's
-    processes ahead and releases them together at the fire time. The timeout counts
-    from the release. A held command cannot take stdin data.
+    processes ahead and releases them together at the fire time. Given a `HeldGroup`,
+    the command is released with the group (`HeldGroup.release()`: all at once, one
+    write). The timeout counts from the release. A held command cannot take stdin data.
 
     `in_bulk` (implied by `held`) is for callers starting many commands at once, such as
     a scheduler's firings: the process is created on a worker thread, so the event loop
@@ -79,17 +81,19 @@ async def start(
     """
     if not is_linux():
         raise RuntimeError("evercron.process needs Linux (process groups, /proc, pidfds)")
-    if held and command.stdin:
+    if held is not False and command.stdin:
         raise ValueError("a held command cannot take stdin data")
     process = RunningProcess(command, on_output, held)
-    await process._spawn(in_bulk or held)
+    await process._spawn(in_bulk or held is not False)
     return process
 
 
 class RunningProcess:
     """A started command. Use `wait()`, `kill()`, `send_signal()`; read `result` at the end."""
 
-    def __init__(self, command: Command, on_output: OutputSink | None, held: bool = False) -> None:
+    def __init__(
+        self, command: Command, on_output: OutputSink | None, held: bool | HeldGroup = False
+    ) -> None:
         self.command = command
         self.run_id = command.run_id or f"{_RUN_PREFIX}-{next(_run_numbers)}"
         self.pid: int | None = None
@@ -113,7 +117,9 @@ class RunningProcess:
         self._hold: IO[bytes] | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._reaper = reaper()
-        self._held_start = held
+        self._held_start = held is not False
+        self._group = held if isinstance(held, HeldGroup) else None
+        self._held_in_group = False
         self._cgroups = discover() if command.tracking == "auto" else None
         self._cgroup = self._cgroups.acquire() if self._cgroups is not None else None
 
@@ -123,11 +129,15 @@ class RunningProcess:
         # held or late - are spawned on a small thread pool so a thousand of them do not
         # stall the event loop. The reaper reserves each pid as it is spawned, so no
         # stray scan can take it.
-        command, held = self.command, self._held_start
+        command, held, group = self.command, self._held_start, self._group
         self._reaper.become_subreaper()
+        stdin = None
+        if group is not None:
+            stdin = group.stdin()
+            group.starting()
 
         def spawn() -> subprocess.Popen[bytes]:
-            popen = start_process(command, self.run_id, self._cgroup, held)
+            popen = start_process(command, self.run_id, self._cgroup, held, stdin)
             if in_bulk:  # on a worker thread, which can wait for the exec to settle
                 stat = read_stat(popen.pid)
                 self.pid_start_ticks = stat.start_ticks if stat is not None else None
@@ -141,6 +151,8 @@ class RunningProcess:
             else:
                 popen = self._reaper.spawn_reserved(spawn)
         except SpawnError as error:
+            if group is not None:
+                group.abandoned()
             if self._cgroups is not None and self._cgroup is not None:
                 self._cgroups.release(self._cgroup, empty=True)
             self._finish_unstarted(error.message, error.exit_code)
@@ -151,10 +163,13 @@ class RunningProcess:
         self._tree = ProcessTree(popen.pid, self.run_id, self._reaper, self._account, self._cgroup)
         self._reaper.account(popen.pid, None, self._account)
         self._pipes = ChildPipes(popen, command.stdin, self._on_data)
-        self._hold = popen.stdin if held else None
+        self._hold = popen.stdin if held and group is None else None
         if not held:
             self._arm_deadline()
         self._supervisor = self._loop.create_task(self._supervise(main_exit))
+        if group is not None:
+            self._held_in_group = True
+            group.joined(self._released)
 
     # -- public ------------------------------------------------------------------------
 
@@ -181,19 +196,27 @@ class RunningProcess:
     @property
     def held(self) -> bool:
         """Whether the command is prepared but not yet released."""
-        return self._hold is not None
+        return self._hold is not None or self._held_in_group
 
     def release(self) -> None:
-        """Let a held command run now (no effect when it is not held)."""
+        """Let a held command run now (no effect when it is not held). A member of a
+        `HeldGroup` is released with its whole group."""
+        if self._held_in_group and self._group is not None:
+            self._group.release()
+            return
         hold, self._hold = self._hold, None
         if hold is None:
             return
-        self._started_at = dt.datetime.now(dt.UTC)
-        self._started = time.monotonic()
         with contextlib.suppress(OSError):
             os.write(hold.fileno(), b"go\n")
         with contextlib.suppress(OSError):
             hold.close()
+        self._released()
+
+    def _released(self) -> None:
+        self._held_in_group = False
+        self._started_at = dt.datetime.now(dt.UTC)
+        self._started = time.monotonic()
         self._arm_deadline()
 
     def _arm_deadline(self) -> None:
@@ -260,6 +283,7 @@ class RunningProcess:
             self._reaper.account(self.pid, None, None)
             for pid in self._tree.known_strays:
                 self._reaper.account(None, pid, None)
+        self._held_in_group = False  # (its group's release finds it ended)
         if self._hold is not None:  # ended (killed) while still held
             with contextlib.suppress(OSError):
                 self._hold.close()

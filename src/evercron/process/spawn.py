@@ -42,11 +42,16 @@ class _Identity:
 
 
 def start_process(
-    command: Command, run_id: str, cgroup: RunCgroup | None = None, held: bool = False
+    command: Command,
+    run_id: str,
+    cgroup: RunCgroup | None = None,
+    held: bool = False,
+    hold_stdin: int | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start `command` in a new session (and `cgroup`) with piped output; raise
-    `SpawnError` on failure. When `held`, the command waits before it execs until a line
-    is written to the process's stdin (`release`), and never runs if stdin closes first."""
+    `SpawnError` on failure. When `held`, the command waits before it execs until it
+    reads a line on its stdin - a pipe of its own, or `hold_stdin` (a group's) - and
+    never runs if that pipe closes first."""
     env, identity = _environment(command, run_id)
     cwd = command.cwd
     if cwd is not None and not os.path.isdir(cwd):
@@ -84,7 +89,7 @@ def start_process(
         path = env.get(b"PATH", _DEFAULT_PATH.encode()).decode(errors="surrogateescape")
         _check_executable(program, path, cwd)
     with host.hosting() if host is not None else FORK_GATE.shared():
-        return _popen(command, wrappers + argv, env, cwd, identity, held, program)
+        return _popen(command, wrappers + argv, env, cwd, identity, held, program, hold_stdin)
 
 
 def _popen(
@@ -95,11 +100,16 @@ def _popen(
     identity: _Identity,
     held: bool,
     program: str,
+    hold_stdin: int | None,
 ) -> subprocess.Popen[bytes]:
+    if hold_stdin is not None:
+        stdin: int = hold_stdin
+    else:
+        stdin = subprocess.PIPE if command.stdin or held else subprocess.DEVNULL
     try:
         return subprocess.Popen(
             argv,
-            stdin=subprocess.PIPE if command.stdin or held else subprocess.DEVNULL,
+            stdin=stdin,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=cwd,

@@ -102,6 +102,8 @@ class ProcessTree:
                 self._had_leftovers = True
                 self._reaper.reap_strays()
                 return True
+            if self._reaper.is_watched(self.main_pid):
+                return True  # running, and not in its group yet (a /bin/sh about to join)
             if self._had_leftovers:
                 self._reaper.reap_strays()
             else:

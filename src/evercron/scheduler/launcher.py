@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from evercron.model import Job, RunStatus, Trigger
-from evercron.process import Command, OutputChunk, Result, RunningProcess, start
+from evercron.process import Command, HeldGroup, OutputChunk, Result, RunningProcess, start
 from evercron.process.procfs import read_stat
 from evercron.scheduler.live import LiveEvent, LiveOutput
 from evercron.store import SqliteStore, StoredChunk
@@ -114,7 +114,7 @@ class Launcher:
         self.running: dict[int, tuple[Firing, RunningProcess | None]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._kills: set[asyncio.Task[Result]] = set()
-        self._release_groups: dict[float, list[RunningProcess]] = {}
+        self._release_groups: dict[float, HeldGroup] = {}
         self._kill_when_started: set[int] = set()
         self._stopping = False
         self._slots = _Slots(live_process_limit())
@@ -171,22 +171,24 @@ class Launcher:
             await self.kill(run_id)
         await self.wait_all(None)
 
-    def _release_at(self, process: RunningProcess, at: float) -> None:
+    def _held_until(self, at: float) -> HeldGroup:
+        """The group of processes released together at `at` (POSIX time)."""
         group = self._release_groups.get(at)
         if group is None:
-            group = self._release_groups[at] = []
+            group = self._release_groups[at] = HeldGroup()
             # asyncio timers wake up to a millisecond late: wake a little early instead
             # and wait out the rest precisely (a few ms of the loop, once per instant).
             delay = max(0.0, at - time.time() - _RELEASE_EARLY)
             asyncio.get_running_loop().call_later(delay, self._release_group, at)
-        group.append(process)
+        return group
 
     def _release_group(self, at: float) -> None:
         remaining = at - time.time()
         if remaining > 0:
             time.sleep(remaining)
-        for process in self._release_groups.pop(at, []):
-            process.release()
+        group = self._release_groups.pop(at, None)
+        if group is not None:
+            group.release()  # one write for all; late members are released on arrival
 
     async def _run(self, firing: Firing, release_at: float | None) -> None:
         if not await self._slots.acquire():
@@ -250,15 +252,14 @@ class Launcher:
             return
         try:
             held = release_at is not None and release_at > time.time()
+            group = self._held_until(release_at) if held and release_at is not None else False
             # Scheduled firings come in bulk (a second's worth at a time): never block
             # the loop on their spawns; a manual trigger starts right away.
-            process = await start(command, sink.add, held=held, in_bulk=release_at is not None)
+            process = await start(command, sink.add, held=group, in_bulk=release_at is not None)
             self.running[firing.run_id] = (firing, process)
             if firing.run_id in self._kill_when_started:
                 self._kill_when_started.discard(firing.run_id)
                 await self.kill(firing.run_id)
-            if held and release_at is not None:
-                self._release_at(process, release_at)
             if process.pid is not None:
                 began = max(release_at or 0.0, time.time())
                 start_ticks = process.pid_start_ticks
