@@ -30,22 +30,13 @@ class HeldGroup:
         self._starting = 0
         self._released = False
 
-    @property
-    def released(self) -> bool:
-        """Whether `release()` was called."""
-        return self._released
-
-    def stdin(self) -> int:
-        """The descriptor a member's process gets as its stdin (while it is being
-        started: see `starting`)."""
+    def starting(self) -> int:
+        """A member is being started: the descriptor its process gets as stdin, kept open
+        until `joined` or `abandoned`."""
         if self._reader is None:
             raise RuntimeError("this held group is over: released or given up")
-        return self._reader
-
-    def starting(self) -> None:
-        """A member is being started: keep the pipe open until `joined` or `abandoned`."""
-        self.stdin()  # (raises when the group is over)
         self._starting += 1
+        return self._reader
 
     def joined(self, on_release: Callable[[], None]) -> None:
         """A member was started; `on_release` is called when it is released (at once if

@@ -131,10 +131,7 @@ class RunningProcess:
         # stray scan can take it.
         command, held, group = self.command, self._held_start, self._group
         self._reaper.become_subreaper()
-        stdin = None
-        if group is not None:
-            stdin = group.stdin()
-            group.starting()
+        stdin = group.starting() if group is not None else None
 
         def spawn() -> subprocess.Popen[bytes]:
             popen = start_process(command, self.run_id, self._cgroup, held, stdin)
