@@ -37,7 +37,7 @@ import uvicorn
 
 from evercron import __version__
 from evercron.config import Config
-from evercron.daemon import init, listeners, state
+from evercron.daemon import collector, init, listeners, state
 from evercron.daemon.http import HttpServer
 from evercron.daemon.lost import recover_lost_runs
 from evercron.daemon.notify import Notifier
@@ -237,6 +237,7 @@ class Daemon:
             self.state_dir,
             len(scheduler.next_fires),
         )
+        collector.settle_after_startup()
         print(f"evercron listening on {url} (state dir {self.state_dir})", flush=True)
         try:
             await self._end.wait()
