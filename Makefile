@@ -33,6 +33,7 @@ typecheck: $(DEV_STAMP)
 	$(VENV)/bin/mypy --strict src
 
 unit: $(DEV_STAMP)
+	bash scripts/ensure-chromium
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck unit

@@ -1,5 +1,5 @@
 """Client commands: jobs, runs, logs, kill, trigger, add, rm, pause, resume, status, stop,
-upgrade. Tables for people, `--json` for scripts."""
+upgrade, web. Tables for people, `--json` for scripts."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
+from urllib.parse import quote
 
 import click
 from rich.console import Console
@@ -270,6 +271,18 @@ def upgrade_command(client: Client, as_json: bool) -> None:
     )
 
 
+@click.command("web")
+@connection_options
+def web_command(client: Client, as_json: bool) -> None:
+    """Print a link to the daemon's web page that signs you in (the token travels in the
+    link's #fragment, which browsers never send to a server: keep the link private)."""
+    client.request("GET", "/api/v1/status")  # the daemon answers and takes this token
+    link = f"{client.url}/"
+    if client.token:
+        link += f"#token={quote(client.token, safe='')}"
+    _emit({"url": link}, True) if as_json else click.echo(link)
+
+
 COMMANDS = [
     jobs_command,
     runs_command,
@@ -283,6 +296,7 @@ COMMANDS = [
     status_command,
     stop_command,
     upgrade_command,
+    web_command,
 ]
 
 

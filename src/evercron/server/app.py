@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from evercron import __version__
-from evercron.server import jobs, runs, system
+from evercron.server import jobs, runs, system, web
 from evercron.server.context import DaemonContext
 from evercron.server.errors import install_error_handlers
 
@@ -20,7 +20,7 @@ Message = MutableMapping[str, Any]
 
 
 def create_app(context: DaemonContext) -> FastAPI:
-    """The API app for a running daemon."""
+    """The API and web page app for a running daemon."""
     app = FastAPI(
         title="evercron",
         version=__version__,
@@ -34,6 +34,7 @@ def create_app(context: DaemonContext) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(runs.router)
     app.include_router(system.router)
+    app.include_router(web.router)
     app.add_middleware(_Guard, token=context.token)
     app.add_middleware(_CloseWhileDraining, context=context)
     return app
