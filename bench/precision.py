@@ -13,6 +13,14 @@ Reported per N (median of --repeats runs): fired/expected, latency (written time
 minus its scheduled second) p50/p99/max in ms, scheduler CPU % and RSS. Then the idle
 cost of 10,000 hourly jobs loaded in evercron (CPU % over --idle seconds, RSS).
 
+Each job appends to a file of its own, and every method tells which seconds it ran each
+job for (evercron: its run records; APScheduler: its executed-job events; the floor: the
+seconds it released). A job's firings write in the order they were scheduled, so its
+k-th line belongs to its k-th firing: the latency is exact even when a method falls
+seconds behind (reading only the fraction of the written second would wrap at 1 s).
+A firing counts as fired when it was scheduled in the measured window and wrote within
+1.5 s after the window's end (when the schedulers are stopped).
+
     .venv/bin/python bench/precision.py [--duration 20] [--repeats 3] [--sizes 1,100,1000]
 """
 
@@ -25,6 +33,7 @@ import math
 import os
 import platform
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -33,8 +42,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from subprocess import PIPE
+from typing import Any
 
 WARMUP = 3.0  # seconds before measuring: the daemon loads, plans and starts firing
+DRAIN = 1.5  # seconds after the window for its last firings to write; then stopped
 
 
 @dataclass
@@ -54,19 +66,25 @@ class Sample:
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
-def read_fires(path: Path, start: int, end: int) -> list[float]:
-    """Timestamps written for scheduled seconds in [start, end)."""
-    if not path.exists():
-        return []
-    stamps = []
-    for line in path.read_text().split():
-        try:
-            value = float(line)
-        except ValueError:
-            continue
-        if start <= math.floor(value) < end:
-            stamps.append(value)
-    return stamps
+def job_command(fires: Path, job: int) -> str:
+    """The command every method runs for job number `job`."""
+    return f"date +%s.%N >> {fires / f'job{job}'}"
+
+
+def latencies(fires: Path, ran: dict[int, list[float]], start: int, end: int) -> list[float]:
+    """Latency (ms) of every firing scheduled in [start, end) that wrote its line by
+    `end + DRAIN`; `ran` maps each job to the scheduled times (POSIX) of the firings
+    that ran."""
+    found = []
+    for job, scheduled in ran.items():
+        path = fires / f"job{job}"
+        written = sorted(float(x) for x in path.read_text().split()) if path.exists() else []
+        # One line per firing that ran, in order; a line short means a firing ended (was
+        # stopped) before writing: those are the last ones, so pair from the first.
+        for at, stamp in zip(sorted(scheduled), written, strict=False):
+            if start <= at < end and stamp <= end + DRAIN:
+                found.append((stamp - at) * 1000)
+    return found
 
 
 def cpu_seconds(pid: int) -> float:
@@ -81,19 +99,19 @@ def rss_mb(pid: int, key: str = "VmRSS") -> float:
     return math.nan
 
 
-def measure(stamps: list[float], n: int, start: int, end: int, cpu: float, rss: float) -> Sample:
-    latencies = [(s - math.floor(s)) * 1000 for s in stamps]
-    return Sample(len(stamps), n * (end - start), latencies, cpu, rss)
+def measure(found: list[float], n: int, start: int, end: int, cpu: float, rss: float) -> Sample:
+    return Sample(len(found), n * (end - start), found, cpu, rss)
 
 
 def run_evercron(n: int, duration: float, work: Path) -> Sample:
     fires = work / "fires"
+    fires.mkdir()
     config = work / "evercron.toml"
     config.write_text(
         '[daemon]\nshutdown_grace = "5s"\n'
         + "".join(
             f'[[job]]\nname = "job{i}"\nschedule = "* * * * * * *"\nconcurrency = "allow"\n'
-            f'command = "date +%s.%N >> {fires}"\n'
+            f'command = "{job_command(fires, i)}"\n'
             for i in range(n)
         )
     )
@@ -106,8 +124,21 @@ def run_evercron(n: int, duration: float, work: Path) -> Sample:
         end = start + int(duration)
         cpu = (cpu_seconds(daemon.pid) - cpu_before) / duration * 100
         rss = rss_mb(daemon.pid)
-        time.sleep(1.5)  # let the last second's firings write
-    return measure(read_fires(fires, start, end), n, start, end, cpu, rss)
+        time.sleep(DRAIN)  # let the last second's firings write
+    return measure(latencies(fires, evercron_ran(work), start, end), n, start, end, cpu, rss)
+
+
+def evercron_ran(work: Path) -> dict[int, list[float]]:
+    """Scheduled times of the firings evercron ran to the end, per job number."""
+    ran: dict[int, list[float]] = {}
+    with contextlib.closing(sqlite3.connect(work / "state" / "evercron.db")) as db:
+        rows = db.execute(
+            "SELECT job, scheduled_at FROM runs WHERE status = 'succeeded' AND trigger = 'schedule'"
+        )
+        for job, scheduled_at in rows:
+            when = dt.datetime.fromisoformat(scheduled_at.replace("Z", "+00:00"))
+            ran.setdefault(int(job.removeprefix("job")), []).append(when.timestamp())
+    return ran
 
 
 @contextlib.contextmanager
@@ -143,17 +174,26 @@ def serving(work: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
 
 
 def run_apscheduler(n: int, duration: float, work: Path) -> Sample:
+    from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED  # noqa: PLC0415
     from apscheduler.executors.pool import ThreadPoolExecutor  # noqa: PLC0415
     from apscheduler.schedulers.background import BackgroundScheduler  # noqa: PLC0415
     from apscheduler.triggers.cron import CronTrigger  # noqa: PLC0415
 
     fires = work / "fires"
-    command = ["/bin/sh", "-c", f"date +%s.%N >> {fires}"]
+    fires.mkdir()
     scheduler = BackgroundScheduler(
         executors={"default": ThreadPoolExecutor(min(max(n, 10), 200))},
         job_defaults={"coalesce": False, "max_instances": 10, "misfire_grace_time": 30},
     )
+    ran: dict[int, list[float]] = {}
+
+    def executed(event: Any) -> None:  # on the scheduler's threads: list.append is atomic
+        ran[int(event.job_id.removeprefix("job"))].append(event.scheduled_run_time.timestamp())
+
+    scheduler.add_listener(executed, EVENT_JOB_EXECUTED | EVENT_JOB_ERROR)
     for i in range(n):
+        ran[i] = []
+        command = ["/bin/sh", "-c", job_command(fires, i)]
         scheduler.add_job(subprocess.run, CronTrigger(second="*"), args=[command], id=f"job{i}")
     scheduler.start()
     try:
@@ -165,23 +205,26 @@ def run_apscheduler(n: int, duration: float, work: Path) -> Sample:
         end = start + int(duration)
         cpu = (sum(os.times()[:2]) - cpu_before) / duration * 100
         rss = rss_mb(os.getpid())
-        time.sleep(1.5)
+        time.sleep(DRAIN)
     finally:
         scheduler.shutdown(wait=True)
-    return measure(read_fires(fires, start, end), n, start, end, cpu, rss)
+    return measure(latencies(fires, ran, start, end), n, start, end, cpu, rss)
 
 
 def run_floor(n: int, duration: float, work: Path) -> Sample:
     fires = work / "fires"
-    script = f"read _; date +%s.%N >> {fires}"
+    fires.mkdir()
     start = math.ceil(time.time()) + 2
     end = start + int(duration)
     cpu_total = 0.0
+    released: list[float] = []
     for second in range(start, end):
         ready = [
-            subprocess.Popen(["/bin/sh", "-c", script], stdin=subprocess.PIPE) for _ in range(n)
+            subprocess.Popen(["/bin/sh", "-c", f"read _; {job_command(fires, i)}"], stdin=PIPE)
+            for i in range(n)
         ]
-        time.sleep(max(0.0, second - time.time()))
+        time.sleep(max(0.0, second - time.time()))  # when behind: released late
+        released.append(second)
         before = sum(os.times()[:2])
         for process in ready:
             assert process.stdin is not None
@@ -193,7 +236,7 @@ def run_floor(n: int, duration: float, work: Path) -> Sample:
             process.stdin.close()
             process.wait()
     return measure(
-        read_fires(fires, start, end),
+        latencies(fires, dict.fromkeys(range(n), released), start, end),
         n,
         start,
         end,
