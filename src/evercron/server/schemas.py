@@ -94,24 +94,30 @@ class JobOut(BaseModel):
 class RunOut(BaseModel):
     """One run. Times are ISO 8601 UTC; `signal` is a name like SIGKILL."""
 
-    id: int
+    id: int = Field(description="Never reused")
     job: str
-    trigger: Literal["schedule", "manual", "retry", "catch-up"]
-    scheduled_at: dt.datetime
-    started_at: dt.datetime | None
+    trigger: Literal["schedule", "manual", "retry", "catch-up"] = Field(
+        description="catch-up: a firing missed while no daemon ran (misfire policy)"
+    )
+    scheduled_at: dt.datetime = Field(description="The firing's time (a manual run's request)")
+    started_at: dt.datetime | None = Field(description="When the command was released")
     finished_at: dt.datetime | None
     status: Literal["running", "succeeded", "failed", "timed_out", "killed", "lost", "skipped"]
-    exit_code: int | None
-    signal: str | None
-    attempt: int
-    pid: int | None
-    cpu_user: float | None
-    cpu_system: float | None
-    max_rss_kb: int | None
-    output_bytes: int
-    output_truncated: bool
-    error: str | None
-    retry_of: int | None
+    exit_code: int | None = Field(description="Null when a signal ended the main process")
+    signal: str | None = Field(description="Name of the signal that ended it, e.g. SIGKILL")
+    attempt: int = Field(description="1, then 2, 3... for retries")
+    pid: int | None = Field(description="The main process")
+    cpu_user: float | None = Field(description="Seconds, the whole process tree")
+    cpu_system: float | None = Field(description="Seconds, the whole process tree")
+    max_rss_kb: int | None = Field(
+        description="Peak resident memory of the largest process, KiB (Linux ru_maxrss). "
+        "Linux carries the starting process's peak across exec, so small commands show "
+        "at least the daemon's own peak at the time they were started"
+    )
+    output_bytes: int = Field(description="Everything the command wrote, kept or not")
+    output_truncated: bool = Field(description="Whether the middle of the output was dropped")
+    error: str | None = Field(description="Why it failed to start, was skipped or was lost")
+    retry_of: int | None = Field(description="The original run of a retry")
 
 
 class Generation(BaseModel):
