@@ -99,6 +99,7 @@ def test_the_page_and_its_files_need_no_token_but_the_api_does(daemon: DaemonPro
 
 
 def test_the_web_command_prints_a_link_that_signs_in(daemon: DaemonProcess, page: Page) -> None:
+    assert f"web page: {daemon.url}/ (`evercron web`" in daemon.log()
     link = sign_in_link(daemon)
     assert link.startswith(daemon.url + "/#token=")
     plain = run_cli("web", "--state-dir", str(daemon.state_dir))

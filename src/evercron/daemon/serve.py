@@ -239,6 +239,7 @@ class Daemon:
         )
         collector.settle_after_startup()
         print(f"evercron listening on {url} (state dir {self.state_dir})", flush=True)
+        print(f"web page: {url}/ (`evercron web` prints a link that signs you in)", flush=True)
         try:
             await self._end.wait()
             if self._ending is _Ending.STOP:
