@@ -21,6 +21,7 @@ import httpx
 import pytest
 
 from tests.daemon.conftest import DaemonProcess, daemons_of, is_running, wait_gone
+from tests.helpers import run_cli
 
 SLOW_SUCCESSOR = """
 import os, time
@@ -640,3 +641,30 @@ def test_socket_activation_adopts_the_socket(tmp_path: Path) -> None:
             process.kill()
             process.wait()
     assert not is_running(process.pid)
+
+
+def test_a_restart_after_the_new_process_crashed_works_while_the_old_one_drains(
+    start_daemon: Any, tmp_path: Path
+) -> None:
+    # As systemd would after the serving process died: start `serve` again at once. The
+    # old process still drains a job; it must neither block the restart nor lose its run.
+    daemon: DaemonProcess = start_daemon()
+    daemon.add_job(name="slow", schedule="@yearly", command="sleep 4; echo finished")
+    run_id = daemon.api("POST", "/api/v1/jobs/slow/trigger", 202)["id"]
+    time.sleep(0.3)
+    successor = daemon.upgrade()["pid"]
+    os.kill(successor, signal.SIGKILL)
+    wait_gone(successor)
+    assert daemon.process.poll() is None, "the old process still drains its job"
+    restarted: DaemonProcess = start_daemon(state_dir=daemon.state_dir)
+    assert restarted.api("GET", "/api/v1/status")["pid"] == restarted.process.pid
+    assert restarted.api("GET", f"/api/v1/runs/{run_id}")["status"] == "running"
+    assert daemon.process.wait(timeout=30) == 0
+    run = restarted.api("GET", f"/api/v1/runs/{run_id}")
+    assert run["status"] == "succeeded", run
+    assert restarted.http.get(f"/api/v1/runs/{run_id}/output").content == b"finished\n"
+    # The old process left the restarted one's address and its own lock alone.
+    assert restarted.serving_pid() == restarted.process.pid
+    again = run_cli("status", "--state-dir", str(daemon.state_dir), "--json")
+    assert again.returncode == 0 and json.loads(again.stdout)["pid"] == restarted.process.pid
+    assert restarted.stop() == 0

@@ -299,6 +299,9 @@ class Daemon:
             handover.seconds,
         )
         self._handover = handover
+        # The successor holds the serve lock through the descriptor it inherited; drop
+        # ours, so that if it dies while this process drains, a restart can take over.
+        self._serve_lock.release()
         if self._ending is None:
             self._ending = _Ending.HANDOVER
             assert self._running is not None
