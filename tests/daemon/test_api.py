@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 
@@ -36,6 +38,12 @@ def test_job_lifecycle_and_errors(start_daemon: Any) -> None:
         timeout="90s",
     )
     assert job["timeout"] == 90 and job["next_fire_at"] and job["source"] == "api"
+    # Times are UTC in the API, whatever the job's zone.
+    next_fire = dt.datetime.fromisoformat(job["next_fire_at"].replace("Z", "+00:00"))
+    assert job["next_fire_at"].endswith("Z") and next_fire.utcoffset() == dt.timedelta(0)
+    assert next_fire.astimezone(ZoneInfo("Europe/Berlin")).time() == dt.time(9, 0)
+    for stamp in ("created_at", "updated_at"):
+        assert job[stamp].endswith("Z"), job[stamp]
     assert job["explanation"] == "At 09:00, Monday through Friday"
     errors = {
         "duplicate": daemon.http.post(

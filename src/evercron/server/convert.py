@@ -10,14 +10,14 @@ from evercron.store import StoredJob
 
 
 def job_out(stored: StoredJob, next_fire: dt.datetime | None) -> JobOut:
-    """The API form of a stored job."""
+    """The API form of a stored job; every time in UTC (a zone's jobs too)."""
     job = stored.job
     return JobOut(
         **job.to_mapping(),
         paused=stored.paused,
         source=job.source,
         explanation=job.schedule.explain(),
-        next_fire_at=next_fire,
+        next_fire_at=next_fire.astimezone(dt.UTC) if next_fire is not None else None,
         created_at=stored.created_at,
         updated_at=stored.updated_at,
     )
