@@ -87,6 +87,9 @@ def test_job_lifecycle_and_errors(start_daemon: Any) -> None:
         assert response.status_code == expected[name], (name, response.text)
         assert response.json()["error"], name
     assert 'hour field "24"' in errors["schedule"].json()["error"]
+    assert errors["not json"].json()["error"] == (
+        "the request body is not valid JSON (at character 1)"
+    )
 
     changed = daemon.api("PATCH", "/api/v1/jobs/report", json={"schedule": "30 7 * * *"})
     assert changed["schedule"] == "30 7 * * *" and changed["next_fire_at"] != job["next_fire_at"]

@@ -38,6 +38,10 @@ def install_error_handlers(app: FastAPI) -> None:
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
         problems = []
         for item in error.errors():
+            if item.get("type") == "json_invalid":
+                position = item.get("loc", ("body", "?"))[-1]
+                problems.append(f"the request body is not valid JSON (at character {position})")
+                continue
             where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
             problems.append(
                 f"{where}: {item.get('msg', 'invalid')}"
