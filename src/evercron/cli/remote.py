@@ -18,6 +18,7 @@ from rich.table import Table
 
 from evercron.cli.client import Client
 from evercron.cli.errors import CliError
+from evercron.model import RunStatus
 
 _UPGRADE_WAIT = 600.0  # the daemon answers within its upgrade_timeout
 _FOLLOW_RECONNECTS = 100  # a followed stream ends at each upgrade or restart: resume
@@ -90,7 +91,11 @@ def jobs_command(client: Client, as_json: bool) -> None:
 
 @click.command("runs")
 @click.option("--job", help="Only this job's runs.")
-@click.option("--status", help="Only runs with this status.")
+@click.option(
+    "--status",
+    type=click.Choice([str(status) for status in RunStatus]),
+    help="Only runs with this status.",
+)
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
 @connection_options
 def runs_command(
