@@ -83,3 +83,9 @@ def test_reboot_job_runs_once_per_boot(start_daemon: Any, tmp_path: Path) -> Non
         time.sleep(1)
         assert daemon.stop() == 0
     assert marks.read_text() == "booted\n"
+
+
+def test_runs_status_is_checked_before_asking_the_daemon(tmp_path: Path) -> None:
+    done = run_cli("runs", "--status", "sleeping", "--state-dir", str(tmp_path))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "'sleeping' is not one of 'running', 'succeeded'" in done.stderr
