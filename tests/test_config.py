@@ -75,14 +75,46 @@ command = "z"
     with pytest.raises(ConfigError) as caught:
         load_config(toml, [crontab])
     reasons = [str(p) for p in caught.value.problems]
-    assert any("expected HOST:PORT" in r for r in reasons)
-    assert any("unknown key(s): colour" in r for r in reasons)
-    assert any("shutdown_grace: invalid duration" in r for r in reasons)
-    assert any('job "a": schedule: hour field "24"' in r for r in reasons)
-    assert any("job #2: name: required" in r for r in reasons)
-    assert f'{crontab}:3: minute field "61": 61 is out of range 0-59' in reasons
-    assert any('job name "dup" is also defined' in r for r in reasons)
-    assert len(reasons) == 7
+    # Each with its file and line: [daemon] keys and [[job]] headers are found in the text.
+    assert sorted(reasons) == sorted(
+        [
+            f'{toml}:3: listen address "nowhere": expected HOST:PORT with a port 0-65535',
+            f"{toml}:4: [daemon]: unknown key(s): colour",
+            f"{toml}:5: shutdown_grace: invalid duration 'soon': use seconds or units like "
+            "1.5s, 90s, 2m, 1h30m",
+            f'{toml}:7: job "a": schedule: hour field "24": 24 is out of range 0-23',
+            f"{toml}:12: job #2: name: required",
+            f'{crontab}:3: minute field "61": 61 is out of range 0-59',
+            f'{crontab}:2: job name "dup" is also defined in {toml}',
+        ]
+    )
+
+
+def test_every_problem_of_one_job_is_listed(tmp_path: Path) -> None:
+    toml = write(
+        tmp_path / "job.toml",
+        '[[job]]\nname = "a"\nschedule = "* * *"\nconcurrency = "sometimes"\n'
+        'timezone = "Mars/Base"\ncolour = 1\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(toml)
+    assert [str(p) for p in caught.value.problems] == [
+        f'{toml}:1: job "a": unknown field(s): colour',
+        f'{toml}:1: job "a": schedule: expected 5, 6 or 7 fields (or a macro like @daily), '
+        'got 3: "* * *"',
+        f'{toml}:1: job "a": command: required',
+        f'{toml}:1: job "a": timezone: unknown time zone "Mars/Base"',
+        f'{toml}:1: job "a": concurrency: "sometimes" is not one of allow, forbid, replace',
+    ]
+
+
+def test_a_bad_command_line_value_is_named_as_such(tmp_path: Path) -> None:
+    toml = write(tmp_path / "d.toml", '[daemon]\nlisten = "127.0.0.1:8467"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(toml, overrides={"listen": "127.0.0.1:99999"})
+    assert [str(p) for p in caught.value.problems] == [
+        '--listen: listen address "127.0.0.1:99999": expected HOST:PORT with a port 0-65535'
+    ]
 
 
 def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:

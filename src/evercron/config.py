@@ -25,6 +25,7 @@ command = "backup --all"
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -123,10 +124,18 @@ def load_config(
     problems: list[Problem] = []
     daemon: dict[str, Any] = {}
     jobs: list[Job] = []
+    key_lines: dict[str, int] = {}
+    job_lines: dict[int, int] = {}  # id(job) -> its line, to place duplicates
     if config_path is not None:
-        daemon, jobs = _read_toml(config_path, problems)
-    daemon.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    settings = _settings(daemon, config_path or "command line", problems)
+        daemon, placed, key_lines = _read_toml(config_path, problems)
+        for job, line in placed:
+            jobs.append(job)
+            if line is not None:
+                job_lines[id(job)] = line
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    daemon.update(given)
+    key_lines = {k: line for k, line in key_lines.items() if k not in given}
+    settings = _settings(daemon, config_path or "command line", problems, key_lines, set(given))
     for path in crontabs:
         parsed = read_crontab(path)
         problems.extend(Problem(p.path, p.line or None, p.reason) for p in parsed.problems)
@@ -141,16 +150,19 @@ def load_config(
             if "SHELL" in entry.env:
                 data["shell"] = entry.env["SHELL"]
             try:
-                jobs.append(Job.from_mapping(data, source=str(path)))
+                job = Job.from_mapping(data, source=str(path))
             except JobError as error:
-                problems.append(Problem(str(path), entry.line, str(error)))
+                problems.extend(Problem(str(path), entry.line, p) for p in error.problems)
+                continue
+            jobs.append(job)
+            job_lines[id(job)] = entry.line
     seen: dict[str, Job] = {}
     for job in jobs:
         if job.name in seen:
             problems.append(
                 Problem(
                     job.source,
-                    None,
+                    job_lines.get(id(job)),
                     f'job name "{job.name}" is also defined in {seen[job.name].source}',
                 )
             )
@@ -161,16 +173,25 @@ def load_config(
     return Config(settings, jobs)
 
 
-def _read_toml(path: str, problems: list[Problem]) -> tuple[dict[str, Any], list[Job]]:
+def _read_toml(
+    path: str, problems: list[Problem]
+) -> tuple[dict[str, Any], list[tuple[Job, int | None]], dict[str, int]]:
+    """The [daemon] table, the jobs with the line of their [[job]] header, and the line
+    of each [daemon] key; problems are added to `problems`."""
     try:
         with open(path, "rb") as file:
-            data = tomllib.load(file)
+            raw = file.read()
+        data = tomllib.loads(raw.decode())
     except OSError as error:
         problems.append(Problem(path, None, f"cannot read: {error.strerror or error}"))
-        return {}, []
+        return {}, [], {}
+    except UnicodeDecodeError:
+        problems.append(Problem(path, None, "invalid TOML: not UTF-8 text"))
+        return {}, [], {}
     except tomllib.TOMLDecodeError as error:
         problems.append(Problem(path, None, f"invalid TOML: {error}"))
-        return {}, []
+        return {}, [], {}
+    job_lines, key_lines = _toml_lines(raw.decode())
     unknown = sorted(set(data) - {"daemon", "job"})
     if unknown:
         problems.append(Problem(path, None, f"unknown section(s): {', '.join(unknown)}"))
@@ -184,33 +205,67 @@ def _read_toml(path: str, problems: list[Problem]) -> tuple[dict[str, Any], list
         tables = []
     jobs = []
     for index, table in enumerate(tables, start=1):
+        line = job_lines[index - 1] if index <= len(job_lines) else None
         label = (
             f'job "{table.get("name")}"'
             if isinstance(table.get("name"), str)
             else (f"job #{index}")
         )
         try:
-            jobs.append(Job.from_mapping(table, source=path))
+            jobs.append((Job.from_mapping(table, source=path), line))
         except JobError as error:
-            problems.append(Problem(path, None, f"{label}: {error}"))
-    return dict(daemon), jobs
+            problems.extend(Problem(path, line, f"{label}: {p}") for p in error.problems)
+    return dict(daemon), jobs, key_lines
 
 
-def _settings(data: Mapping[str, Any], where: str, problems: list[Problem]) -> Settings | None:
+_TABLE_HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.-]+)\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_-]+)\s*=")
+
+
+def _toml_lines(text: str) -> tuple[list[int], dict[str, int]]:
+    """Where things are in a config file (tomllib tells values, not lines): the line of
+    each [[job]] header in order, and of each key of [daemon]. Read line by line, so a
+    header-like line inside a multi-line string could mislead it; only messages use it."""
+    job_lines: list[int] = []
+    key_lines: dict[str, int] = {}
+    section = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _TABLE_HEADER.match(line)
+        if header:
+            section = header.group(1)
+            if section == "job" and line.strip().startswith("[["):
+                job_lines.append(number)
+            continue
+        key = _KEY.match(line)
+        if key and section == "daemon":
+            key_lines.setdefault(key.group(1), number)
+    return job_lines, key_lines
+
+
+def _settings(
+    data: Mapping[str, Any],
+    where: str,
+    problems: list[Problem],
+    lines: Mapping[str, int] | None = None,
+    from_command_line: frozenset[str] | set[str] = frozenset(),
+) -> Settings | None:
     before = len(problems)
 
-    def fail(reason: str) -> None:
-        problems.append(Problem(where, None, reason))
+    def fail(reason: str, key: str | None = None) -> None:
+        if key is not None and key in from_command_line:
+            problems.append(Problem(f"--{key.replace('_', '-')}", None, reason))
+        else:
+            problems.append(Problem(where, (lines or {}).get(key or ""), reason))
 
     unknown = sorted(set(data) - _DAEMON_KEYS)
     if unknown:
-        fail(f"[daemon]: unknown key(s): {', '.join(unknown)}")
+        fail(f"[daemon]: unknown key(s): {', '.join(unknown)}", unknown[0])
     host, port = DEFAULT_HOST, DEFAULT_PORT
     if "listen" in data:
         try:
             host, port = parse_listen(str(data["listen"]))
         except ValueError as error:
-            fail(str(error))
+            fail(str(error), "listen")
     durations = {}
     for key, default in (
         ("shutdown_grace", DEFAULT_SHUTDOWN_GRACE),
@@ -219,24 +274,24 @@ def _settings(data: Mapping[str, Any], where: str, problems: list[Problem]) -> S
         try:
             durations[key] = parse_duration(data[key]) if key in data else default
         except (ValueError, TypeError) as error:
-            fail(f"{key}: {error}")
+            fail(f"{key}: {error}", key)
     retention_runs = data.get("retention_runs", 1000)
     if (
         not isinstance(retention_runs, int)
         or isinstance(retention_runs, bool)
         or retention_runs < 1
     ):
-        fail("retention_runs: expected a whole number >= 1")
+        fail("retention_runs: expected a whole number >= 1", "retention_runs")
     retention_days = data.get("retention_days", 30)
     if (
         not isinstance(retention_days, int | float)
         or isinstance(retention_days, bool)
         or retention_days <= 0
     ):
-        fail("retention_days: expected a number of days > 0")
+        fail("retention_days: expected a number of days > 0", "retention_days")
     tls = (data.get("tls_cert"), data.get("tls_key"))
     if (tls[0] is None) != (tls[1] is None):
-        fail("tls_cert and tls_key go together")
+        fail("tls_cert and tls_key go together", "tls_cert" if tls[0] else "tls_key")
     if len(problems) > before:
         return None
     return Settings(

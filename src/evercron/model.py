@@ -10,7 +10,7 @@ import datetime as dt
 import enum
 import re
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,7 +67,12 @@ class Misfire(enum.StrEnum):
 
 
 class JobError(ValueError):
-    """A job definition that cannot be used; the message names the field."""
+    """A job definition that cannot be used; the message names the field. `problems`
+    lists every problem found (one per field), the message joins them."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
 
 
 @dataclass(frozen=True)
@@ -109,8 +114,8 @@ class Job:
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "api") -> Job:
-        """Validate user input (config table or API body); raise `JobError` on the first
-        problem, naming the field."""
+        """Validate user input (config table or API body); raise `JobError` listing every
+        problem, each naming its field."""
         return _JobReader(data, source).read()
 
     def to_mapping(self) -> dict[str, Any]:
@@ -155,56 +160,76 @@ class _JobReader:
         self.source = source
 
     def read(self) -> Job:
+        problems: list[str] = []
         unknown = sorted(set(self.data) - _KNOWN_FIELDS)
         if unknown:
-            raise JobError(f"unknown field(s): {', '.join(unknown)}")
+            problems.append(f"unknown field(s): {', '.join(unknown)}")
+        fields: dict[str, Any] = {}
+        readers: dict[str, Callable[[], Any]] = {
+            "name": self._name,
+            "schedule": self._schedule,
+            "command": lambda: self._text("command", required=True),
+            "timezone": self._timezone,
+            "timeout": lambda: self._duration("timeout", None, positive=True),
+            "concurrency": lambda: self._choice("concurrency", Concurrency, Concurrency.FORBID),
+            "misfire": lambda: self._choice("misfire", Misfire, Misfire.RUN_ONCE),
+            "misfire_grace": lambda: self._duration("misfire_grace", DEFAULT_MISFIRE_GRACE) or 0.0,
+            "jitter": lambda: self._duration("jitter", 0.0) or 0.0,
+            "retries": lambda: self._integer("retries", 0, 0, 100),
+            "retry_backoff": lambda: self._duration("retry_backoff", 10.0) or 0.0,
+            "env": self._env,
+            "cwd": lambda: self._optional_text("cwd"),
+            "user": lambda: self._optional_text("user"),
+            "group": lambda: self._optional_text("group"),
+            "shell": lambda: self._text("shell") or DEFAULT_SHELL,
+            "umask": self._umask,
+            "nice": lambda: self._optional_integer("nice", -20, 19),
+            "limits": self._limits,
+            "kill_grace": lambda: self._duration("kill_grace", DEFAULT_KILL_GRACE) or 0.0,
+            "kill_mode": self._kill_mode,
+            "max_output": lambda: self._size("max_output", DEFAULT_MAX_OUTPUT),
+            "log_output": lambda: self._boolean("log_output", False),
+            "enabled": lambda: self._boolean("enabled", True),
+            "description": lambda: self._text("description"),
+        }
+        for key, reader in readers.items():
+            try:
+                fields[key] = reader()
+            except JobError as error:
+                problems.extend(error.problems)
+        if problems:
+            raise JobError(*problems)
+        return Job(**fields, source=self.source)
+
+    def _name(self) -> str:
         name = self._text("name", required=True)
         if not JOB_NAME.fullmatch(name):
             raise JobError(
                 f'name "{name}": use letters, digits, ".", "_" and "-" (at most 128, '
                 "starting with a letter or digit)"
             )
+        return name
+
+    def _schedule(self) -> CronExpr:
         try:
-            schedule = parse(self._text("schedule", required=True))
+            return parse(self._text("schedule", required=True))
         except CronSyntaxError as error:
             raise JobError(f"schedule: {error}") from None
+
+    def _timezone(self) -> str | None:
         timezone = self._optional_text("timezone")
         if timezone is not None:
             try:
                 zoneinfo.ZoneInfo(timezone)
             except (zoneinfo.ZoneInfoNotFoundError, ValueError):
                 raise JobError(f'timezone: unknown time zone "{timezone}"') from None
+        return timezone
+
+    def _kill_mode(self) -> str:
         kill_mode = self._text("kill_mode") or "group"
         if kill_mode not in ("group", "main"):
             raise JobError(f'kill_mode: "{kill_mode}" is not one of group, main')
-        return Job(
-            name=name,
-            schedule=schedule,
-            command=self._text("command", required=True),
-            timezone=timezone,
-            timeout=self._duration("timeout", None, positive=True),
-            concurrency=self._choice("concurrency", Concurrency, Concurrency.FORBID),
-            misfire=self._choice("misfire", Misfire, Misfire.RUN_ONCE),
-            misfire_grace=self._duration("misfire_grace", DEFAULT_MISFIRE_GRACE) or 0.0,
-            jitter=self._duration("jitter", 0.0) or 0.0,
-            retries=self._integer("retries", 0, 0, 100),
-            retry_backoff=self._duration("retry_backoff", 10.0) or 0.0,
-            env=self._env(),
-            cwd=self._optional_text("cwd"),
-            user=self._optional_text("user"),
-            group=self._optional_text("group"),
-            shell=self._text("shell") or DEFAULT_SHELL,
-            umask=self._umask(),
-            nice=self._optional_integer("nice", -20, 19),
-            limits=self._limits(),
-            kill_grace=self._duration("kill_grace", DEFAULT_KILL_GRACE) or 0.0,
-            kill_mode=kill_mode,
-            max_output=self._size("max_output", DEFAULT_MAX_OUTPUT),
-            log_output=self._boolean("log_output", False),
-            enabled=self._boolean("enabled", True),
-            description=self._text("description"),
-            source=self.source,
-        )
+        return kill_mode
 
     def _text(self, key: str, required: bool = False) -> str:
         value = self.data.get(key)
