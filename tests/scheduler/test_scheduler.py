@@ -7,8 +7,10 @@ import datetime as dt
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from evercron.model import Job, RunStatus, Trigger
-from evercron.scheduler import Scheduler
+from evercron.scheduler import Scheduler, boot
 from evercron.store import SqliteStore
 from evercron.store.worker import StoreWorker
 
@@ -185,3 +187,30 @@ def test_retries_are_linked_to_the_original(tmp_path: Path) -> None:
         (Trigger.RETRY, 3, RunStatus.FAILED),
     ]
     assert runs[1].retry_of == runs[0].id and runs[2].retry_of == runs[0].id
+
+
+def test_reboot_runs_once_per_boot_id_even_when_the_clock_moves(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The kernel's files are the inputs here: a test cannot reboot the machine or step
+    # its clock, so it points the scheduler at copies it can change.
+    boot_id, proc_stat = tmp_path / "boot_id", tmp_path / "stat"
+    monkeypatch.setattr(boot, "BOOT_ID_PATH", boot_id)
+    monkeypatch.setattr(boot, "PROC_STAT_PATH", proc_stat)
+    marks = tmp_path / "marks"
+    store = make_store(tmp_path / "db")
+    job = {"name": "at-boot", "schedule": "@reboot", "command": f"echo x >> {marks}"}
+    store.put_job(Job.from_mapping(job), dt.datetime.now(dt.UTC))
+
+    def restart(this_boot: str, btime: int) -> int:
+        boot_id.write_text(f"{this_boot}\n")
+        proc_stat.write_text(f"cpu  1 2 3\nbtime {btime}\nprocesses 9\n")
+        asyncio.run(run_schedulers(tmp_path / "db", ["a"], 0.5))
+        return len(marks.read_text().splitlines()) if marks.exists() else 0
+
+    assert restart("boot-1", 1_700_000_000) == 1
+    assert restart("boot-1", 1_700_000_000) == 1  # a restart
+    assert restart("boot-1", 1_700_000_003) == 1  # the clock was stepped 3 s meanwhile
+    assert restart("boot-2", 1_700_090_000) == 2  # a new boot
+    runs = store.list_runs(job="at-boot")
+    assert [r.scheduled_at.timestamp() for r in runs] == [1_700_090_000, 1_700_000_000]

@@ -17,10 +17,10 @@ import logging
 import random
 import time
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any
 
 from evercron.model import Concurrency, Job, RunStatus, Trigger
+from evercron.scheduler.boot import current_boot
 from evercron.scheduler.launcher import Firing, Launcher
 from evercron.scheduler.live import LiveOutput
 from evercron.scheduler.timing import missed_firings, next_fire
@@ -31,7 +31,6 @@ log = logging.getLogger("evercron.scheduler")
 TIMER_CAP = 5.0  # wake at least this often to notice wall-clock steps
 PREPARE_LEAD = 1.0  # concurrency=allow: claim and prepare the process this early
 CLAIM_LEAD = 0.05  # other policies: decide and claim this close to the fire time
-_BOOT_ID_PATH = Path("/proc/sys/kernel/random/boot_id")
 
 
 class ForbiddenConcurrency(RuntimeError):
@@ -206,8 +205,10 @@ class Scheduler:
         self.launcher.launch(Firing(run_id, job, fire_at, trigger), release_at)
 
     async def _fire_reboot(self, job: Job) -> None:
-        # Keyed by the boot's start time: once per machine boot, whoever restarts.
-        booted = _boot_time()
+        # Keyed by the boot's start time as first recorded for this boot id: once per
+        # machine boot, whoever restarts, even after the clock was stepped.
+        boot_id, boot_time = current_boot()
+        booted = await self.db(self.store.boot_time, boot_id, boot_time)
         run_id = await self.db(self.store.claim, job.name, booted, Trigger.SCHEDULE, self.owner)
         if run_id is not None:
             self.launcher.launch(Firing(run_id, job, booted, Trigger.SCHEDULE))
@@ -269,12 +270,3 @@ class Scheduler:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def _boot_time() -> dt.datetime:
-    """When this machine booted (from /proc/stat btime), whole seconds, UTC."""
-    with open("/proc/stat") as stat:
-        for line in stat:
-            if line.startswith("btime "):
-                return dt.datetime.fromtimestamp(int(line.split()[1]), dt.UTC)
-    raise RuntimeError("no boot time in /proc/stat")

@@ -93,4 +93,6 @@ MIGRATIONS: list[Migration] = [
     """),
     # 2: kill requests for runs owned by another process (a draining generation).
     Migration("ALTER TABLE runs ADD COLUMN kill_requested_at TEXT"),
+    # 3: the boot time first seen for each boot id (@reboot jobs; btime moves with the clock).
+    Migration("CREATE TABLE boots (boot_id TEXT PRIMARY KEY, booted_at TEXT NOT NULL)"),
 ]

@@ -248,6 +248,19 @@ class SqliteStore:
             )
             return cursor.lastrowid if cursor.rowcount else None
 
+    def boot_time(self, boot_id: str, booted_at: dt.datetime) -> dt.datetime:
+        """The boot time recorded for `boot_id`: `booted_at` when it is the first one
+        (every later caller of the same boot gets that first value)."""
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO boots (boot_id, booted_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                (boot_id, to_text(booted_at)),
+            )
+            row = db.execute("SELECT booted_at FROM boots WHERE boot_id = ?", (boot_id,)).fetchone()
+        recorded = from_text(row[0])
+        assert recorded is not None  # the column is NOT NULL
+        return recorded
+
     def mark_started(
         self, run_id: int, pid: int | None, pid_start_ticks: int | None, started_at: dt.datetime
     ) -> None:
