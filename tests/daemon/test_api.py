@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from zoneinfo import ZoneInfo
 import httpx
 
 from tests.daemon.conftest import DaemonProcess
+from tests.helpers import run_cli
 
 
 def test_auth(start_daemon: Any) -> None:
@@ -212,6 +214,13 @@ def test_truncated_output_is_marked_when_followed(start_daemon: Any) -> None:
     assert "truncated" in kinds and kinds[-1] == "end"
     dropped = next(int(data) for _, kind, data in events if kind == "truncated")
     assert dropped == 5001 - 1024
+    # `evercron logs` without -f says so too (on stderr: stdout stays the output itself).
+    state = ["--state-dir", str(daemon.state_dir)]
+    logs = run_cli("logs", str(run["id"]), *state)
+    assert logs.returncode == 0 and len(logs.stdout) == 1024
+    assert f"{dropped} bytes in the middle of its output were not kept" in logs.stderr
+    as_json = json.loads(run_cli("logs", str(run["id"]), "--json", *state).stdout)
+    assert as_json["bytes_not_kept"] == dropped and len(as_json["output"]) == 1024
 
 
 def test_schemathesis_finds_no_server_error(start_daemon: Any, tmp_path: Path) -> None:

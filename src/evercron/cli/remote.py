@@ -118,10 +118,20 @@ def logs_command(client: Client, as_json: bool, run_id: int, follow: bool) -> No
     """Print a run's output (with -f, follow it live)."""
     if not follow:
         data = client.raw("GET", f"/api/v1/runs/{run_id}/output")
+        run = client.request("GET", f"/api/v1/runs/{run_id}")
+        dropped = max(0, run["output_bytes"] - len(data)) if run["output_truncated"] else 0
         if as_json:
-            click.echo(json.dumps({"run": run_id, "output": data.decode("utf-8", "replace")}))
-        else:
-            sys.stdout.buffer.write(data)
+            text = data.decode("utf-8", "replace")
+            click.echo(json.dumps({"run": run_id, "output": text, "bytes_not_kept": dropped}))
+            return
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        if dropped:
+            click.echo(
+                f"[run {run_id}: {dropped} bytes in the middle of its output were not kept "
+                "(max_output)]",
+                err=True,
+            )
         return
     last_id: str | None = None
     for _ in range(_FOLLOW_RECONNECTS):
