@@ -45,6 +45,37 @@ def test_every_second_job_runs_exactly_once_per_second(start_daemon: Any, tmp_pa
             assert lateness < 0.5, (scheduled, ran)
 
 
+def test_firings_that_start_late_are_told_in_the_log_and_metrics(start_daemon: Any) -> None:
+    daemon: DaemonProcess = start_daemon()
+    daemon.add_job(name="tick", schedule="* * * * * * *", concurrency="allow", command="true")
+    time.sleep(1.5)
+    assert "falling behind" not in daemon.log()
+    assert "evercron_firings_late 0.0" in daemon.http.get("/metrics").text
+    # Frozen for 2.5 s (as by a host under load or a paused VM): at least one firing due
+    # meanwhile starts more than a second late once the daemon runs again.
+    daemon.process.send_signal(signal.SIGSTOP)
+    time.sleep(2.5)
+    daemon.process.send_signal(signal.SIGCONT)
+    time.sleep(1.5)
+    metrics = daemon.http.get("/metrics").text
+    late = next(line for line in metrics.splitlines() if line.startswith("evercron_firings_late "))
+    assert float(late.split()[1]) >= 1, metrics
+    warnings = [line for line in daemon.log().splitlines() if "falling behind" in line]
+    assert len(warnings) == 1, warnings  # one line, however many were late
+    assert "WARNING" in warnings[0]
+    assert "s late; the machine or the daemon is overloaded" in warnings[0]
+    # started_at is when each command was let run, not when it was meant to be.
+    runs = daemon.api("GET", "/api/v1/runs", params={"limit": 1000})
+    delays = [
+        dt.datetime.fromisoformat(r["started_at"]) - dt.datetime.fromisoformat(r["scheduled_at"])
+        for r in runs
+        if r["status"] == "succeeded"
+    ]
+    assert max(delays) >= dt.timedelta(seconds=1), delays
+    assert min(delays) < dt.timedelta(seconds=0.5), delays
+    assert daemon.stop() == 0
+
+
 def test_timeout_kills_the_tree_and_api_kill(start_daemon: Any, marker: Marker) -> None:
     daemon: DaemonProcess = start_daemon()
     daemon.add_job(

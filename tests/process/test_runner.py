@@ -431,6 +431,32 @@ class TestHeldStart:
         assert not flag.exists()
         assert {(r.status, r.exit_code) for r in results} == {(Status.FAILED, 1)}
 
+    def test_when_released_tells_the_real_start_and_never_for_a_killed_one(
+        self, tracking: str
+    ) -> None:
+        async def scenario() -> tuple[list[float], list[float], list[float], float]:
+            group = HeldGroup()
+            held, killed, direct = [], [], []
+            members = [await start(Command(tracking=tracking, args="true"), held=group)]
+            members.append(await start(Command(tracking=tracking, args="true"), held=group))
+            members[0].when_released(held.append)
+            members[1].when_released(killed.append)
+            await members[1].kill()
+            await asyncio.sleep(0.3)
+            assert held == []  # not before the release
+            released = time.time()
+            group.release()
+            await members[0].wait()
+            alone = await start(Command(tracking=tracking, args="true"))
+            alone.when_released(direct.append)  # never held: told at once
+            await alone.wait()
+            return held, killed, direct, released
+
+        held, killed, direct, released = asyncio.run(scenario())
+        assert len(held) == 1 and released <= held[0] < released + 1
+        assert killed == []
+        assert len(direct) == 1 and direct[0] < released + 10
+
     def test_held_commands_take_no_stdin(self) -> None:
         async def scenario() -> None:
             await start(Command(["cat"], stdin=b"x"), held=True)

@@ -118,6 +118,7 @@ class RunningProcess:
         self._supervisor: asyncio.Task[None] | None = None
         self._reaper = reaper()
         self._held_start = held is not False
+        self._on_release: list[Callable[[float], None]] = []
         self._group = held if isinstance(held, HeldGroup) else None
         self._held_in_group = False
         self._cgroups = discover() if command.tracking == "auto" else None
@@ -210,11 +211,25 @@ class RunningProcess:
             hold.close()
         self._released()
 
+    def when_released(self, callback: Callable[[float], None]) -> None:
+        """Call `callback` with the time (POSIX) the command was let run: once released,
+        or at once when it was never held or is released already. Never called for a
+        held command that is killed before its release."""
+        if self.held:
+            self._on_release.append(callback)
+        else:
+            callback(self._started_at.timestamp())
+
     def _released(self) -> None:
+        if self._main_exited or self._done.done():
+            return  # ended (killed) while held: it never ran
         self._held_in_group = False
         self._started_at = dt.datetime.now(dt.UTC)
         self._started = time.monotonic()
         self._arm_deadline()
+        callbacks, self._on_release = self._on_release, []
+        for callback in callbacks:
+            callback(self._started_at.timestamp())
 
     def _arm_deadline(self) -> None:
         if self.command.timeout is not None and not self._main_exited:

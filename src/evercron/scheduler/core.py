@@ -13,7 +13,6 @@ import contextlib
 import datetime as dt
 import heapq
 import itertools
-import logging
 import random
 import time
 from collections.abc import Coroutine
@@ -27,7 +26,6 @@ from evercron.scheduler.timing import missed_firings, next_fire
 from evercron.store import SqliteStore, StoredJob
 from evercron.store.worker import StoreWorker
 
-log = logging.getLogger("evercron.scheduler")
 TIMER_CAP = 5.0  # wake at least this often to notice wall-clock steps
 PREPARE_LEAD = 1.0  # concurrency=allow: claim and prepare the process this early
 CLAIM_LEAD = 0.05  # other policies: decide and claim this close to the fire time
@@ -177,7 +175,7 @@ class Scheduler:
         late = time.time() - fire_at.timestamp()
         if trigger is Trigger.SCHEDULE and late > job.misfire_grace:
             # Overloaded (or the clock jumped): this firing is missed, not queued forever.
-            log.warning("%s: firing %s missed, %.1fs late", name, fire_at.isoformat(), late)
+            self.launcher.lag.missed(name, late)
             return
         busy = [] if prepare else await self._busy_runs(job)
         if self._stopping:

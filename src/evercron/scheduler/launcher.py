@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from evercron.model import Job, RunStatus, Trigger
 from evercron.process import Command, HeldGroup, OutputChunk, Result, RunningProcess, start
 from evercron.process.procfs import read_stat
+from evercron.scheduler.lag import LagMonitor
 from evercron.scheduler.live import LiveEvent, LiveOutput
 from evercron.store import SqliteStore, StoredChunk
 from evercron.store.worker import StoreWorker
@@ -118,6 +119,8 @@ class Launcher:
         self._kill_when_started: set[int] = set()
         self._stopping = False
         self._slots = _Slots(live_process_limit())
+        self.lag = LagMonitor()
+        """How late scheduled firings start (and how many were missed)."""
 
     def launch(self, firing: Firing, release_at: float | None = None) -> None:
         """Run `firing` in the background; with `release_at` (POSIX time) its process is
@@ -200,7 +203,7 @@ class Launcher:
             on_schedule = firing.trigger is Trigger.SCHEDULE and not firing.job.schedule.is_reboot
             if on_schedule and late > grace:
                 # Overloaded: it waited for a free slot too long. Recorded, not run late.
-                log.warning("run %s of %s missed: %.1fs late", firing.run_id, firing.job.name, late)
+                self.lag.missed(firing.job.name, late)
                 await self._skip(
                     firing,
                     f"missed: it could start only {late:.1f}s late (misfire_grace {grace:g}s);"
@@ -247,6 +250,7 @@ class Launcher:
             run_id=str(firing.run_id),
         )
         result: Result | None = None
+        released: list[float] = []
         if self._stopping and (release_at is None or release_at > time.time() + 0.5):
             await self._skip(firing, "the daemon stopped before it started")
             return
@@ -261,7 +265,11 @@ class Launcher:
                 self._kill_when_started.discard(firing.run_id)
                 await self.kill(firing.run_id)
             if process.pid is not None:
+                process.when_released(released.append)  # the start time, fixed when it ends
                 began = max(release_at or 0.0, time.time())
+                if firing.trigger is Trigger.SCHEDULE and not job.schedule.is_reboot:
+                    due = release_at if release_at is not None else firing.scheduled_at.timestamp()
+                    process.when_released(lambda at: self.lag.started(job.name, at - due))
                 start_ticks = process.pid_start_ticks
                 if start_ticks is None:  # a single start: read here
                     stat = read_stat(process.pid)
@@ -293,6 +301,7 @@ class Launcher:
             firing.run_id,
             status,
             result.finished_at,
+            started_at=dt.datetime.fromtimestamp(released[0], dt.UTC) if released else None,
             exit_code=result.exit_code,
             signal=result.signal,
             cpu_user=result.cpu_user,

@@ -145,4 +145,20 @@ async def metrics(request: Request) -> Response:
     Gauge("evercron_uptime_seconds", "Seconds since the daemon started", registry=registry).set(
         (dt.datetime.now(dt.UTC) - context.started_at).total_seconds()
     )
+    lag = context.scheduler.launcher.lag
+    Gauge(
+        "evercron_firing_lag_seconds",
+        "How late the latest scheduled firing started, in seconds",
+        registry=registry,
+    ).set(lag.last_lag)
+    Gauge(
+        "evercron_firings_late",
+        f"Scheduled firings that started more than {lag.threshold:g}s late (this process)",
+        registry=registry,
+    ).set(lag.late_total)
+    Gauge(
+        "evercron_firings_missed",
+        "Scheduled firings not run: they could start only after misfire_grace (this process)",
+        registry=registry,
+    ).set(lag.missed_total)
     return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

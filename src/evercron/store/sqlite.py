@@ -277,6 +277,7 @@ class SqliteStore:
         status: RunStatus,
         finished_at: dt.datetime,
         *,
+        started_at: dt.datetime | None = None,
         exit_code: int | None = None,
         signal: str | None = None,
         cpu_user: float | None = None,
@@ -286,15 +287,18 @@ class SqliteStore:
         output_truncated: bool = False,
         error: str | None = None,
     ) -> None:
-        """Record how a run ended."""
+        """Record how a run ended; `started_at`, when given, replaces the start recorded
+        at spawn (a held command starts when it is released)."""
         with self._transaction() as db:
             db.execute(
-                "UPDATE runs SET status = ?, finished_at = ?, exit_code = ?, signal = ?, "
-                "cpu_user = ?, cpu_system = ?, max_rss_kb = ?, output_bytes = ?, "
-                "output_truncated = ?, error = COALESCE(?, error) WHERE id = ?",
+                "UPDATE runs SET status = ?, finished_at = ?, started_at = COALESCE(?, "
+                "started_at), exit_code = ?, signal = ?, cpu_user = ?, cpu_system = ?, "
+                "max_rss_kb = ?, output_bytes = ?, output_truncated = ?, "
+                "error = COALESCE(?, error) WHERE id = ?",
                 (
                     str(status),
                     to_text(finished_at),
+                    None if started_at is None else to_text(started_at),
                     exit_code,
                     signal,
                     cpu_user,
