@@ -137,7 +137,8 @@ def test_run_now_then_watch_its_output_live(daemon: DaemonProcess, page: Page) -
     job_row(page, "hello").get_by_role("button", name="Run now").click()
     run_row = page.locator('#runs tbody tr.run:has(td:text-is("hello"))').first
     expect(run_row).to_be_visible()
-    run_row.locator("td").first.click()
+    run_id = run_row.get_attribute("data-run")
+    expect(page.locator("#output-run")).to_have_text(run_id or "?")  # opened by itself
     output = page.locator("#output")
     expect(output).to_contain_text("hello")
     expect(page.locator("#output-status")).to_have_text("succeeded")

@@ -75,15 +75,21 @@ async function errorOf(response) {
   }
 }
 
-async function act(method, path) {
+async function act(method, path, then = null) {
   try {
-    await api(method, path);
+    const answer = await api(method, path);
     $("error").textContent = "";
+    if (then) then(answer);
   } catch (error) {
     if (error instanceof Unauthorized) return showLogin(error.message);
     $("error").textContent = error.message;
   }
   await refresh();
+}
+
+function runNow(name) {
+  // The new run's output opens at once, live.
+  act("POST", `/api/v1/jobs/${encodeURIComponent(name)}/trigger`, (run) => openOutput(run.id));
 }
 
 // -- refreshing the tables ("ok", "unauthorized" or "unreachable") ----------------------
@@ -141,7 +147,7 @@ function renderJobs(jobs) {
       cell(state, "", `state-${state}`),
       cell(job.command, "", "command"),
       buttons([
-        ["Run now", () => act("POST", `/api/v1/jobs/${encodeURIComponent(job.name)}/trigger`)],
+        ["Run now", () => runNow(job.name)],
         job.paused
           ? ["Resume", () => act("POST", `/api/v1/jobs/${encodeURIComponent(job.name)}/resume`)]
           : ["Pause", () => act("POST", `/api/v1/jobs/${encodeURIComponent(job.name)}/pause`)],
