@@ -81,3 +81,38 @@ def test_a_firing_that_waits_past_misfire_grace_is_recorded_missed(store: Sqlite
     assert status_one is RunStatus.SUCCEEDED
     assert status_two is RunStatus.SKIPPED
     assert error.startswith("missed: it could start only") and "overloaded" in error
+
+
+def test_a_firing_waits_for_its_spawn_turn_and_is_missed_if_that_comes_too_late(
+    store: SqliteStore,
+) -> None:
+    def job(name: str, grace: str) -> Job:
+        return Job.from_mapping(
+            {"name": name, "schedule": "@yearly", "command": "true", "misfire_grace": grace}
+        )
+
+    async def scenario() -> dict[str, tuple[RunStatus, str]]:
+        db = StoreWorker(store)
+        launcher = Launcher(store, db, "owner", LiveOutput(), lambda *_: None)
+        launcher._spawning = asyncio.Semaphore(1)
+        await launcher._spawning.acquire()  # every spawn turn taken: both firings wait
+        now = dt.datetime.now(dt.UTC)
+        ids = {}
+        for name, grace in (("short", "0.3s"), ("long", "30s")):
+            run_id = store.claim(name, now, Trigger.SCHEDULE, "owner")
+            assert run_id is not None
+            ids[name] = run_id
+            launcher.launch(Firing(run_id, job(name, grace), now, Trigger.SCHEDULE))
+        await asyncio.sleep(0.6)
+        waiting = [store.get_run(run_id) for run_id in ids.values()]
+        assert all(run is not None and run.pid is None for run in waiting)  # none spawned
+        launcher._spawning.release()
+        assert await launcher.wait_all(30)
+        db.close()
+        runs = {name: store.get_run(run_id) for name, run_id in ids.items()}
+        return {n: (r.status, r.error or "") for n, r in runs.items() if r is not None}
+
+    outcome = asyncio.run(scenario())
+    assert outcome["long"] == (RunStatus.SUCCEEDED, "")
+    status, error = outcome["short"]
+    assert status is RunStatus.SKIPPED and error.startswith("missed: it could start only")

@@ -29,6 +29,7 @@ _FDS_PER_PROCESS = 8
 _RESERVED_FDS = 512  # the daemon's own: store, sockets, connections
 _MIN_LIVE = 64
 _MAX_LIVE = 16384
+_SPAWNING = 64  # firings handed to the spawning threads at once (see `_spawn_turn`)
 
 
 def live_process_limit() -> int:
@@ -119,6 +120,9 @@ class Launcher:
         self._kill_when_started: set[int] = set()
         self._stopping = False
         self._slots = _Slots(live_process_limit())
+        # Firings being spawned: the rest wait here, cheaply (no process object, no
+        # cgroup yet), and are checked against misfire_grace when their turn comes.
+        self._spawning = asyncio.Semaphore(_SPAWNING)
         self.lag = LagMonitor()
         """How late scheduled firings start (and how many were missed)."""
 
@@ -198,21 +202,28 @@ class Launcher:
             await self._skip(firing, "the daemon stopped before it started")
             return
         try:
-            late = time.time() - firing.scheduled_at.timestamp()
-            grace = firing.job.misfire_grace
-            on_schedule = firing.trigger is Trigger.SCHEDULE and not firing.job.schedule.is_reboot
-            if on_schedule and late > grace:
-                # Overloaded: it waited for a free slot too long. Recorded, not run late.
-                self.lag.missed(firing.job.name, late)
-                await self._skip(
-                    firing,
-                    f"missed: it could start only {late:.1f}s late (misfire_grace {grace:g}s);"
-                    " the daemon was overloaded",
-                )
-                return
             await self._run_process(firing, release_at)
         finally:
             self._slots.release()
+
+    async def _spawn_turn(self, firing: Firing) -> bool:
+        """Wait until this firing may be spawned; False (recorded as missed, no turn
+        held) when that came later than its `misfire_grace`."""
+        await self._spawning.acquire()
+        late = time.time() - firing.scheduled_at.timestamp()
+        grace = firing.job.misfire_grace
+        on_schedule = firing.trigger is Trigger.SCHEDULE and not firing.job.schedule.is_reboot
+        if not on_schedule or late <= grace:
+            return True
+        # Overloaded: it waited too long for a slot or a spawn. Recorded, not run late.
+        self._spawning.release()
+        self.lag.missed(firing.job.name, late)
+        await self._skip(
+            firing,
+            f"missed: it could start only {late:.1f}s late (misfire_grace {grace:g}s);"
+            " the daemon was overloaded",
+        )
+        return False
 
     async def _skip(self, firing: Firing, reason: str) -> None:
         await self._db(
@@ -254,12 +265,17 @@ class Launcher:
         if self._stopping and (release_at is None or release_at > time.time() + 0.5):
             await self._skip(firing, "the daemon stopped before it started")
             return
+        if not await self._spawn_turn(firing):
+            return
         try:
-            held = release_at is not None and release_at > time.time()
-            group = self._held_until(release_at) if held and release_at is not None else False
-            # Scheduled firings come in bulk (a second's worth at a time): never block
-            # the loop on their spawns; a manual trigger starts right away.
-            process = await start(command, sink.add, held=group, in_bulk=release_at is not None)
+            try:
+                held = release_at is not None and release_at > time.time()
+                group = self._held_until(release_at) if held and release_at is not None else False
+                # Scheduled firings come in bulk (a second's worth at a time): never block
+                # the loop on their spawns; a manual trigger starts right away.
+                process = await start(command, sink.add, held=group, in_bulk=release_at is not None)
+            finally:
+                self._spawning.release()
             self.running[firing.run_id] = (firing, process)
             if firing.run_id in self._kill_when_started:
                 self._kill_when_started.discard(firing.run_id)
