@@ -89,6 +89,9 @@ def test_job_lifecycle_and_errors(start_daemon: Any) -> None:
         assert response.status_code == expected[name], (name, response.text)
         assert response.json()["error"], name
     assert 'hour field "24"' in errors["schedule"].json()["error"]
+    assert errors["unknown field"].json()["error"] == (
+        "colour: unknown field (the fields are in the API document)"
+    )
     assert errors["not json"].json()["error"] == (
         "the request body is not valid JSON (at character 1)"
     )

@@ -43,6 +43,9 @@ def install_error_handlers(app: FastAPI) -> None:
                 problems.append(f"the request body is not valid JSON (at character {position})")
                 continue
             where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+            if item.get("type") == "extra_forbidden":
+                problems.append(f"{where}: unknown field (the fields are in the API document)")
+                continue
             problems.append(
                 f"{where}: {item.get('msg', 'invalid')}"
                 if where
