@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from tests.daemon.conftest import DaemonProcess
 from tests.helpers import run_cli
@@ -37,6 +39,11 @@ def test_the_client_commands(start_daemon: Any, tmp_path: Path) -> None:
     assert status["pid"] == daemon.process.pid and status["generations"][0]["role"] == "serving"
     table = run_cli("runs", "--state-dir", str(daemon.state_dir))
     assert table.returncode == 0 and "succeeded" in table.stdout and "greet" in table.stdout
+    # Tables are for people: times in their own zone, to the second (JSON stays UTC).
+    next_fire = dt.datetime.fromisoformat(cli(daemon, "jobs")[0]["next_fire_at"])
+    tokyo = run_cli("jobs", "--state-dir", str(daemon.state_dir), env={"TZ": "Asia/Tokyo"})
+    shown = next_fire.astimezone(ZoneInfo("Asia/Tokyo")).strftime("%Y-%m-%d %H:%M:%S")
+    assert tokyo.returncode == 0 and shown in tokyo.stdout, tokyo.stdout
     cli(daemon, "rm", "greet")
     assert cli(daemon, "jobs") == []
     assert cli(daemon, "stop") == {"status": "stopping"}

@@ -48,29 +48,38 @@ def _emit(data: Any, as_json: bool, table: Callable[[Any], Table] | None = None)
 
 
 def _jobs_table(jobs: list[dict[str, Any]]) -> Table:
-    table = Table("name", "schedule", "next run", "state", "command", box=None)
+    table = Table("name", "schedule", "next run (local)", "state", "command", box=None)
     for job in jobs:
         state = "paused" if job["paused"] else ("disabled" if not job["enabled"] else "active")
         table.add_row(
-            job["name"], job["schedule"], job.get("next_fire_at") or "-", state, job["command"]
+            job["name"], job["schedule"], _local(job.get("next_fire_at")), state, job["command"]
         )
     return table
 
 
 def _runs_table(runs: list[dict[str, Any]]) -> Table:
-    table = Table("id", "job", "trigger", "scheduled", "status", "exit", "duration", box=None)
+    table = Table(
+        "id", "job", "trigger", "scheduled (local)", "status", "exit", "duration", box=None
+    )
     for run in runs:
         exit_text = run["signal"] or ("" if run["exit_code"] is None else str(run["exit_code"]))
         table.add_row(
             str(run["id"]),
             run["job"],
             run["trigger"],
-            run["scheduled_at"],
+            _local(run["scheduled_at"]),
             run["status"],
             exit_text,
             _duration(run),
         )
     return table
+
+
+def _local(moment: str | None) -> str:
+    """An API time (UTC) as people read it here: local time, to the second."""
+    if not moment:
+        return "-"
+    return dt.datetime.fromisoformat(moment).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _duration(run: dict[str, Any]) -> str:
