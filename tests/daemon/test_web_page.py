@@ -192,3 +192,25 @@ def test_filters_narrow_the_runs(daemon: DaemonProcess, page: Page) -> None:
     page.select_option("#filter-job", "")
     page.select_option("#filter-status", "failed")
     expect(page.locator("#runs tbody tr.run")).to_have_count(0)
+
+
+def test_add_and_delete_a_job_from_the_page(daemon: DaemonProcess, page: Page) -> None:
+    page.goto(sign_in_link(daemon))
+    page.fill("#add-name", "nightly")
+    page.fill("#add-schedule", "0 24 * * *")
+    page.fill("#add-command", "echo night")
+    page.click("#add-form button")
+    expect(page.locator("#error")).to_contain_text('hour field "24": 24 is out of range 0-23')
+    expect(page.locator("#add-name")).to_have_value("nightly")  # kept, to be corrected
+    page.fill("#add-schedule", "30 2 * * *")
+    page.click("#add-form button")
+    expect(job_row(page, "nightly")).to_contain_text("echo night")
+    expect(page.locator("#error")).to_have_text("")
+    expect(page.locator("#add-name")).to_have_value("")
+    assert daemon.api("GET", "/api/v1/jobs/nightly")["source"] == "api"
+    # Config jobs have no Delete button (they are changed in their file).
+    expect(job_row(page, "hello").get_by_role("button", name="Delete")).to_have_count(0)
+    page.on("dialog", lambda dialog: dialog.accept())
+    job_row(page, "nightly").get_by_role("button", name="Delete").click()
+    expect(job_row(page, "nightly")).to_have_count(0)
+    daemon.api("GET", "/api/v1/jobs/nightly", 404)

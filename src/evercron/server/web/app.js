@@ -57,10 +57,13 @@ async function signIn(candidate) {
 
 class Unauthorized extends Error {}
 
-async function api(method, path) {
+async function api(method, path, body = null) {
+  const headers = { Authorization: `Bearer ${token}`, Accept: "application/json" };
+  if (body !== null) headers["Content-Type"] = "application/json";
   const response = await fetch(path, {
     method,
-    headers: { Authorization: `Bearer ${token}`, Accept: "application/json" },
+    headers,
+    body: body === null ? undefined : JSON.stringify(body),
   });
   if (response.status === 401) throw new Unauthorized((await errorOf(response)) || "wrong token");
   if (!response.ok) throw new Error(`${method} ${path}: ${(await errorOf(response)) || response.status}`);
@@ -75,9 +78,9 @@ async function errorOf(response) {
   }
 }
 
-async function act(method, path, then = null) {
+async function act(method, path, then = null, body = null) {
   try {
-    const answer = await api(method, path);
+    const answer = await api(method, path, body);
     $("error").textContent = "";
     if (then) then(answer);
   } catch (error) {
@@ -85,6 +88,21 @@ async function act(method, path, then = null) {
     $("error").textContent = error.message;
   }
   await refresh();
+}
+
+function addJob(event) {
+  event.preventDefault();
+  const job = {
+    name: $("add-name").value.trim(),
+    schedule: $("add-schedule").value.trim(),
+    command: $("add-command").value,
+  };
+  act("POST", "/api/v1/jobs", () => $("add-form").reset(), job);
+}
+
+function deleteJob(name) {
+  if (!confirm(`Delete job ${name}? Its run history stays.`)) return;
+  act("DELETE", `/api/v1/jobs/${encodeURIComponent(name)}`);
 }
 
 function runNow(name) {
@@ -151,6 +169,7 @@ function renderJobs(jobs) {
         job.paused
           ? ["Resume", () => act("POST", `/api/v1/jobs/${encodeURIComponent(job.name)}/resume`)]
           : ["Pause", () => act("POST", `/api/v1/jobs/${encodeURIComponent(job.name)}/pause`)],
+        ...(job.source === "api" ? [["Delete", () => deleteJob(job.name)]] : []),
       ]),
     ]);
     row.dataset.job = job.name;
@@ -345,6 +364,7 @@ $("login-form").addEventListener("submit", (event) => {
   signIn($("token").value.trim());
 });
 $("sign-out").addEventListener("click", () => showLogin(""));
+$("add-form").addEventListener("submit", addJob);
 $("output-close").addEventListener("click", closeOutput);
 $("filter-job").addEventListener("change", refresh);
 $("filter-status").addEventListener("change", refresh);
