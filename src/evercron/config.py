@@ -123,15 +123,10 @@ def load_config(
     listen) win over the file. Raises `ConfigError` with every problem."""
     problems: list[Problem] = []
     daemon: dict[str, Any] = {}
-    jobs: list[Job] = []
+    placed: list[tuple[Job, int | None]] = []  # each job with its line
     key_lines: dict[str, int] = {}
-    job_lines: dict[int, int] = {}  # id(job) -> its line, to place duplicates
     if config_path is not None:
         daemon, placed, key_lines = _read_toml(config_path, problems)
-        for job, line in placed:
-            jobs.append(job)
-            if line is not None:
-                job_lines[id(job)] = line
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     daemon.update(given)
     key_lines = {k: line for k, line in key_lines.items() if k not in given}
@@ -154,15 +149,14 @@ def load_config(
             except JobError as error:
                 problems.extend(Problem(str(path), entry.line, p) for p in error.problems)
                 continue
-            jobs.append(job)
-            job_lines[id(job)] = entry.line
+            placed.append((job, entry.line))
     seen: dict[str, Job] = {}
-    for job in jobs:
+    for job, line in placed:
         if job.name in seen:
             problems.append(
                 Problem(
                     job.source,
-                    job_lines.get(id(job)),
+                    line,
                     f'job name "{job.name}" is also defined in {seen[job.name].source}',
                 )
             )
@@ -170,7 +164,7 @@ def load_config(
     if problems:
         raise ConfigError(problems)
     assert settings is not None
-    return Config(settings, jobs)
+    return Config(settings, [job for job, _ in placed])
 
 
 def _read_toml(
