@@ -96,6 +96,12 @@ class Firing:
     attempt: int = 1
     retry_of: int | None = None
 
+    @property
+    def on_schedule(self) -> bool:
+        """Whether it fires for a time of its schedule (not manual, a retry, a catch-up
+        or `@reboot`): such a firing is expected on time, so lateness counts."""
+        return self.trigger is Trigger.SCHEDULE and not self.job.schedule.is_reboot
+
 
 class Launcher:
     """Starts claimed firings and records everything about them."""
@@ -212,8 +218,7 @@ class Launcher:
         await self._spawning.acquire()
         late = time.time() - firing.scheduled_at.timestamp()
         grace = firing.job.misfire_grace
-        on_schedule = firing.trigger is Trigger.SCHEDULE and not firing.job.schedule.is_reboot
-        if not on_schedule or late <= grace:
+        if not firing.on_schedule or late <= grace:
             return True
         # Overloaded: it waited too long for a slot or a spawn. Recorded, not run late.
         self._spawning.release()
@@ -283,7 +288,7 @@ class Launcher:
             if process.pid is not None:
                 process.when_released(released.append)  # the start time, fixed when it ends
                 began = max(release_at or 0.0, time.time())
-                if firing.trigger is Trigger.SCHEDULE and not job.schedule.is_reboot:
+                if firing.on_schedule:
                     due = release_at if release_at is not None else firing.scheduled_at.timestamp()
                     process.when_released(lambda at: self.lag.started(job.name, at - due))
                 start_ticks = process.pid_start_ticks
