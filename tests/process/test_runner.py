@@ -12,10 +12,29 @@ from pathlib import Path
 
 import pytest
 
-from evercron.process import Command, HeldGroup, OutputChunk, Result, Status, run, start
+from evercron.process import (
+    Command,
+    HeldGroup,
+    OutputChunk,
+    Result,
+    Status,
+    descriptors,
+    run,
+    start,
+)
 from evercron.process.cgroup import discover
 from evercron.process.reaper import reaper
 from tests.markers import Marker, zombie_children
+
+
+@pytest.fixture(autouse=True, params=["popen", "posix_spawn"])
+def start_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs both ways a command is started: through Popen, and through
+    posix_spawn once this process's descriptors are sealed (as the daemon's are)."""
+    if request.param == "posix_spawn":
+        descriptors.seal_inherited_descriptors()
+    monkeypatch.setattr(descriptors, "_sealed", request.param == "posix_spawn")
+    return str(request.param)
 
 
 def run_now(command: Command) -> Result:
@@ -42,6 +61,19 @@ class TestExitStatus:
         assert result.status is Status.FAILED
         assert (result.exit_code, result.signal) == (None, "SIGSEGV")
         assert result.shell_exit_code == 128 + signal.SIGSEGV
+
+    def test_the_command_gets_a_clean_process_of_its_own(self) -> None:
+        # Only stdin, stdout and stderr (and ls's own listing), a session of its own,
+        # and SIGPIPE back to its default although Python ignores it here.
+        script = "echo $(ls /proc/self/fd); cat /proc/$$/stat; grep SigIgn /proc/$$/status"
+        result = run_now(Command(script))
+        descriptors_seen, stat, status = result.output.data("stdout").decode().split("\n")[-4:-1]
+        assert sorted(descriptors_seen.split()) == ["0", "1", "2", "3"]
+        fields = stat[stat.rfind(")") + 2 :].split()
+        assert fields[3] == stat.split()[0]  # session id = its own pid: a session leader
+        ignored = int(status.split()[1], 16)
+        assert not ignored & (1 << (signal.SIGPIPE - 1))
+        assert not ignored & (1 << (signal.SIGXFSZ - 1))
 
     def test_cpu_time_of_the_tree_is_counted(self) -> None:
         busy = "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"

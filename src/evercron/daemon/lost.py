@@ -11,7 +11,7 @@ from pathlib import Path
 
 from evercron.daemon.state import owner_is_alive
 from evercron.model import RunStatus
-from evercron.process.procfs import read_stat
+from evercron.process.procfs import read_stat, started_at_ticks
 from evercron.store import SqliteStore
 
 log = logging.getLogger("evercron.daemon")
@@ -29,7 +29,7 @@ def recover_lost_runs(store: SqliteStore, state_dir: Path) -> list[int]:
         killed = ""
         if run.pid is not None and start_ticks is not None:
             stat = read_stat(run.pid)
-            if stat is not None and stat.start_ticks == start_ticks:
+            if stat is not None and started_at_ticks(stat, start_ticks):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(run.pid, signal.SIGKILL)
                     killed = "; its leftover processes were killed"

@@ -43,6 +43,7 @@ from evercron.daemon.lost import recover_lost_runs
 from evercron.daemon.notify import Notifier
 from evercron.daemon.signals import SignalRouter
 from evercron.daemon.upgrade import Handover, Predecessor, UpgradeBusy, UpgradeError, Upgrader
+from evercron.process.descriptors import seal_inherited_descriptors
 from evercron.process.procfs import read_stat
 from evercron.scheduler import Scheduler
 from evercron.server.app import create_app
@@ -157,6 +158,9 @@ class Daemon:
         log.info("stopped")
 
     async def _serve(self, token: str) -> None:
+        # Nothing this process inherited reaches a job, which lets jobs start through
+        # posix_spawn (the listening sockets go to a successor through pass_fds).
+        seal_inherited_descriptors()
         store = SqliteStore(self.state_dir / "evercron.db")
         try:
             # A successor only expands the schema: the old generation still uses it.

@@ -12,6 +12,7 @@ descendants of commands come back to it and are ended and reaped.
 """
 
 from evercron.process.capture import CapturedOutput, OutputChunk, Stream
+from evercron.process.descriptors import seal_inherited_descriptors
 from evercron.process.hold import HeldGroup
 from evercron.process.result import Result, Status
 from evercron.process.runner import OutputSink, RunningProcess, run, start
@@ -31,5 +32,6 @@ __all__ = [
     "Stream",
     "Tracking",
     "run",
+    "seal_inherited_descriptors",
     "start",
 ]

@@ -104,9 +104,9 @@ class RunCgroup:
         self._cpu_after: tuple[float, float] | None = None
 
     @property
-    def procs_file(self) -> Path:
+    def procs_path(self) -> str:
         """The file a process writes its pid to in order to join the group."""
-        return Path(self._procs)
+        return self._procs
 
     def pids(self) -> list[int]:
         """Processes in the group (exited ones are not)."""
@@ -241,7 +241,7 @@ class CgroupRoot:
             path.mkdir()
         except OSError:
             return None
-        return RunCgroup(path, root=self)
+        return RunCgroup(path, (0.0, 0.0), self)  # a new group has used no CPU yet
 
     def visit(self, procs_file: str | Path) -> None:
         """Move this whole process into the group of `procs_file` (hold `FORK_GATE`

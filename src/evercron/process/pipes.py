@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import subprocess
 from collections.abc import Callable
 from typing import IO
 
 from evercron.process.capture import Stream
+from evercron.process.spawn import Child
 
 _READ_SIZE = 65536
 _READS_PER_WAKEUP = 4
@@ -25,7 +25,7 @@ class ChildPipes:
 
     def __init__(
         self,
-        popen: subprocess.Popen[bytes],
+        popen: Child,
         stdin_data: bytes,
         on_data: Callable[[Stream, bytes], None],
     ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from dataclasses import dataclass
 
 _TASKS = "/proc/self/task"
@@ -42,6 +43,26 @@ def reparented_children() -> set[int]:
             return set(map(int, file.read().split()))
     except OSError:  # the main thread is gone: orphans went to another thread
         return own_children()
+
+
+_TICKS_PER_SECOND = os.sysconf("SC_CLK_TCK")
+# A process is forked within microseconds of `boot_ticks()` before its start, unless the
+# starting thread is preempted in between: a generous bound that a reused pid (pids
+# wrap after seconds at the very least) cannot meet.
+_START_SLACK_TICKS = _TICKS_PER_SECOND // 2
+
+
+def boot_ticks() -> int:
+    """Now, in clock ticks since boot - the unit of a process's start time in /proc.
+    Read just before starting a process, it names that process with its pid: reading
+    /proc/PID/stat instead waits for the new process's exec to finish."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * _TICKS_PER_SECOND)
+
+
+def started_at_ticks(stat: ProcStat, recorded: int) -> bool:
+    """Whether the process of `stat` is the one started right after `boot_ticks()` gave
+    `recorded` (or whose /proc start time was `recorded`)."""
+    return 0 <= stat.start_ticks - recorded <= _START_SLACK_TICKS
 
 
 def read_stat(pid: int) -> ProcStat | None:

@@ -17,17 +17,17 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import IO
 
+from evercron.process.bulk import BulkStarter
 from evercron.process.capture import OutputCapture, OutputChunk, Stream
 from evercron.process.cgroup import discover
 from evercron.process.hold import HeldGroup
 from evercron.process.pipes import ChildPipes
-from evercron.process.procfs import is_linux, read_stat
+from evercron.process.procfs import boot_ticks, is_linux
 from evercron.process.reaper import ExitInfo, reaper
 from evercron.process.result import Result, Status
-from evercron.process.spawn import SpawnError, start_process
+from evercron.process.spawn import Child, SpawnError, start_process
 from evercron.process.spec import Command
 from evercron.process.tree import ProcessTree
 
@@ -37,15 +37,7 @@ OutputSink = Callable[[OutputChunk], None]
 _EOF_WAIT_GROUP = 1.0  # after the tree is gone, an unknown holder may keep a pipe open
 _EOF_WAIT_MAIN = 0.2  # with kill_mode="main", leftovers may keep it open for good
 _run_numbers = itertools.count(1)
-_SPAWN_THREADS = 4
-_spawn_pool: ThreadPoolExecutor | None = None
-
-
-def _spawners() -> ThreadPoolExecutor:
-    global _spawn_pool
-    if _spawn_pool is None:
-        _spawn_pool = ThreadPoolExecutor(_SPAWN_THREADS, thread_name_prefix="evercron-spawn")
-    return _spawn_pool
+_bulk_starter = BulkStarter()
 
 
 _RUN_PREFIX = uuid.uuid4().hex[:12]
@@ -98,8 +90,9 @@ class RunningProcess:
         self.run_id = command.run_id or f"{_RUN_PREFIX}-{next(_run_numbers)}"
         self.pid: int | None = None
         self.pid_start_ticks: int | None = None
-        """For bulk starts: when the main process started (clock ticks since boot, as in
-        /proc), which with `pid` names the process for good (a pid may be reused)."""
+        """When the main process was started (clock ticks since boot, as in /proc, read
+        just before: see `procfs.started_at_ticks`); with `pid` it names the process for
+        good (a pid may be reused)."""
         self.result: Result | None = None
         """The result once finished, else None."""
         self._loop = asyncio.get_running_loop()
@@ -134,18 +127,20 @@ class RunningProcess:
         self._reaper.become_subreaper()
         stdin = group.starting() if group is not None else None
 
-        def spawn() -> subprocess.Popen[bytes]:
-            popen = start_process(command, self.run_id, self._cgroup, held, stdin)
-            if in_bulk:  # on a worker thread, which can wait for the exec to settle
-                stat = read_stat(popen.pid)
-                self.pid_start_ticks = stat.start_ticks if stat is not None else None
-            return popen
+        def spawn() -> Child:
+            self.pid_start_ticks = boot_ticks()
+            return start_process(command, self.run_id, self._cgroup, held, stdin)
 
         try:
             if in_bulk:
-                popen = await self._loop.run_in_executor(
-                    _spawners(), self._reaper.spawn_reserved, spawn
+                starting = _bulk_starter.start(
+                    self._loop, lambda: self._reaper.spawn_reserved(spawn)
                 )
+                try:
+                    popen: Child = await asyncio.shield(starting)
+                except asyncio.CancelledError:
+                    starting.add_done_callback(self._end_abandoned_start)
+                    raise
             else:
                 popen = self._reaper.spawn_reserved(spawn)
         except SpawnError as error:
@@ -168,6 +163,16 @@ class RunningProcess:
         if group is not None:
             self._held_in_group = True
             group.joined(self._released)
+
+    def _end_abandoned_start(self, starting: asyncio.Future[Child]) -> None:
+        # Its starter was cancelled while the process was being made: nobody will follow
+        # it, so it is killed at once, and reaped.
+        if starting.cancelled() or starting.exception() is not None:
+            return
+        pid = starting.result().pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        self._reaper.watch(pid)
 
     # -- public ------------------------------------------------------------------------
 
@@ -300,7 +305,8 @@ class RunningProcess:
             with contextlib.suppress(OSError):
                 self._hold.close()
             self._hold = None
-        self._popen.returncode = info.status  # Popen must never wait() on its own
+        if isinstance(self._popen, subprocess.Popen):
+            self._popen.returncode = info.status  # Popen must never wait() on its own
         self._finish(info.status, kill_signal)
 
     def _account(self, info: ExitInfo) -> None:

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import errno
 import grp
+import io
 import os
 import pwd
 import shlex
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 
 from evercron.process.cgroup import FORK_GATE, RunCgroup
+from evercron.process.descriptors import sealed
 from evercron.process.spec import DEFAULT_SHELL, Command, Limit
 
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -34,6 +37,24 @@ class SpawnError(Exception):
         self.exit_code = exit_code
 
 
+@dataclass(slots=True)
+class SpawnedChild:
+    """A command started through `posix_spawn`: its pid and this side of its pipes
+    (`stdin` only when it reads from a pipe of its own)."""
+
+    pid: int
+    stdin: io.FileIO | None
+    stdout: io.FileIO
+    stderr: io.FileIO
+
+
+Child = subprocess.Popen[bytes] | SpawnedChild
+"""A started command, however it was started."""
+
+# Popen's restore_signals: what Python ignores must not stay ignored in the command.
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
 @dataclass(frozen=True)
 class _Identity:
     user: int | None = None
@@ -47,7 +68,7 @@ def start_process(
     cgroup: RunCgroup | None = None,
     held: bool = False,
     hold_stdin: int | None = None,
-) -> subprocess.Popen[bytes]:
+) -> Child:
     """Start `command` in a new session (and `cgroup`) with piped output; raise
     `SpawnError` on failure. When `held`, the command waits before it execs until it
     reads a line on its stdin - a pipe of its own, or `hold_stdin` (a group's) - and
@@ -58,22 +79,7 @@ def start_process(
         raise SpawnError(f"chdir {cwd}: no such directory")
     program = command.argv[0]
     wrappers = _wrappers(command)
-    # A command line for /bin/sh with nothing around it is run by a /bin/sh that first
-    # joins the cgroup and/or waits for the release itself: no extra exec, and no
-    # visit of this whole process to the group.
-    script = (
-        command.args
-        if isinstance(command.args, str)
-        and command.shell == DEFAULT_SHELL
-        and not wrappers
-        and identity == _Identity()
-        else None
-    )
-    # Else a direct start is forked inside its cgroup where this process may step in;
-    # otherwise (and for held starts) a /bin/sh trampoline joins it before the command.
-    hostable = cgroup is not None and not held and script is None and cgroup.can_host
-    host = cgroup if hostable else None
-    joining = cgroup if host is None else None
+    script, host, joining = _route(command, cgroup, held)
     argv = command.argv
     if joining is not None:
         joining.ensure()
@@ -88,8 +94,112 @@ def start_process(
     if wrappers:  # the wrapper would hide a missing program behind its own exit code
         path = env.get(b"PATH", _DEFAULT_PATH.encode()).decode(errors="surrogateescape")
         _check_executable(program, path, cwd)
+    argv = wrappers + argv
+    if starts_directly(command, cgroup, held):
+        with FORK_GATE.shared():
+            return _posix_spawn(command, argv, env, held, program, hold_stdin)
     with host.hosting() if host is not None else FORK_GATE.shared():
-        return _popen(command, wrappers + argv, env, cwd, identity, held, program, hold_stdin)
+        return _popen(command, argv, env, cwd, identity, held, program, hold_stdin)
+
+
+def _route(
+    command: Command, cgroup: RunCgroup | None, held: bool
+) -> tuple[str | None, RunCgroup | None, RunCgroup | None]:
+    """How a start is shaped: the /bin/sh script run by the trampoline itself (if any),
+    the cgroup this process visits to fork the command there (if any), and the cgroup
+    the command joins by itself (if any)."""
+    # A command line for /bin/sh with nothing around it is run by a /bin/sh that first
+    # joins the cgroup and/or waits for the release itself: no extra exec, and no
+    # visit of this whole process to the group.
+    plain = command.nice is None and not command.limits
+    own_identity = command.user is None and command.group is None
+    script = (
+        command.args
+        if isinstance(command.args, str)
+        and command.shell == DEFAULT_SHELL
+        and plain
+        and own_identity
+        else None
+    )
+    # Else a direct start is forked inside its cgroup where this process may step in;
+    # otherwise (and for held starts) a /bin/sh trampoline joins it before the command.
+    hostable = cgroup is not None and not held and script is None and cgroup.can_host
+    host = cgroup if hostable else None
+    joining = cgroup if host is None else None
+    return script, host, joining
+
+
+def starts_directly(command: Command, cgroup: RunCgroup | None = None, held: bool = False) -> bool:
+    """Whether `start_process` starts this command through `posix_spawn`: cheap, and
+    quick enough for an event loop even when many start at once. That needs sealed
+    descriptors (see `descriptors.py`), no working directory, umask or identity of its
+    own to set, and a program given by path (a bare name is left to Popen, which
+    searches the command's PATH and reports a missing program precisely)."""
+    if not sealed() or command.cwd is not None or command.umask is not None:
+        return False
+    script, host, joining = _route(command, cgroup, held)
+    if host is not None:
+        return False
+    through_shell = joining is not None or held  # the trampoline: /bin/sh first
+    if command.user is not None or command.group is not None:
+        return joining is not None  # switched by setpriv after the join, else by Popen
+    wrapped = command.nice is not None or bool(command.limits)  # a tool by its full path
+    return script is not None or through_shell or wrapped or "/" in command.argv[0]
+
+
+def _posix_spawn(
+    command: Command,
+    argv: list[str],
+    env: dict[bytes, bytes],
+    held: bool,
+    program: str,
+    hold_stdin: int | None,
+) -> SpawnedChild:
+    # Every descriptor made here is close-on-exec; the command gets only the dup2'ed ones.
+    made: list[int] = []
+    try:
+        if hold_stdin is not None:
+            stdin_source: int | None = hold_stdin
+            stdin_ours = None
+        elif command.stdin or held:
+            stdin_source, stdin_ours = os.pipe()
+            made += (stdin_source, stdin_ours)
+        else:
+            stdin_source = stdin_ours = None
+        stdout_ours, stdout_theirs = os.pipe()
+        made += (stdout_ours, stdout_theirs)
+        stderr_ours, stderr_theirs = os.pipe()
+        made += (stderr_ours, stderr_theirs)
+        actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
+            (os.POSIX_SPAWN_DUP2, stdin_source, 0)
+            if stdin_source is not None
+            else (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, stdout_theirs, 1),
+            (os.POSIX_SPAWN_DUP2, stderr_theirs, 2),
+        ]
+        pid = os.posix_spawn(
+            argv[0],
+            argv,
+            env,
+            file_actions=actions,
+            setsid=True,
+            setsigdef=_DEFAULT_SIGNALS,
+            setsigmask=(),
+        )
+    except OSError as error:
+        for fd in made:
+            os.close(fd)
+        raise _spawn_error(program, error) from None
+    for fd in (stdout_theirs, stderr_theirs):
+        os.close(fd)
+    if stdin_ours is not None:
+        os.close(stdin_source)  # type: ignore[arg-type]
+    return SpawnedChild(
+        pid,
+        io.FileIO(stdin_ours, "wb") if stdin_ours is not None else None,
+        io.FileIO(stdout_ours, "rb"),
+        io.FileIO(stderr_ours, "rb"),
+    )
 
 
 def _popen(
@@ -121,24 +231,26 @@ def _popen(
             group=identity.group,
             extra_groups=identity.extra_groups,
         )
-    except FileNotFoundError:
-        if "/" in program:
-            raise SpawnError(f'exec: "{program}": no such file or directory', 127) from None
-        raise SpawnError(f'exec: "{program}": executable file not found in $PATH', 127) from None
-    except PermissionError:
-        raise SpawnError(f'exec: "{program}": permission denied', 126) from None
     except OSError as error:
-        if error.errno in _RESOURCE_ERRORS:  # this process's limits, not the command's fault
-            raise SpawnError(
-                f'cannot start "{program}": {error.strerror} (evercron is out of resources)'
-            ) from None
-        raise SpawnError(f'exec: "{program}": {error.strerror or error}', 126) from None
+        raise _spawn_error(program, error) from None
+
+
+def _spawn_error(program: str, error: OSError) -> SpawnError:
+    if isinstance(error, FileNotFoundError):
+        if "/" in program:
+            return SpawnError(f'exec: "{program}": no such file or directory', 127)
+        return SpawnError(f'exec: "{program}": executable file not found in $PATH', 127)
+    if isinstance(error, PermissionError):
+        return SpawnError(f'exec: "{program}": permission denied', 126)
+    if error.errno in _RESOURCE_ERRORS:  # this process's limits, not the command's fault
+        return SpawnError(
+            f'cannot start "{program}": {error.strerror} (evercron is out of resources)'
+        )
+    return SpawnError(f'exec: "{program}": {error.strerror or error}', 126)
 
 
 def _environment(command: Command, run_id: str) -> tuple[dict[bytes, bytes], _Identity]:
-    # Built as bytes from os.environb: a str copy of os.environ decodes and re-encodes every
-    # variable on every run, which costs more than the fork itself.
-    env = dict(os.environb) if command.inherit_env else {}
+    env = _inherited_environment() if command.inherit_env else {}
     identity = _identity(command)
     overrides = dict(command.env)
     if command.user is not None:
@@ -153,6 +265,16 @@ def _environment(command: Command, run_id: str) -> tuple[dict[bytes, bytes], _Id
     env.setdefault(b"PATH", _DEFAULT_PATH.encode())
     env[b"EVERCRON_RUN_ID"] = run_id.encode()
     return env, identity
+
+
+def _inherited_environment() -> dict[bytes, bytes]:
+    """A copy of this process's environment, as bytes (on every start: it may change)."""
+    # os.environb keeps the bytes in a plain dict: copying that is a hundred times
+    # cheaper than walking the mapping (which decodes and re-encodes each variable).
+    data = getattr(os.environb, "_data", None)
+    if isinstance(data, dict):
+        return data.copy()
+    return dict(os.environb)
 
 
 def _identity(command: Command) -> _Identity:
@@ -205,7 +327,7 @@ def _trampoline(cgroup: RunCgroup | None, held: bool, script: str | None = None)
     `sh -c script` would (`$0` the shell's own name, no arguments)."""
     steps = []
     if cgroup is not None:
-        steps.append(f"echo $$ > {shlex.quote(str(cgroup.procs_file))} || exit")
+        steps.append(f"echo $$ > {shlex.quote(cgroup.procs_path)} || exit")
     if held:
         steps.append("IFS= read -r _ || exit")
         steps.append("exec 0</dev/null")

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 from evercron.model import Job, RunStatus, Trigger
 from evercron.process import Command, HeldGroup, OutputChunk, Result, RunningProcess, start
-from evercron.process.procfs import read_stat
 from evercron.scheduler.lag import LagMonitor
 from evercron.scheduler.live import LiveEvent, LiveOutput
 from evercron.store import SqliteStore, StoredChunk
@@ -291,15 +290,11 @@ class Launcher:
                 if firing.on_schedule:
                     due = release_at if release_at is not None else firing.scheduled_at.timestamp()
                     process.when_released(lambda at: self.lag.started(job.name, at - due))
-                start_ticks = process.pid_start_ticks
-                if start_ticks is None:  # a single start: read here
-                    stat = read_stat(process.pid)
-                    start_ticks = stat.start_ticks if stat is not None else None
                 await self._db(
                     self._store.mark_started,
                     firing.run_id,
                     process.pid,
-                    start_ticks,
+                    process.pid_start_ticks,
                     dt.datetime.fromtimestamp(began, dt.UTC),
                 )
             result = await process.wait()

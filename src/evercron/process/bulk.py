@@ -1,0 +1,80 @@
+"""Starting many commands at once without stalling the event loop - or paying for it.
+
+Creating a process blocks the calling thread until the child has exec'd (vfork), which
+on a loaded machine takes longer than the creation's own CPU. Bulk starts (a scheduler's
+firings) are therefore made on a few worker threads. A hand-off per start - a future, a
+queue wake-up, a loop wake-up and two GIL transfers - costs about as much as the start
+itself, so workers take the waiting starts in batches and hand the results back to the
+loop a batch at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+_WORKERS = 3  # starts in flight at once: enough to keep two cores busy while one waits
+_BATCH = 8  # starts per hand-back: the first ones are not kept waiting for the rest
+
+_Request = tuple[asyncio.AbstractEventLoop, Callable[[], Any], "asyncio.Future[Any]"]
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+
+
+class BulkStarter:
+    """Runs start functions on worker threads; `start` returns a future on the caller's
+    loop for each. Starts run in the order they were asked for."""
+
+    def __init__(self, workers: int = _WORKERS) -> None:
+        self._workers = workers
+        self._lock = threading.Lock()
+        self._waiting: list[_Request] = []
+        self._busy = 0
+
+    def start(
+        self, loop: asyncio.AbstractEventLoop, function: Callable[[], T]
+    ) -> asyncio.Future[T]:
+        """Call `function` on a worker thread; its result (or exception) comes back in
+        the returned future, resolved on `loop`."""
+        future: asyncio.Future[T] = loop.create_future()
+        with self._lock:
+            self._waiting.append((loop, function, future))
+            more = self._busy < self._workers
+            if more:
+                self._busy += 1
+        if more:
+            threading.Thread(target=self._work, name="evercron-start", daemon=True).start()
+        return future
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._waiting:
+                    self._busy -= 1
+                    return
+                batch, self._waiting = self._waiting[:_BATCH], self._waiting[_BATCH:]
+            by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
+            for loop, function, future in batch:
+                outcome: _Outcome
+                try:
+                    outcome = (future, function(), None)
+                except BaseException as error:  # handed to the awaiting task
+                    outcome = (future, None, error)
+                by_loop.setdefault(loop, []).append(outcome)
+            for loop, outcomes in by_loop.items():
+                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                    loop.call_soon_threadsafe(_deliver, outcomes)
+
+
+def _deliver(outcomes: list[_Outcome]) -> None:
+    for future, result, error in outcomes:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
