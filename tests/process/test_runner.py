@@ -276,6 +276,30 @@ class TestProcessTree:
         assert result is not None and result.status is Status.KILLED
         assert marker.alive() == []
 
+    def test_cancelling_a_bulk_start_leaves_nothing(self, marker: Marker, tracking: str) -> None:
+        # Twenty bulk starts queue ahead, so the marked one is still waiting for its
+        # worker when its task is cancelled: the process made after that is ended.
+        async def scenario() -> list[Result]:
+            ahead = [
+                asyncio.create_task(start(Command("exit 0", tracking=tracking), in_bulk=True))
+                for _ in range(20)
+            ]
+            late = asyncio.create_task(
+                start(Command(marker.sleep(), tracking=tracking), in_bulk=True)
+            )
+            await asyncio.sleep(0)
+            late.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await late
+            results = [await (await task).wait() for task in ahead]
+            await asyncio.sleep(0.3)  # its kill is reaped on the loop
+            return results
+
+        results = asyncio.run(scenario())
+        assert [r.status for r in results] == [Status.SUCCEEDED] * 20
+        assert marker.alive() == []
+        assert zombie_children() == []
+
     def test_kill_mode_main_leaves_leftovers(self, marker: Marker, tracking: str) -> None:
         result = run_now(
             Command(

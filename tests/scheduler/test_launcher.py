@@ -116,3 +116,30 @@ def test_a_firing_waits_for_its_spawn_turn_and_is_missed_if_that_comes_too_late(
     assert outcome["long"] == (RunStatus.SUCCEEDED, "")
     status, error = outcome["short"]
     assert status is RunStatus.SKIPPED and error.startswith("missed: it could start only")
+
+
+def test_submitted_store_calls_run_in_order_and_failures_are_logged(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The launcher records a run's process without waiting for it: the finish, queued
+    # later and awaited, must still see it; a failing submitted call is logged.
+    async def scenario() -> tuple[object, object, object]:
+        db = StoreWorker(store)
+        now = dt.datetime.now(dt.UTC)
+        run_id = await db(store.claim, "j", now, Trigger.SCHEDULE, "owner")
+        assert run_id is not None
+        db.submit(store.mark_started, run_id, 4242, 17, now)
+
+        def broken() -> None:
+            raise RuntimeError("disk on fire")
+
+        db.submit(broken)
+        await db(store.finish, run_id, RunStatus.SUCCEEDED, now, exit_code=0)
+        db.close()
+        run = store.get_run(run_id)
+        assert run is not None
+        return run.pid, run.status, run.exit_code
+
+    with caplog.at_level("ERROR", logger="evercron.store"):
+        assert asyncio.run(scenario()) == (4242, RunStatus.SUCCEEDED, 0)
+    assert "store call broken failed: disk on fire" in caplog.text

@@ -21,8 +21,17 @@ T = TypeVar("T")
 _WORKERS = 3  # starts in flight at once: enough to keep two cores busy while one waits
 _BATCH = 8  # starts per hand-back: the first ones are not kept waiting for the rest
 
-_Request = tuple[asyncio.AbstractEventLoop, Callable[[], Any], "asyncio.Future[Any]"]
-_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
+_IDLE_EXIT = 30.0  # seconds a worker waits for more starts before it ends
+
+_Request = tuple[
+    asyncio.AbstractEventLoop,
+    Callable[[], Any],
+    "asyncio.Future[Any]",
+    Callable[[Any | None], None] | None,
+]
+_Outcome = tuple[
+    "asyncio.Future[Any]", Any, BaseException | None, Callable[[Any | None], None] | None
+]
 
 
 class BulkStarter:
@@ -31,39 +40,49 @@ class BulkStarter:
 
     def __init__(self, workers: int = _WORKERS) -> None:
         self._workers = workers
-        self._lock = threading.Lock()
+        self._ready = threading.Condition(threading.Lock())
         self._waiting: list[_Request] = []
-        self._busy = 0
+        self._threads = 0
+        self._idle = 0
 
     def start(
-        self, loop: asyncio.AbstractEventLoop, function: Callable[[], T]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        function: Callable[[], T],
+        abandoned: Callable[[T | None], None] | None = None,
     ) -> asyncio.Future[T]:
         """Call `function` on a worker thread; its result (or exception) comes back in
-        the returned future, resolved on `loop`."""
+        the returned future, resolved on `loop`. If that future was cancelled by then,
+        `abandoned` is called instead (on the loop) with the result to undo, or None
+        when the function failed."""
         future: asyncio.Future[T] = loop.create_future()
-        with self._lock:
-            self._waiting.append((loop, function, future))
-            more = self._busy < self._workers
-            if more:
-                self._busy += 1
-        if more:
-            threading.Thread(target=self._work, name="evercron-start", daemon=True).start()
+        with self._ready:
+            self._waiting.append((loop, function, future, abandoned))
+            if self._idle:
+                self._ready.notify()
+            elif self._threads < self._workers:
+                self._threads += 1
+                threading.Thread(target=self._work, name="evercron-start", daemon=True).start()
         return future
 
     def _work(self) -> None:
         while True:
-            with self._lock:
-                if not self._waiting:
-                    self._busy -= 1
-                    return
+            with self._ready:
+                while not self._waiting:
+                    self._idle += 1
+                    woken = self._ready.wait(_IDLE_EXIT)
+                    self._idle -= 1
+                    if not woken and not self._waiting:
+                        self._threads -= 1
+                        return
                 batch, self._waiting = self._waiting[:_BATCH], self._waiting[_BATCH:]
             by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
-            for loop, function, future in batch:
+            for loop, function, future, abandoned in batch:
                 outcome: _Outcome
                 try:
-                    outcome = (future, function(), None)
+                    outcome = (future, function(), None, abandoned)
                 except BaseException as error:  # handed to the awaiting task
-                    outcome = (future, None, error)
+                    outcome = (future, None, error, abandoned)
                 by_loop.setdefault(loop, []).append(outcome)
             for loop, outcomes in by_loop.items():
                 with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
@@ -71,10 +90,11 @@ class BulkStarter:
 
 
 def _deliver(outcomes: list[_Outcome]) -> None:
-    for future, result, error in outcomes:
+    for future, result, error, abandoned in outcomes:
         if future.cancelled():
-            continue
-        if error is not None:
+            if abandoned is not None:
+                abandoned(result if error is None else None)
+        elif error is not None:
             future.set_exception(error)
         else:
             future.set_result(result)

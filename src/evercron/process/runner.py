@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import itertools
 import os
 import signal
@@ -27,7 +28,7 @@ from evercron.process.pipes import ChildPipes
 from evercron.process.procfs import boot_ticks, is_linux
 from evercron.process.reaper import ExitInfo, reaper
 from evercron.process.result import Result, Status
-from evercron.process.spawn import Child, SpawnError, start_process
+from evercron.process.spawn import Child, PreparedStart, SpawnError, prepare_start
 from evercron.process.spec import Command
 from evercron.process.tree import ProcessTree
 
@@ -118,31 +119,39 @@ class RunningProcess:
         self._cgroup = self._cgroups.acquire() if self._cgroups is not None else None
 
     async def _spawn(self, in_bulk: bool) -> None:
-        # The calling thread waits until the child has exec'd (vfork). A single command
-        # is spawned right here (lowest latency); bulk starts - a scheduler's firings,
-        # held or late - are spawned on a small thread pool so a thousand of them do not
-        # stall the event loop. The reaper reserves each pid as it is spawned, so no
-        # stray scan can take it.
+        # The thread that creates the process waits until the child has exec'd (vfork).
+        # A single command is spawned right here (lowest latency); bulk starts - a
+        # scheduler's firings, held or late - are prepared here and spawned on a few
+        # worker threads (see `bulk.py`), so a thousand of them do not stall the event
+        # loop. The reaper reserves each pid as it is spawned, so no stray scan can take
+        # it.
         command, held, group = self.command, self._held_start, self._group
         self._reaper.become_subreaper()
         stdin = group.starting() if group is not None else None
+        prepared: PreparedStart | None = None
 
         def spawn() -> Child:
+            assert prepared is not None
             self.pid_start_ticks = boot_ticks()
-            return start_process(command, self.run_id, self._cgroup, held, stdin)
+            return prepared.launch()
 
         try:
-            if in_bulk:
-                starting = _bulk_starter.start(
-                    self._loop, lambda: self._reaper.spawn_reserved(spawn)
-                )
-                try:
-                    popen: Child = await asyncio.shield(starting)
-                except asyncio.CancelledError:
-                    starting.add_done_callback(self._end_abandoned_start)
-                    raise
-            else:
-                popen = self._reaper.spawn_reserved(spawn)
+            prepared = prepare_start(command, self.run_id, self._cgroup, held, stdin)
+            try:
+                if in_bulk:
+                    popen: Child = await _bulk_starter.start(
+                        self._loop,
+                        lambda: self._reaper.spawn_reserved(spawn),
+                        functools.partial(self._end_abandoned, prepared),
+                    )
+                else:
+                    popen = self._reaper.spawn_reserved(spawn)
+            except asyncio.CancelledError:
+                raise  # what the start made is undone once it is over (`_end_abandoned`)
+            except BaseException:
+                prepared.settle()
+                raise
+            prepared.settle()
         except SpawnError as error:
             if group is not None:
                 group.abandoned()
@@ -164,15 +173,21 @@ class RunningProcess:
             self._held_in_group = True
             group.joined(self._released)
 
-    def _end_abandoned_start(self, starting: asyncio.Future[Child]) -> None:
+    def _end_abandoned(self, prepared: PreparedStart, child: Child | None) -> None:
         # Its starter was cancelled while the process was being made: nobody will follow
-        # it, so it is killed at once, and reaped.
-        if starting.cancelled() or starting.exception() is not None:
-            return
-        pid = starting.result().pid
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pid, signal.SIGKILL)
-        self._reaper.watch(pid)
+        # it, so it is killed at once and reaped, and what it held is given back.
+        prepared.settle()
+        if child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)
+            self._reaper.watch(child.pid)
+            for pipe in (child.stdin, child.stdout, child.stderr):
+                if pipe is not None:
+                    pipe.close()
+        if self._group is not None:
+            self._group.abandoned()
+        if self._cgroups is not None and self._cgroup is not None:
+            self._cgroups.release(self._cgroup, empty=False)
 
     # -- public ------------------------------------------------------------------------
 

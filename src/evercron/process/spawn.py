@@ -62,6 +62,34 @@ class _Identity:
     extra_groups: list[int] | None = None
 
 
+class PreparedStart:
+    """A start made ready on the caller's thread: `launch()` creates the process (on any
+    thread; it blocks until the command has exec'd), then `settle()` - on the caller's
+    thread, once `launch()` returned or raised - gives back what only the process needed."""
+
+    def launch(self) -> Child:
+        """Create the process; raise `SpawnError` on failure."""
+        raise NotImplementedError
+
+    def settle(self) -> None:
+        """Close this side's copies of what the process inherited."""
+
+
+def prepare_start(
+    command: Command,
+    run_id: str,
+    cgroup: RunCgroup | None = None,
+    held: bool = False,
+    hold_stdin: int | None = None,
+) -> PreparedStart:
+    """Get the start of `command` ready (see `start_process`): for a start through
+    posix_spawn, everything but the spawn itself happens here, so that the thread that
+    launches it does nothing else. Raises `SpawnError`."""
+    if starts_directly(command, cgroup, held):
+        return _DirectStart(command, run_id, cgroup, held, hold_stdin)
+    return _PopenStart(command, run_id, cgroup, held, hold_stdin)
+
+
 def start_process(
     command: Command,
     run_id: str,
@@ -73,33 +101,149 @@ def start_process(
     `SpawnError` on failure. When `held`, the command waits before it execs until it
     reads a line on its stdin - a pipe of its own, or `hold_stdin` (a group's) - and
     never runs if that pipe closes first."""
-    env, identity = _environment(command, run_id)
-    cwd = command.cwd
-    if cwd is not None and not os.path.isdir(cwd):
-        raise SpawnError(f"chdir {cwd}: no such directory")
-    program = command.argv[0]
-    wrappers = _wrappers(command)
-    script, host, joining = _route(command, cgroup, held)
-    argv = command.argv
-    if joining is not None:
-        joining.ensure()
-    if script is not None and (joining is not None or held):
-        argv = _trampoline(joining, held, script)
-    elif joining is not None or held:
+    prepared = prepare_start(command, run_id, cgroup, held, hold_stdin)
+    try:
+        return prepared.launch()
+    finally:
+        prepared.settle()
+
+
+class _PopenStart(PreparedStart):
+    """A start through Popen: all of it happens in `launch()` (it may look up users and
+    programs, which can take a while)."""
+
+    def __init__(
+        self,
+        command: Command,
+        run_id: str,
+        cgroup: RunCgroup | None,
+        held: bool,
+        hold_stdin: int | None,
+    ) -> None:
+        self._command = command
+        self._run_id = run_id
+        self._cgroup = cgroup
+        self._held = held
+        self._hold_stdin = hold_stdin
+
+    def launch(self) -> Child:
+        command, cgroup, held = self._command, self._cgroup, self._held
+        env, identity = _environment(command, self._run_id)
+        cwd = command.cwd
+        if cwd is not None and not os.path.isdir(cwd):
+            raise SpawnError(f"chdir {cwd}: no such directory")
+        program = command.argv[0]
+        wrappers = _wrappers(command)
+        script, host, joining = _route(command, cgroup, held)
+        argv = command.argv
         if joining is not None:
-            # The cgroup is joined by a root shell first; the user switch comes after it.
-            wrappers = _switch_identity(identity) + wrappers
-            identity = _Identity()
-        wrappers = _trampoline(joining, held) + wrappers
-    if wrappers:  # the wrapper would hide a missing program behind its own exit code
-        path = env.get(b"PATH", _DEFAULT_PATH.encode()).decode(errors="surrogateescape")
-        _check_executable(program, path, cwd)
-    argv = wrappers + argv
-    if starts_directly(command, cgroup, held):
-        with FORK_GATE.shared():
-            return _posix_spawn(command, argv, env, held, program, hold_stdin)
-    with host.hosting() if host is not None else FORK_GATE.shared():
-        return _popen(command, argv, env, cwd, identity, held, program, hold_stdin)
+            joining.ensure()
+        if script is not None and (joining is not None or held):
+            argv = _trampoline(joining, held, script)
+        elif joining is not None or held:
+            if joining is not None:
+                # The cgroup is joined by a root shell first; the user switch comes after.
+                wrappers = _switch_identity(identity) + wrappers
+                identity = _Identity()
+            wrappers = _trampoline(joining, held) + wrappers
+        if wrappers:  # the wrapper would hide a missing program behind its own exit code
+            path = env.get(b"PATH", _DEFAULT_PATH.encode()).decode(errors="surrogateescape")
+            _check_executable(program, path, cwd)
+        argv = wrappers + argv
+        with host.hosting() if host is not None else FORK_GATE.shared():
+            return _popen(command, argv, env, cwd, identity, held, program, self._hold_stdin)
+
+
+class _DirectStart(PreparedStart):
+    """A start through posix_spawn: the arguments, environment and pipes are made here;
+    `launch()` only spawns."""
+
+    def __init__(
+        self,
+        command: Command,
+        run_id: str,
+        cgroup: RunCgroup | None,
+        held: bool,
+        hold_stdin: int | None,
+    ) -> None:
+        self._env, _ = _environment(command, run_id)
+        self._program = command.argv[0]
+        wrappers = _wrappers(command)
+        script, _, joining = _route(command, cgroup, held)
+        argv = command.argv
+        if joining is not None:
+            joining.ensure()
+        if script is not None and (joining is not None or held):
+            argv = _trampoline(joining, held, script)
+        elif joining is not None or held:
+            wrappers = _trampoline(joining, held) + wrappers
+        if wrappers:  # the wrapper would hide a missing program behind its own exit code
+            path = self._env.get(b"PATH", _DEFAULT_PATH.encode()).decode(errors="surrogateescape")
+            _check_executable(self._program, path, None)
+        self._argv = wrappers + argv
+        self._child: SpawnedChild | None = None
+        # Every descriptor made here is close-on-exec; the command gets the dup2'ed ones.
+        self._theirs: list[int] = []
+        self._ours: list[int] = []
+        try:
+            stdin_ours: int | None = None
+            if hold_stdin is not None:
+                stdin_source: int | None = hold_stdin
+            elif command.stdin or held:
+                stdin_ours, stdin_source = self._pipe(theirs_first=True)
+            else:
+                stdin_source = None
+            stdout_ours, stdout_theirs = self._pipe()
+            stderr_ours, stderr_theirs = self._pipe()
+        except OSError as error:
+            self.settle()
+            raise _spawn_error(self._program, error) from None
+        self._actions = [
+            (os.POSIX_SPAWN_DUP2, stdin_source, 0)
+            if stdin_source is not None
+            else (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_DUP2, stdout_theirs, 1),
+            (os.POSIX_SPAWN_DUP2, stderr_theirs, 2),
+        ]
+        self._pipes = (stdin_ours, stdout_ours, stderr_ours)
+
+    def _pipe(self, theirs_first: bool = False) -> tuple[int, int]:
+        """A pipe: (ours, theirs) - the command reads from `theirs` when `theirs_first`."""
+        reader, writer = os.pipe()
+        theirs, ours = (reader, writer) if theirs_first else (writer, reader)
+        self._theirs.append(theirs)
+        self._ours.append(ours)
+        return ours, theirs
+
+    def launch(self) -> Child:
+        try:
+            with FORK_GATE.shared():
+                pid = os.posix_spawn(
+                    self._argv[0],
+                    self._argv,
+                    self._env,
+                    file_actions=self._actions,
+                    setsid=True,
+                    setsigdef=_DEFAULT_SIGNALS,
+                    setsigmask=(),
+                )
+        except OSError as error:
+            raise _spawn_error(self._program, error) from None
+        stdin, stdout, stderr = self._pipes
+        assert stdout is not None and stderr is not None
+        self._child = SpawnedChild(
+            pid,
+            io.FileIO(stdin, "wb") if stdin is not None else None,
+            io.FileIO(stdout, "rb"),
+            io.FileIO(stderr, "rb"),
+        )
+        return self._child
+
+    def settle(self) -> None:
+        closing = self._theirs if self._child is not None else self._theirs + self._ours
+        self._theirs, self._ours = [], []
+        for fd in closing:
+            os.close(fd)
 
 
 def _route(
@@ -137,69 +281,14 @@ def starts_directly(command: Command, cgroup: RunCgroup | None = None, held: boo
     searches the command's PATH and reports a missing program precisely)."""
     if not sealed() or command.cwd is not None or command.umask is not None:
         return False
+    if command.user is not None or command.group is not None:
+        return False  # looking users up may take a while: not on the caller's thread
     script, host, joining = _route(command, cgroup, held)
     if host is not None:
         return False
     through_shell = joining is not None or held  # the trampoline: /bin/sh first
-    if command.user is not None or command.group is not None:
-        return joining is not None  # switched by setpriv after the join, else by Popen
     wrapped = command.nice is not None or bool(command.limits)  # a tool by its full path
     return script is not None or through_shell or wrapped or "/" in command.argv[0]
-
-
-def _posix_spawn(
-    command: Command,
-    argv: list[str],
-    env: dict[bytes, bytes],
-    held: bool,
-    program: str,
-    hold_stdin: int | None,
-) -> SpawnedChild:
-    # Every descriptor made here is close-on-exec; the command gets only the dup2'ed ones.
-    made: list[int] = []
-    try:
-        if hold_stdin is not None:
-            stdin_source: int | None = hold_stdin
-            stdin_ours = None
-        elif command.stdin or held:
-            stdin_source, stdin_ours = os.pipe()
-            made += (stdin_source, stdin_ours)
-        else:
-            stdin_source = stdin_ours = None
-        stdout_ours, stdout_theirs = os.pipe()
-        made += (stdout_ours, stdout_theirs)
-        stderr_ours, stderr_theirs = os.pipe()
-        made += (stderr_ours, stderr_theirs)
-        actions: list[tuple[int, ...] | tuple[int, int, str, int, int]] = [
-            (os.POSIX_SPAWN_DUP2, stdin_source, 0)
-            if stdin_source is not None
-            else (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, stdout_theirs, 1),
-            (os.POSIX_SPAWN_DUP2, stderr_theirs, 2),
-        ]
-        pid = os.posix_spawn(
-            argv[0],
-            argv,
-            env,
-            file_actions=actions,
-            setsid=True,
-            setsigdef=_DEFAULT_SIGNALS,
-            setsigmask=(),
-        )
-    except OSError as error:
-        for fd in made:
-            os.close(fd)
-        raise _spawn_error(program, error) from None
-    for fd in (stdout_theirs, stderr_theirs):
-        os.close(fd)
-    if stdin_ours is not None:
-        os.close(stdin_source)  # type: ignore[arg-type]
-    return SpawnedChild(
-        pid,
-        io.FileIO(stdin_ours, "wb") if stdin_ours is not None else None,
-        io.FileIO(stdout_ours, "rb"),
-        io.FileIO(stderr_ours, "rb"),
-    )
 
 
 def _popen(

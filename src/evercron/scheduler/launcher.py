@@ -290,7 +290,8 @@ class Launcher:
                 if firing.on_schedule:
                     due = release_at if release_at is not None else firing.scheduled_at.timestamp()
                     process.when_released(lambda at: self.lag.started(job.name, at - due))
-                await self._db(
+                # Not awaited: the store runs calls in order, so the finish comes after.
+                self._db.submit(
                     self._store.mark_started,
                     firing.run_id,
                     process.pid,

@@ -10,6 +10,7 @@ spawned for it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections.abc import Callable
@@ -21,6 +22,7 @@ from evercron.store.sqlite import SqliteStore
 P = ParamSpec("P")
 T = TypeVar("T")
 _MAX_GROUP = 2000
+log = logging.getLogger("evercron.store")
 
 
 @dataclass
@@ -28,8 +30,8 @@ class _Call:
     method: Callable[..., Any]
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop | None
+    future: asyncio.Future[Any] | None
     outcome: tuple[bool, Any] = (False, None)
 
 
@@ -47,6 +49,11 @@ class StoreWorker:
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Call(method, args, kwargs, loop, future))
         return await future
+
+    def submit(self, method: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> None:
+        """Queue a call whose result nobody waits for: it runs in order with the others
+        (a later awaited call sees its effect); a failure is logged."""
+        self._queue.put(_Call(method, args, kwargs, None, None))
 
     def close(self) -> None:
         """Finish queued calls and stop the thread."""
@@ -86,7 +93,10 @@ class StoreWorker:
                 call.outcome = (False, error)
         by_loop: dict[asyncio.AbstractEventLoop, list[_Call]] = {}
         for call in group:
-            by_loop.setdefault(call.loop, []).append(call)
+            if call.loop is not None:
+                by_loop.setdefault(call.loop, []).append(call)
+            elif not call.outcome[0]:
+                log.error("store call %s failed: %s", call.method.__name__, call.outcome[1])
         for loop, calls in by_loop.items():
             if not loop.is_closed():
                 loop.call_soon_threadsafe(_deliver, calls)
@@ -94,7 +104,7 @@ class StoreWorker:
 
 def _deliver(calls: list[_Call]) -> None:
     for call in calls:
-        if call.future.done():
+        if call.future is None or call.future.done():
             continue
         ok, value = call.outcome
         if ok:
