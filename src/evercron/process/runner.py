@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import itertools
 import os
 import signal
@@ -137,21 +136,12 @@ class RunningProcess:
 
         try:
             prepared = prepare_start(command, self.run_id, self._cgroup, held, stdin)
-            try:
-                if in_bulk:
-                    popen: Child = await _bulk_starter.start(
-                        self._loop,
-                        lambda: self._reaper.spawn_reserved(spawn),
-                        functools.partial(self._end_abandoned, prepared),
-                    )
-                else:
-                    popen = self._reaper.spawn_reserved(spawn)
-            except asyncio.CancelledError:
-                raise  # what the start made is undone once it is over (`_end_abandoned`)
-            except BaseException:
-                prepared.settle()
-                raise
-            prepared.settle()
+            if in_bulk:
+                popen: Child = await _bulk_starter.start(
+                    self._loop, lambda: self._reaper.spawn_reserved(spawn), self._end_abandoned
+                )
+            else:
+                popen = self._reaper.spawn_reserved(spawn)
         except SpawnError as error:
             if group is not None:
                 group.abandoned()
@@ -173,10 +163,9 @@ class RunningProcess:
             self._held_in_group = True
             group.joined(self._released)
 
-    def _end_abandoned(self, prepared: PreparedStart, child: Child | None) -> None:
+    def _end_abandoned(self, child: Child | None) -> None:
         # Its starter was cancelled while the process was being made: nobody will follow
         # it, so it is killed at once and reaped, and what it held is given back.
-        prepared.settle()
         if child is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)

@@ -63,16 +63,12 @@ class _Identity:
 
 
 class PreparedStart:
-    """A start made ready on the caller's thread: `launch()` creates the process (on any
-    thread; it blocks until the command has exec'd), then `settle()` - on the caller's
-    thread, once `launch()` returned or raised - gives back what only the process needed."""
+    """A start made ready on the caller's thread; `launch()` creates the process, on any
+    thread (it blocks until the command has exec'd)."""
 
     def launch(self) -> Child:
         """Create the process; raise `SpawnError` on failure."""
         raise NotImplementedError
-
-    def settle(self) -> None:
-        """Close this side's copies of what the process inherited."""
 
 
 def prepare_start(
@@ -82,9 +78,10 @@ def prepare_start(
     held: bool = False,
     hold_stdin: int | None = None,
 ) -> PreparedStart:
-    """Get the start of `command` ready (see `start_process`): for a start through
-    posix_spawn, everything but the spawn itself happens here, so that the thread that
-    launches it does nothing else. Raises `SpawnError`."""
+    """Get the start of `command` ready (see `start_process`). For a start through
+    posix_spawn, the computing is done here and `launch()` makes only system calls -
+    each of which lets other threads take the GIL, and the thread that prepares is
+    usually the busy event loop. Raises `SpawnError`."""
     if starts_directly(command, cgroup, held):
         return _DirectStart(command, run_id, cgroup, held, hold_stdin)
     return _PopenStart(command, run_id, cgroup, held, hold_stdin)
@@ -101,11 +98,7 @@ def start_process(
     `SpawnError` on failure. When `held`, the command waits before it execs until it
     reads a line on its stdin - a pipe of its own, or `hold_stdin` (a group's) - and
     never runs if that pipe closes first."""
-    prepared = prepare_start(command, run_id, cgroup, held, hold_stdin)
-    try:
-        return prepared.launch()
-    finally:
-        prepared.settle()
+    return prepare_start(command, run_id, cgroup, held, hold_stdin).launch()
 
 
 class _PopenStart(PreparedStart):
@@ -155,8 +148,9 @@ class _PopenStart(PreparedStart):
 
 
 class _DirectStart(PreparedStart):
-    """A start through posix_spawn: the arguments, environment and pipes are made here;
-    `launch()` only spawns."""
+    """A start through posix_spawn: the arguments and environment are made here;
+    `launch()` makes the pipes and spawns. The cgroup is not checked here: the
+    trampoline makes it again itself if it was removed meanwhile."""
 
     def __init__(
         self,
@@ -171,8 +165,6 @@ class _DirectStart(PreparedStart):
         wrappers = _wrappers(command)
         script, _, joining = _route(command, cgroup, held)
         argv = command.argv
-        if joining is not None:
-            joining.ensure()
         if script is not None and (joining is not None or held):
             argv = _trampoline(joining, held, script)
         elif joining is not None or held:
@@ -181,69 +173,52 @@ class _DirectStart(PreparedStart):
             path = self._env.get(b"PATH", _DEFAULT_PATH.encode()).decode(errors="surrogateescape")
             _check_executable(self._program, path, None)
         self._argv = wrappers + argv
-        self._child: SpawnedChild | None = None
-        # Every descriptor made here is close-on-exec; the command gets the dup2'ed ones.
-        self._theirs: list[int] = []
-        self._ours: list[int] = []
-        try:
-            stdin_ours: int | None = None
-            if hold_stdin is not None:
-                stdin_source: int | None = hold_stdin
-            elif command.stdin or held:
-                stdin_ours, stdin_source = self._pipe(theirs_first=True)
-            else:
-                stdin_source = None
-            stdout_ours, stdout_theirs = self._pipe()
-            stderr_ours, stderr_theirs = self._pipe()
-        except OSError as error:
-            self.settle()
-            raise _spawn_error(self._program, error) from None
-        self._actions = [
-            (os.POSIX_SPAWN_DUP2, stdin_source, 0)
-            if stdin_source is not None
-            else (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_DUP2, stdout_theirs, 1),
-            (os.POSIX_SPAWN_DUP2, stderr_theirs, 2),
-        ]
-        self._pipes = (stdin_ours, stdout_ours, stderr_ours)
-
-    def _pipe(self, theirs_first: bool = False) -> tuple[int, int]:
-        """A pipe: (ours, theirs) - the command reads from `theirs` when `theirs_first`."""
-        reader, writer = os.pipe()
-        theirs, ours = (reader, writer) if theirs_first else (writer, reader)
-        self._theirs.append(theirs)
-        self._ours.append(ours)
-        return ours, theirs
+        self._hold_stdin = hold_stdin
+        self._own_stdin = hold_stdin is None and bool(command.stdin or held)
 
     def launch(self) -> Child:
+        # Every descriptor made here is close-on-exec; the command gets the dup2'ed ones.
+        made: list[int] = []
         try:
+            stdin_ours: int | None = None
+            stdin_source = self._hold_stdin
+            if self._own_stdin:
+                stdin_source, stdin_ours = os.pipe()
+                made += (stdin_source, stdin_ours)
+            stdout_ours, stdout_theirs = os.pipe()
+            made += (stdout_ours, stdout_theirs)
+            stderr_ours, stderr_theirs = os.pipe()
+            made += (stderr_ours, stderr_theirs)
             with FORK_GATE.shared():
                 pid = os.posix_spawn(
                     self._argv[0],
                     self._argv,
                     self._env,
-                    file_actions=self._actions,
+                    file_actions=[
+                        (os.POSIX_SPAWN_DUP2, stdin_source, 0)
+                        if stdin_source is not None
+                        else (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                        (os.POSIX_SPAWN_DUP2, stdout_theirs, 1),
+                        (os.POSIX_SPAWN_DUP2, stderr_theirs, 2),
+                    ],
                     setsid=True,
                     setsigdef=_DEFAULT_SIGNALS,
                     setsigmask=(),
                 )
         except OSError as error:
+            for fd in made:
+                os.close(fd)
             raise _spawn_error(self._program, error) from None
-        stdin, stdout, stderr = self._pipes
-        assert stdout is not None and stderr is not None
-        self._child = SpawnedChild(
+        os.close(stdout_theirs)
+        os.close(stderr_theirs)
+        if stdin_ours is not None:
+            os.close(stdin_source)  # type: ignore[arg-type]
+        return SpawnedChild(
             pid,
-            io.FileIO(stdin, "wb") if stdin is not None else None,
-            io.FileIO(stdout, "rb"),
-            io.FileIO(stderr, "rb"),
+            io.FileIO(stdin_ours, "wb") if stdin_ours is not None else None,
+            io.FileIO(stdout_ours, "rb"),
+            io.FileIO(stderr_ours, "rb"),
         )
-        return self._child
-
-    def settle(self) -> None:
-        closing = self._theirs if self._child is not None else self._theirs + self._ours
-        self._theirs, self._ours = [], []
-        for fd in closing:
-            os.close(fd)
 
 
 def _route(
@@ -416,7 +391,9 @@ def _trampoline(cgroup: RunCgroup | None, held: bool, script: str | None = None)
     `sh -c script` would (`$0` the shell's own name, no arguments)."""
     steps = []
     if cgroup is not None:
-        steps.append(f"echo $$ > {shlex.quote(cgroup.procs_path)} || exit")
+        # A pooled group removed behind our back is made again (by whoever runs this).
+        procs, group = shlex.quote(cgroup.procs_path), shlex.quote(str(cgroup.path))
+        steps.append(f"[ -d {group} ] || mkdir -p {group}; echo $$ > {procs} || exit")
     if held:
         steps.append("IFS= read -r _ || exit")
         steps.append("exec 0</dev/null")
