@@ -23,6 +23,7 @@ from evercron.process import (
     start,
 )
 from evercron.process.cgroup import discover
+from evercron.process.procfs import ProcStat, read_stat, started_at_ticks
 from evercron.process.reaper import reaper
 from tests.markers import Marker, zombie_children
 
@@ -74,6 +75,21 @@ class TestExitStatus:
         ignored = int(status.split()[1], 16)
         assert not ignored & (1 << (signal.SIGPIPE - 1))
         assert not ignored & (1 << (signal.SIGXFSZ - 1))
+
+    def test_the_start_time_recorded_names_the_process(self) -> None:
+        # Read from the clock just before the start (reading /proc would wait for the
+        # exec): it must match the kernel's figure, which the lost-run check compares.
+        async def scenario() -> tuple[int | None, ProcStat | None]:
+            process = await start(Command("sleep 0.2"), in_bulk=True)
+            stat = read_stat(process.pid) if process.pid is not None else None
+            await process.wait()
+            return process.pid_start_ticks, stat
+
+        recorded, stat = asyncio.run(scenario())
+        assert recorded is not None and stat is not None
+        assert started_at_ticks(stat, recorded)
+        assert not started_at_ticks(stat, recorded + 1_000)  # another process, later
+        assert not started_at_ticks(stat, recorded - 1_000)  # or long before
 
     def test_cpu_time_of_the_tree_is_counted(self) -> None:
         busy = "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"

@@ -4,6 +4,12 @@ that read like `os/exec`'s instead of tracebacks.
 Limits and nice are applied before the command runs by exec'ing through `nice(1)` and
 `prlimit(1)` (which set them on themselves, then exec the command): the child is never
 run through `preexec_fn`, which disables vfork and is unsafe with threads.
+
+Two ways to create the process: `os.posix_spawn` - about two thirds of Popen's cost, and
+all of it system calls that a worker thread can make while the event loop computes the
+next start - once this process's descriptors are sealed (`descriptors.py`), and Popen for
+what posix_spawn cannot do (a working directory, a umask, another user, a program found
+through PATH).
 """
 
 from __future__ import annotations
