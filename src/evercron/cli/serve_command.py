@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import logging
+import sys
 from pathlib import Path
 
 import click
 
 from evercron.cli.errors import CliError
 from evercron.config import ConfigError, load_config
-from evercron.daemon import init
+from evercron.daemon import init, logs
 from evercron.daemon.serve import Daemon, ServeError, ServeOptions, command_arguments
 from evercron.daemon.upgrade import Predecessor, UpgradeError
 
@@ -55,16 +55,7 @@ def serve_command(
         if predecessor is not None:
             predecessor.fail("invalid configuration: " + "; ".join(map(str, error.problems)))
         raise click.exceptions.Exit(2) from None
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    # The format names no thread, process or source line: don't look them up for every
-    # record (a line per run adds up at a thousand runs a second). See the logging
-    # HOWTO's "Optimization" section.
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    logging._srcfile = None
+    logs.configure(sys.stderr)
     options = ServeOptions(config, Path(pid_file) if pid_file else None, command_arguments())
     try:
         asyncio.run(Daemon(options, predecessor).run())

@@ -37,7 +37,7 @@ import uvicorn
 
 from evercron import __version__
 from evercron.config import Config
-from evercron.daemon import collector, init, listeners, state
+from evercron.daemon import collector, init, listeners, logs, state
 from evercron.daemon.http import HttpServer
 from evercron.daemon.lost import recover_lost_runs
 from evercron.daemon.notify import Notifier
@@ -228,6 +228,7 @@ class Daemon:
                 await scheduler.reload(name)
             self._spawn(self._contract_when_alone(store, db))
         self._spawn(self._prune_forever(store, db))
+        self._spawn(logs.flush_forever())
         self._publish(url, token, started, "serving")
         if self.predecessor is None:
             self.notifier.ready()
@@ -242,6 +243,7 @@ class Daemon:
             len(scheduler.next_fires),
         )
         collector.settle_after_startup()
+        logs.flush_all()  # what was logged so far comes before the lines below
         print(f"evercron listening on {url} (state dir {self.state_dir})", flush=True)
         print(f"web page: {url}/ (`evercron web` prints a link that signs you in)", flush=True)
         try:

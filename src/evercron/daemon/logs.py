@@ -1,0 +1,93 @@
+"""The daemon's log: records written in batches, so that a line per run does not cost
+a write per run on the event loop at a thousand runs a second."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TextIO
+
+FLUSH_DELAY = 0.2  # seconds a record may wait in the batch
+_MAX_BATCH = 1000
+_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class BatchedStreamHandler(logging.StreamHandler[TextIO]):
+    """Writes formatted records to its stream a batch at a time: a record waits at most
+    `delay` seconds (given `flush()` is called that often when nothing is logged, see
+    `flush_forever`), and a warning or worse is written at once with what came before."""
+
+    def __init__(self, stream: TextIO, delay: float = FLUSH_DELAY) -> None:
+        super().__init__(stream)
+        self._delay = delay
+        self._pending: list[str] = []
+        self._first_at = 0.0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Add `record` to the batch (called with the handler's lock held)."""
+        try:
+            text = self.format(record)
+        except Exception:
+            self.handleError(record)
+            return
+        now = time.monotonic()
+        if not self._pending:
+            self._first_at = now
+        self._pending.append(text)
+        urgent = record.levelno >= logging.WARNING
+        if urgent or now - self._first_at >= self._delay or len(self._pending) >= _MAX_BATCH:
+            self._write()
+
+    def flush(self) -> None:
+        """Write what is waiting."""
+        with self.lock if self.lock is not None else _NO_LOCK:
+            self._write()
+
+    def _write(self) -> None:
+        if not self._pending:
+            return
+        batch, self._pending = self._pending, []
+        try:
+            self.stream.write(self.terminator.join(batch) + self.terminator)
+            self.stream.flush()
+        except Exception:  # as StreamHandler does: a broken log must not stop the daemon
+            self.handleError(logging.makeLogRecord({"msg": batch[0]}))
+
+
+class _NoLock:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *_: object) -> None:
+        return None
+
+
+_NO_LOCK = _NoLock()
+
+
+def configure(stream: TextIO) -> BatchedStreamHandler:
+    """Log INFO and above to `stream` in batches; the handler to flush."""
+    handler = BatchedStreamHandler(stream)
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    # The format names no thread, process or source line: don't look them up for every
+    # record. See the logging HOWTO's "Optimization" section.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
+    return handler
+
+
+def flush_all() -> None:
+    """Write every batch waiting in the root logger's handlers."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+
+
+async def flush_forever(interval: float = FLUSH_DELAY) -> None:
+    """Flush the batches every `interval` seconds, so that no record waits longer."""
+    while True:
+        await asyncio.sleep(interval)
+        flush_all()
