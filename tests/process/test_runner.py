@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
 import signal
 import time
 from collections.abc import Iterator
@@ -308,7 +309,9 @@ class TestProcessTree:
             with pytest.raises(asyncio.CancelledError):
                 await late
             results = [await (await task).wait() for task in ahead]
-            await asyncio.sleep(0.3)  # its kill is reaped on the loop
+            deadline = time.monotonic() + 10  # its kill is reaped on this loop
+            while (marker.alive() or zombie_children()) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
             return results
 
         results = asyncio.run(scenario())
@@ -612,6 +615,27 @@ class TestSettings:
 
 
 class TestStartFailures:
+    def test_running_out_of_descriptors_is_a_clear_failure(self, marker: Marker) -> None:
+        async def scenario() -> Result:
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+            highest = max(int(name) for name in os.listdir("/proc/self/fd"))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, hard))
+            fillers = []
+            try:
+                with contextlib.suppress(OSError):  # take the free numbers below the limit
+                    while True:
+                        fillers.append(os.open(os.devnull, os.O_RDONLY))
+                return await run(Command(marker.sleep()))
+            finally:
+                for fd in fillers:
+                    os.close(fd)
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+        result = asyncio.run(scenario())
+        assert result.status is Status.FAILED and result.pid is None
+        assert result.error is not None and "evercron is out of resources" in result.error
+        assert marker.alive() == []
+
     def test_not_found_is_127(self) -> None:
         result = run_now(Command(["no-such-program-xyz"]))
         assert (result.status, result.exit_code, result.pid) == (Status.FAILED, 127, None)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import IO
 
 from evercron.process.capture import Stream
-from evercron.process.spawn import Child
+from evercron.process.spawn import Child, SpawnedChild
 
 _READ_SIZE = 65536
 _READS_PER_WAKEUP = 4
@@ -37,7 +37,8 @@ class ChildPipes:
         for stream, pipe in (("stdout", popen.stdout), ("stderr", popen.stderr)):
             assert pipe is not None
             fd = pipe.fileno()
-            os.set_blocking(fd, False)
+            if not isinstance(popen, SpawnedChild):  # (a spawned child's already are)
+                os.set_blocking(fd, False)
             self._readers[fd] = (stream, pipe)  # type: ignore[assignment]
             self._loop.add_reader(fd, self._read, fd)
         if stdin_data:

@@ -85,12 +85,14 @@ class Reaper:
                     self._reserved.add(child.pid)
         return child
 
-    def watch(self, pid: int) -> asyncio.Future[ExitInfo]:
-        """A future resolved with the exit of our own child `pid` (on the running loop)."""
+    def watch(self, pid: int, pidfd: int | None = None) -> asyncio.Future[ExitInfo]:
+        """A future resolved with the exit of our own child `pid` (on the running loop);
+        `pidfd`, when given, is a pidfd of it that the watch takes over."""
         loop = asyncio.get_running_loop()
         self._install_sigchld(loop)
         future: asyncio.Future[ExitInfo] = loop.create_future()
-        pidfd = os.pidfd_open(pid)
+        if pidfd is None:
+            pidfd = os.pidfd_open(pid)
         with self._lock:
             self._watches[pid] = _Watch(loop, future, pidfd)
             self._reserved.discard(pid)

@@ -27,7 +27,7 @@ from evercron.process.pipes import ChildPipes
 from evercron.process.procfs import boot_ticks, is_linux
 from evercron.process.reaper import ExitInfo, reaper
 from evercron.process.result import Result, Status
-from evercron.process.spawn import Child, PreparedStart, SpawnError, prepare_start
+from evercron.process.spawn import Child, PreparedStart, SpawnedChild, SpawnError, prepare_start
 from evercron.process.spec import Command
 from evercron.process.tree import ProcessTree
 
@@ -150,7 +150,8 @@ class RunningProcess:
             self._finish_unstarted(error.message, error.exit_code)
             return
         self.pid = popen.pid
-        main_exit = self._reaper.watch(popen.pid)
+        pidfd = popen.pidfd if isinstance(popen, SpawnedChild) else None
+        main_exit = self._reaper.watch(popen.pid, pidfd)
         self._popen = popen
         self._tree = ProcessTree(popen.pid, self.run_id, self._reaper, self._account, self._cgroup)
         self._reaper.account(popen.pid, None, self._account)
@@ -169,7 +170,7 @@ class RunningProcess:
         if child is not None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(child.pid, signal.SIGKILL)
-            self._reaper.watch(child.pid)
+            self._reaper.watch(child.pid, child.pidfd if isinstance(child, SpawnedChild) else None)
             for pipe in (child.stdin, child.stdout, child.stderr):
                 if pipe is not None:
                     pipe.close()

@@ -14,6 +14,7 @@ through PATH).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import grp
 import io
@@ -45,10 +46,12 @@ class SpawnError(Exception):
 
 @dataclass(slots=True)
 class SpawnedChild:
-    """A command started through `posix_spawn`: its pid and this side of its pipes
-    (`stdin` only when it reads from a pipe of its own)."""
+    """A command started through `posix_spawn`: its pid, a pidfd for it, and this side of
+    its pipes (`stdin` only when it reads from a pipe of its own; `stdout` and `stderr`
+    already non-blocking)."""
 
     pid: int
+    pidfd: int
     stdin: io.FileIO | None
     stdout: io.FileIO
     stderr: io.FileIO
@@ -219,8 +222,22 @@ class _DirectStart(PreparedStart):
         os.close(stderr_theirs)
         if stdin_ours is not None:
             os.close(stdin_source)  # type: ignore[arg-type]
+        try:
+            # Done here rather than by the event loop, for which each system call means
+            # winning the GIL back from the workers.
+            os.set_blocking(stdout_ours, False)
+            os.set_blocking(stderr_ours, False)
+            pidfd = os.pidfd_open(pid)
+        except OSError as error:  # out of descriptors: the command must not run unwatched
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)  # (reaped as a stray: its pid is not ours)
+            for ours in (stdin_ours, stdout_ours, stderr_ours):
+                if ours is not None:
+                    os.close(ours)
+            raise _spawn_error(self._program, error) from None
         return SpawnedChild(
             pid,
+            pidfd,
             io.FileIO(stdin_ours, "wb") if stdin_ours is not None else None,
             io.FileIO(stdout_ours, "rb"),
             io.FileIO(stderr_ours, "rb"),
