@@ -75,6 +75,24 @@ class PreparedStart:
     """A start made ready on the caller's thread; `launch()` creates the process, on any
     thread (it blocks until the command has exec'd)."""
 
+    def __init__(
+        self,
+        command: Command,
+        run_id: str,
+        cgroup: RunCgroup | None,
+        held: bool,
+        hold_stdin: int | None,
+    ) -> None:
+        self._command = command
+        self._run_id = run_id
+        self._cgroup = cgroup
+        self._held = held
+        self._hold_stdin = hold_stdin
+        self._prepare()
+
+    def _prepare(self) -> None:
+        """What is done on the caller's thread (raises `SpawnError`)."""
+
     def launch(self) -> Child:
         """Create the process; raise `SpawnError` on failure."""
         raise NotImplementedError
@@ -114,20 +132,6 @@ class _PopenStart(PreparedStart):
     """A start through Popen: all of it happens in `launch()` (it may look up users and
     programs, which can take a while)."""
 
-    def __init__(
-        self,
-        command: Command,
-        run_id: str,
-        cgroup: RunCgroup | None,
-        held: bool,
-        hold_stdin: int | None,
-    ) -> None:
-        self._command = command
-        self._run_id = run_id
-        self._cgroup = cgroup
-        self._held = held
-        self._hold_stdin = hold_stdin
-
     def launch(self) -> Child:
         command, cgroup, held = self._command, self._cgroup, self._held
         env, identity = _environment(command, self._run_id)
@@ -135,23 +139,7 @@ class _PopenStart(PreparedStart):
         if cwd is not None and not os.path.isdir(cwd):
             raise SpawnError(f"chdir {cwd}: no such directory")
         program = command.argv[0]
-        wrappers = _wrappers(command)
-        script, host, joining = _route(command, cgroup, held)
-        argv = command.argv
-        if joining is not None:
-            joining.ensure()
-        if script is not None and (joining is not None or held):
-            argv = _trampoline(joining, held, script)
-        elif joining is not None or held:
-            if joining is not None:
-                # The cgroup is joined by a root shell first; the user switch comes after.
-                wrappers = _switch_identity(identity) + wrappers
-                identity = _Identity()
-            wrappers = _trampoline(joining, held) + wrappers
-        if wrappers:  # the wrapper would hide a missing program behind its own exit code
-            path = env.get(b"PATH", _DEFAULT_PATH.encode()).decode(errors="surrogateescape")
-            _check_executable(program, path, cwd)
-        argv = wrappers + argv
+        argv, identity, host = _command_line(command, env, identity, cgroup, held)
         with host.hosting() if host is not None else FORK_GATE.shared():
             return _popen(command, argv, env, cwd, identity, held, program, self._hold_stdin)
 
@@ -161,29 +149,12 @@ class _DirectStart(PreparedStart):
     `launch()` makes the pipes and spawns. The cgroup is not checked here: the
     trampoline makes it again itself if it was removed meanwhile."""
 
-    def __init__(
-        self,
-        command: Command,
-        run_id: str,
-        cgroup: RunCgroup | None,
-        held: bool,
-        hold_stdin: int | None,
-    ) -> None:
-        self._env, _ = _environment(command, run_id)
+    def _prepare(self) -> None:
+        command, hold_stdin = self._command, self._hold_stdin
+        self._env, _ = _environment(command, self._run_id)
         self._program = command.argv[0]
-        wrappers = _wrappers(command)
-        script, _, joining = _route(command, cgroup, held)
-        argv = command.argv
-        if script is not None and (joining is not None or held):
-            argv = _trampoline(joining, held, script)
-        elif joining is not None or held:
-            wrappers = _trampoline(joining, held) + wrappers
-        if wrappers:  # the wrapper would hide a missing program behind its own exit code
-            path = self._env.get(b"PATH", _DEFAULT_PATH.encode()).decode(errors="surrogateescape")
-            _check_executable(self._program, path, None)
-        self._argv = wrappers + argv
-        self._hold_stdin = hold_stdin
-        self._own_stdin = hold_stdin is None and bool(command.stdin or held)
+        self._argv, _, _ = _command_line(command, self._env, _Identity(), self._cgroup, self._held)
+        self._own_stdin = hold_stdin is None and bool(command.stdin or self._held)
 
     def launch(self) -> Child:
         # Every descriptor made here is close-on-exec; the command gets the dup2'ed ones.
@@ -242,6 +213,34 @@ class _DirectStart(PreparedStart):
             io.FileIO(stdout_ours, "rb"),
             io.FileIO(stderr_ours, "rb"),
         )
+
+
+def _command_line(
+    command: Command,
+    env: dict[bytes, bytes],
+    identity: _Identity,
+    cgroup: RunCgroup | None,
+    held: bool,
+) -> tuple[list[str], _Identity, RunCgroup | None]:
+    """The arguments to exec - the command behind its trampoline and wrappers - the
+    identity still to switch to, and the cgroup to visit to fork it there (if any). A
+    cgroup to join is made again by the trampoline if it was removed meanwhile."""
+    program = command.argv[0]
+    wrappers = _wrappers(command)
+    script, host, joining = _route(command, cgroup, held)
+    argv = command.argv
+    if script is not None and (joining is not None or held):
+        argv = _trampoline(joining, held, script)
+    elif joining is not None or held:
+        if joining is not None:
+            # The cgroup is joined by a root shell first; the user switch comes after it.
+            wrappers = _switch_identity(identity) + wrappers
+            identity = _Identity()
+        wrappers = _trampoline(joining, held) + wrappers
+    if wrappers:  # the wrapper would hide a missing program behind its own exit code
+        path = env.get(b"PATH", _DEFAULT_PATH.encode()).decode(errors="surrogateescape")
+        _check_executable(program, path, command.cwd)
+    return wrappers + argv, identity, host
 
 
 def _route(
