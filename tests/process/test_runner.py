@@ -319,6 +319,32 @@ class TestProcessTree:
         assert marker.alive() == []
         assert zombie_children() == []
 
+    def test_a_bulk_start_cancelled_as_it_arrives_leaves_nothing(
+        self, marker: Marker, tracking: str
+    ) -> None:
+        # The start's result is handed over, and the task is cancelled before it could
+        # resume: the process made for it must still be ended.
+        async def scenario() -> None:
+            late = asyncio.create_task(
+                start(Command(marker.sleep(), tracking=tracking), in_bulk=True)
+            )
+            await asyncio.sleep(0)  # it asks a worker and waits
+            deadline = time.monotonic() + 10
+            while not marker.alive() and time.monotonic() < deadline:
+                time.sleep(0.01)  # the loop is held: the result is queued, not delivered
+            time.sleep(0.2)  # (the worker queues it just after the spawn)
+            await asyncio.sleep(0)  # delivered: the task resumes at the next turn ...
+            late.cancel()  # ... but is cancelled first
+            with pytest.raises(asyncio.CancelledError):
+                await late
+            deadline = time.monotonic() + 10
+            while (marker.alive() or zombie_children()) and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+
+        asyncio.run(scenario())
+        assert marker.alive() == []
+        assert zombie_children() == []
+
     def test_kill_mode_main_leaves_leftovers(self, marker: Marker, tracking: str) -> None:
         result = run_now(
             Command(

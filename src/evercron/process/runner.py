@@ -137,9 +137,18 @@ class RunningProcess:
         try:
             prepared = prepare_start(command, self.run_id, self._cgroup, held, stdin)
             if in_bulk:
-                popen: Child = await _bulk_starter.start(
+                starting = _bulk_starter.start(
                     self._loop, lambda: self._reaper.spawn_reserved(spawn), self._end_abandoned
                 )
+                try:
+                    popen: Child = await starting
+                except asyncio.CancelledError:
+                    # Cancelled while waiting: the starter undoes the start when it
+                    # comes. Cancelled just after it came: undone here.
+                    if starting.done() and not starting.cancelled():
+                        failed = starting.exception() is not None
+                        self._end_abandoned(None if failed else starting.result())
+                    raise
             else:
                 popen = self._reaper.spawn_reserved(spawn)
         except SpawnError as error:
@@ -149,6 +158,11 @@ class RunningProcess:
                 self._cgroups.release(self._cgroup, empty=True)
             self._finish_unstarted(error.message, error.exit_code)
             return
+        self._follow(popen)
+
+    def _follow(self, popen: Child, abandoned: bool = False) -> None:
+        """Watch the started process: its exit, its tree, its output, its deadline."""
+        command, held, group = self.command, self._held_start, self._group
         self.pid = popen.pid
         pidfd = popen.pidfd if isinstance(popen, SpawnedChild) else None
         main_exit = self._reaper.watch(popen.pid, pidfd)
@@ -157,27 +171,27 @@ class RunningProcess:
         self._reaper.account(popen.pid, None, self._account)
         self._pipes = ChildPipes(popen, command.stdin, self._on_data)
         self._hold = popen.stdin if held and group is None else None
-        if not held:
+        if not held and not abandoned:
             self._arm_deadline()
         self._supervisor = self._loop.create_task(self._supervise(main_exit))
-        if group is not None:
+        if group is not None and not abandoned:
             self._held_in_group = True
             group.joined(self._released)
 
     def _end_abandoned(self, child: Child | None) -> None:
-        # Its starter was cancelled while the process was being made: nobody will follow
-        # it, so it is killed at once and reaped, and what it held is given back.
-        if child is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(child.pid, signal.SIGKILL)
-            self._reaper.watch(child.pid, child.pidfd if isinstance(child, SpawnedChild) else None)
-            for pipe in (child.stdin, child.stdout, child.stderr):
-                if pipe is not None:
-                    pipe.close()
+        # Its starter was cancelled while the process was being made: nobody will wait
+        # for it, so it is killed at once (before a release could let it run) and then
+        # followed to the end like any killed run, its leftovers included.
         if self._group is not None:
             self._group.abandoned()
-        if self._cgroups is not None and self._cgroup is not None:
-            self._cgroups.release(self._cgroup, empty=False)
+        if child is None:
+            if self._cgroups is not None and self._cgroup is not None:
+                self._cgroups.release(self._cgroup, empty=False)
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        self._follow(child, abandoned=True)
+        self._stop(Status.KILLED)
 
     # -- public ------------------------------------------------------------------------
 
