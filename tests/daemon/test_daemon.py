@@ -214,6 +214,8 @@ def test_sigterm_waits_for_a_running_job(start_daemon: Any) -> None:
     began = time.monotonic()
     assert daemon.stop() == 0
     assert time.monotonic() - began >= 1.0
+    # The log is written in batches: its last lines are not lost at exit.
+    assert daemon.log().rstrip().endswith("INFO evercron.daemon: stopped")
     again: DaemonProcess = start_daemon()
     assert again.api("GET", f"/api/v1/runs/{run['id']}")["status"] == "succeeded"
 

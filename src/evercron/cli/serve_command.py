@@ -67,3 +67,5 @@ def serve_command(
         if predecessor is not None:
             predecessor.fail(f"{type(error).__name__}: {error}")
         raise
+    finally:
+        logs.flush_all()  # the last batch, whatever happens at exit
