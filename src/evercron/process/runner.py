@@ -27,7 +27,7 @@ from evercron.process.pipes import ChildPipes
 from evercron.process.procfs import boot_ticks, is_linux
 from evercron.process.reaper import ExitInfo, reaper
 from evercron.process.result import Result, Status
-from evercron.process.spawn import Child, PreparedStart, SpawnedChild, SpawnError, prepare_start
+from evercron.process.spawn import Child, SpawnedChild, SpawnError, prepare_start
 from evercron.process.spec import Command
 from evercron.process.tree import ProcessTree
 
@@ -127,15 +127,13 @@ class RunningProcess:
         command, held, group = self.command, self._held_start, self._group
         self._reaper.become_subreaper()
         stdin = group.starting() if group is not None else None
-        prepared: PreparedStart | None = None
-
-        def spawn() -> Child:
-            assert prepared is not None
-            self.pid_start_ticks = boot_ticks()
-            return prepared.launch()
-
         try:
             prepared = prepare_start(command, self.run_id, self._cgroup, held, stdin)
+
+            def spawn() -> Child:
+                self.pid_start_ticks = boot_ticks()
+                return prepared.launch()
+
             if in_bulk:
                 starting = _bulk_starter.start(
                     self._loop, lambda: self._reaper.spawn_reserved(spawn), self._end_abandoned
