@@ -41,8 +41,11 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
 
     def flush(self) -> None:
         """Write what is waiting."""
-        with self.lock if self.lock is not None else _NO_LOCK:
+        self.acquire()
+        try:
             self._write()
+        finally:
+            self.release()
 
     def _write(self) -> None:
         if not self._pending:
@@ -53,17 +56,6 @@ class BatchedStreamHandler(logging.StreamHandler[TextIO]):
             self.stream.flush()
         except Exception:  # as StreamHandler does: a broken log must not stop the daemon
             self.handleError(logging.makeLogRecord({"msg": batch[0]}))
-
-
-class _NoLock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *_: object) -> None:
-        return None
-
-
-_NO_LOCK = _NoLock()
 
 
 def configure(stream: TextIO) -> BatchedStreamHandler:
