@@ -3,9 +3,14 @@ drain for hot upgrades (`http.Server.Shutdown` done so that no client sees a fai
 
 Draining (the successor already accepts on the same inherited socket): stop accepting,
 answer every request with `Connection: close` (the app's `draining` flag), close
-connections busy with a response once it is sent, keep idle keep-alive connections open
-for `idle_grace` so an active client sends its next request here and is told to
+connections busy with a request once it is answered, keep idle keep-alive connections
+open for `idle_grace` so an active client sends its next request here and is told to
 reconnect, then close them; anything still open after `timeout` is cut.
+
+A connection accepted just before the drain began is waited for too: its protocol is
+made a few loop steps after the accept, and a drain that missed it would end the process
+under a request already sent (the client sees a reset). A request still arriving (no
+response under way yet) is read and answered, never cut off by the close.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ log = logging.getLogger("evercron.daemon")
 DRAIN_IDLE_GRACE = 2.0
 DRAIN_TIMEOUT = 30.0
 _TICK = 0.05
+# Loop steps from an accept to the protocol's connection_made (accept task, transport).
+_ACCEPT_STEPS = 3
 
 
 class HttpServer(uvicorn.Server):
@@ -63,15 +70,18 @@ class HttpServer(uvicorn.Server):
 
     async def _drain_connections(self, idle_grace: float, timeout: float) -> None:
         began = time.monotonic()
+        for _ in range(_ACCEPT_STEPS):  # connections accepted before close() get made
+            await asyncio.sleep(0)
         while self.server_state.connections:
             elapsed = time.monotonic() - began
             for connection in list(self.server_state.connections):
                 if elapsed >= timeout:
                     _cut(connection)
-                elif not _is_idle(connection):
+                elif _is_idle(connection):
+                    if elapsed >= idle_grace:
+                        connection.shutdown()  # idle: closes now
+                elif _answering(connection):
                     connection.shutdown()  # closes once the response is sent
-                elif elapsed >= idle_grace:
-                    connection.shutdown()  # idle: closes now
             if elapsed >= timeout:
                 log.warning("drain: connections still open after %gs were cut", timeout)
                 break
@@ -90,6 +100,12 @@ def _is_idle(connection: Any) -> bool:
         return False
     parser = getattr(connection, "conn", None)  # h11: bytes of a next request arrived?
     return not (parser is not None and getattr(parser, "trailing_data", (b"", False))[0])
+
+
+def _answering(connection: Any) -> bool:
+    """A request was read and its response is not complete yet."""
+    cycle = getattr(connection, "cycle", None)
+    return cycle is not None and not cycle.response_complete
 
 
 def _cut(connection: Any) -> None:
