@@ -57,6 +57,21 @@ class TestClaims:
         assert store.claim("backup", NOW, Trigger.RETRY, "owner-b", attempt=2) is not None
         assert store.claim("other", NOW, Trigger.SCHEDULE, "owner-b") is not None
 
+    def test_many_scheduled_firings_are_claimed_at_once(self, store: SqliteStore) -> None:
+        taken = store.claim("b", NOW, Trigger.SCHEDULE, "owner-a")
+        firings = [("a", NOW), ("b", NOW), ("c", NOW), ("a", NOW + dt.timedelta(seconds=1))]
+        ids = store.claim_scheduled(firings, "owner-b")
+        assert ids[1] is None  # claimed already: the same rule as one claim at a time
+        assert None not in (ids[0], ids[2], ids[3]) and len({ids[0], ids[2], ids[3]}) == 3
+        assert store.claim_scheduled(firings, "owner-c") == [None, None, None, None]
+        for (job, scheduled_at), run_id in zip(firings, ids, strict=True):
+            if run_id is None:
+                continue
+            run = store.get_run(run_id)
+            assert run is not None and run.id != taken
+            assert (run.job, run.scheduled_at, run.trigger) == (job, scheduled_at, Trigger.SCHEDULE)
+            assert (run.status, run.attempt, run.owner) == (RunStatus.RUNNING, 1, "owner-b")
+
     def test_manual_runs_never_collide(self, store: SqliteStore) -> None:
         ids = {store.claim("backup", NOW, Trigger.MANUAL, "a") for _ in range(3)}
         assert None not in ids and len(ids) == 3
@@ -138,12 +153,18 @@ class TestClaims:
 
 
 def _claim_all(path: str, owner: str, firings: int, results: multiprocessing.Queue) -> None:
+    """Claim `firings` minutes of one job: odd workers one at a time, even ones in
+    batches of ten (as the scheduler claims a second's due firings)."""
     store = SqliteStore(path)
-    won = [
-        minute
-        for minute in range(firings)
-        if store.claim("job", NOW + dt.timedelta(minutes=minute), Trigger.SCHEDULE, owner)
-    ]
+    at = [NOW + dt.timedelta(minutes=minute) for minute in range(firings)]
+    if int(owner[1:]) % 2:
+        won = [m for m in range(firings) if store.claim("job", at[m], Trigger.SCHEDULE, owner)]
+    else:
+        won = []
+        for first in range(0, firings, 10):
+            batch = [("job", when) for when in at[first : first + 10]]
+            ids = store.claim_scheduled(batch, owner)
+            won += [first + i for i, run_id in enumerate(ids) if run_id is not None]
     results.put(won)
 
 

@@ -5,11 +5,12 @@ Limits and nice are applied before the command runs by exec'ing through `nice(1)
 `prlimit(1)` (which set them on themselves, then exec the command): the child is never
 run through `preexec_fn`, which disables vfork and is unsafe with threads.
 
-Two ways to create the process: `os.posix_spawn` - about two thirds of Popen's cost, and
+Two ways to create the process: posix_spawn - about two thirds of Popen's cost, and
 all of it system calls that a worker thread can make while the event loop computes the
 next start - once this process's descriptors are sealed (`descriptors.py`), and Popen for
 what posix_spawn cannot do (a working directory, a umask, another user, a program found
-through PATH).
+through PATH). posix_spawn is called through libc where it can be (`libc_spawn.py`):
+`os.posix_spawn` keeps the GIL until the child has exec'd.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import signal
 import subprocess
 from dataclasses import dataclass
 
+from evercron.process import libc_spawn
 from evercron.process.cgroup import FORK_GATE, RunCgroup
 from evercron.process.descriptors import sealed
 from evercron.process.spec import DEFAULT_SHELL, Command, Limit
@@ -170,20 +172,12 @@ class _DirectStart(PreparedStart):
             stderr_ours, stderr_theirs = os.pipe()
             made += (stderr_ours, stderr_theirs)
             with FORK_GATE.shared():
-                pid = os.posix_spawn(
-                    self._argv[0],
+                pid = _posix_spawn(
                     self._argv,
                     self._env,
-                    file_actions=[
-                        (os.POSIX_SPAWN_DUP2, stdin_source, 0)
-                        if stdin_source is not None
-                        else (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                        (os.POSIX_SPAWN_DUP2, stdout_theirs, 1),
-                        (os.POSIX_SPAWN_DUP2, stderr_theirs, 2),
-                    ],
-                    setsid=True,
-                    setsigdef=_DEFAULT_SIGNALS,
-                    setsigmask=(),
+                    os.devnull if stdin_source is None else stdin_source,
+                    stdout_theirs,
+                    stderr_theirs,
                 )
         except OSError as error:
             for fd in made:
@@ -213,6 +207,30 @@ class _DirectStart(PreparedStart):
             io.FileIO(stdout_ours, "rb"),
             io.FileIO(stderr_ours, "rb"),
         )
+
+
+def _posix_spawn(
+    argv: list[str], env: dict[bytes, bytes], stdin: int | str, stdout: int, stderr: int
+) -> int:
+    """posix_spawn `argv` in a new session with default SIGPIPE/SIGXFSZ and nothing
+    blocked; through libc with the GIL released where possible (see `libc_spawn`)."""
+    if libc_spawn.available() and not (isinstance(stdin, int) and stdin <= 2):
+        return libc_spawn.spawn(argv[0], argv, env, stdin, stdout, stderr)
+    return os.posix_spawn(
+        argv[0],
+        argv,
+        env,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, stdin, os.O_RDONLY, 0)
+            if isinstance(stdin, str)
+            else (os.POSIX_SPAWN_DUP2, stdin, 0),
+            (os.POSIX_SPAWN_DUP2, stdout, 1),
+            (os.POSIX_SPAWN_DUP2, stderr, 2),
+        ],
+        setsid=True,
+        setsigdef=_DEFAULT_SIGNALS,
+        setsigmask=(),
+    )
 
 
 def _command_line(

@@ -255,6 +255,24 @@ class SqliteStore:
             )
             return cursor.lastrowid if cursor.rowcount else None
 
+    def claim_scheduled(
+        self, firings: Sequence[tuple[str, dt.datetime]], owner: str
+    ) -> list[int | None]:
+        """Claim many scheduled firings (job, scheduled time; first attempt) at once, in
+        one transaction: their run ids in the same order, None for each one another
+        process already claimed - as `claim` would one by one."""
+        ids: list[int | None] = []
+        running, trigger = str(RunStatus.RUNNING), str(Trigger.SCHEDULE)
+        with self._transaction() as db:
+            for job, scheduled_at in firings:
+                cursor = db.execute(
+                    "INSERT INTO runs (job, trigger, scheduled_at, attempt, status, owner) "
+                    "VALUES (?, ?, ?, 1, ?, ?) ON CONFLICT DO NOTHING",
+                    (job, trigger, to_text(scheduled_at), running, owner),
+                )
+                ids.append(cursor.lastrowid if cursor.rowcount else None)
+        return ids
+
     def boot_time(self, boot_id: str, booted_at: dt.datetime) -> dt.datetime:
         """The boot time recorded for `boot_id`: `booted_at` when it is the first one
         (every later caller of the same boot gets that first value)."""
