@@ -484,6 +484,31 @@ class TestHeldStart:
         assert all(released <= t < released + 5 for t in started)
         assert zombie_children() == []
 
+    def test_a_released_group_lets_go_of_its_pipe(self, tracking: str) -> None:
+        # Closed on a helper thread (closing waits for the members' reads): closed all the
+        # same, soon, and never on the event loop.
+        def pipe_inode(fd: int) -> int | None:
+            with contextlib.suppress(OSError):
+                return os.fstat(fd).st_ino
+            return None
+
+        async def scenario() -> list[tuple[int, int | None]]:
+            group = HeldGroup()
+            command = Command(tracking=tracking, args="true")
+            members = [await start(command, held=group) for _ in range(50)]
+            ends = [(fd, pipe_inode(fd)) for fd in (group._reader, group._writer) if fd]
+            group.release()
+            for member in members:
+                await member.wait()
+            return ends
+
+        ends = asyncio.run(scenario())
+        assert len(ends) == 2 and all(inode is not None for _, inode in ends)
+        deadline = time.monotonic() + 10
+        while any(pipe_inode(fd) == inode for fd, inode in ends):
+            assert time.monotonic() < deadline, "the group's pipe is still open"
+            time.sleep(0.01)
+
     def test_a_killed_member_never_runs_and_the_others_do(
         self, tmp_path: Path, tracking: str
     ) -> None:

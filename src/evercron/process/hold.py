@@ -6,13 +6,41 @@ each write wakes a process that may take the CPU from the releasing thread: the 
 start a good part of a second late. A group gives all its members the same pipe as stdin;
 `release()` writes one newline per member in a single call, and each member's shell reads
 exactly one (the shell reads its line byte by byte), so they all start at once.
+
+Those reads take the pipe's lock one member at a time, so closing the pipe right after
+the release waits for most of them: 120-160 ms for 300 members, measured on the event
+loop's thread. The group's descriptors are therefore closed on a helper thread.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import queue
+import threading
 from collections.abc import Callable
+
+_closing: queue.SimpleQueue[int] | None = None
+_closing_lock = threading.Lock()
+
+
+def _close_in_background(descriptors: list[int]) -> None:
+    """Close `descriptors` soon, on a helper thread (never blocks the caller)."""
+    global _closing
+    with _closing_lock:
+        if _closing is None:
+            _closing = queue.SimpleQueue()
+            threading.Thread(
+                target=_close_forever, args=(_closing,), name="evercron-close", daemon=True
+            ).start()
+    for descriptor in descriptors:
+        _closing.put(descriptor)
+
+
+def _close_forever(descriptors: queue.SimpleQueue[int]) -> None:
+    while True:
+        with contextlib.suppress(OSError):
+            os.close(descriptors.get())
 
 
 class HeldGroup:
@@ -70,7 +98,7 @@ class HeldGroup:
         running anything (no effect once released)."""
         if self._released or self._writer is None:
             return
-        os.close(self._writer)
+        _close_in_background([self._writer])
         self._writer = None
         self._members = []
         self._close_when_done()
@@ -85,9 +113,7 @@ class HeldGroup:
     def _close_when_done(self) -> None:
         over = self._released or self._writer is None
         if over and not self._starting:
-            for descriptor in (self._writer, self._reader):
-                if descriptor is not None:
-                    os.close(descriptor)
+            _close_in_background([d for d in (self._writer, self._reader) if d is not None])
             self._writer = self._reader = None
 
     def __del__(self) -> None:
