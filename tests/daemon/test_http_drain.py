@@ -4,6 +4,7 @@ request that reached the old process goes unanswered, whatever moment the drain 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
@@ -114,13 +115,27 @@ def test_a_connection_accepted_as_the_drain_begins_is_answered(
     assert not thread.is_alive()
 
 
-def test_a_request_still_arriving_when_the_drain_begins_is_answered(
+@contextlib.contextmanager
+def _client_of_a_serving_server(
     listening: socket.socket,
-) -> None:
+) -> Iterator[tuple[_Server, asyncio.AbstractEventLoop, socket.socket]]:
+    """A `_slow_app` server serving `listening` and a client connected to it; at the end
+    the client is closed and the server must have ended (its drain done)."""
     server = _Server(uvicorn.Config(_slow_app, log_level="warning"))
     thread, loop = _serve_in_thread(server, listening)
     client = socket.create_connection(listening.getsockname(), timeout=10)
     try:
+        yield server, loop, client
+    finally:
+        client.close()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+
+
+def test_a_request_still_arriving_when_the_drain_begins_is_answered(
+    listening: socket.socket,
+) -> None:
+    with _client_of_a_serving_server(listening) as (server, loop, client):
         client.sendall(REQUEST[:20])
         while not server.server_state.connections:
             time.sleep(0.01)
@@ -129,30 +144,19 @@ def test_a_request_still_arriving_when_the_drain_begins_is_answered(
         time.sleep(0.2)
         client.sendall(REQUEST[20:])
         response = _read_all(client)
-    finally:
-        client.close()
-        thread.join(timeout=30)
     assert response.startswith(b"HTTP/1.1 200"), response
-    assert not thread.is_alive()
 
 
 def test_an_idle_keep_alive_connection_is_closed_after_the_grace(
     listening: socket.socket,
 ) -> None:
-    server = _Server(uvicorn.Config(_slow_app, log_level="warning"))
-    thread, loop = _serve_in_thread(server, listening)
-    client = socket.create_connection(listening.getsockname(), timeout=10)
-    try:
+    with _client_of_a_serving_server(listening) as (server, loop, client):
         client.sendall(REQUEST)
         first = _read_response(client)
         began = time.monotonic()
         loop.call_soon_threadsafe(server.begin_drain.set)
         rest = _read_all(client)  # the server closes the idle connection
         waited = time.monotonic() - began
-    finally:
-        client.close()
-        thread.join(timeout=30)
     assert first.startswith(b"HTTP/1.1 200")
     assert rest == b""
     assert 1.5 < waited < 10
-    assert not thread.is_alive()
