@@ -7,6 +7,7 @@ import io
 import logging
 import time
 
+from evercron.daemon import logs
 from evercron.daemon.logs import BatchedStreamHandler, flush_forever
 
 
@@ -59,3 +60,16 @@ def test_a_record_waits_at_most_the_delay() -> None:
     finally:
         root.handlers = saved
     assert stream.getvalue().endswith("alone\n")
+
+
+def test_the_time_reads_as_logging_writes_it_across_seconds() -> None:
+    cached = logs.SecondCachingFormatter(logs._FORMAT)
+    plain = logging.Formatter(logs._FORMAT)
+    start = time.time()
+    for created in (start, start + 0.001, start + 0.999, start + 1.0, start - 3600.5, start):
+        record = logging.makeLogRecord({"msg": "x", "levelname": "INFO", "name": "n"})
+        record.created = created
+        record.msecs = int((created - int(created)) * 1000) + 0.0
+        assert cached.format(record) == plain.format(record)
+    record = logging.makeLogRecord({"msg": "x"})
+    assert cached.formatTime(record, "%H") == plain.formatTime(record, "%H")

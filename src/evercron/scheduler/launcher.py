@@ -397,5 +397,6 @@ class _OutputSink:
         ]
         if tail:
             await self._db(self._store.append_output, self._run_id, tail)
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*self._writes)
+        if self._writes:
+            with contextlib.suppress(Exception):
+                await asyncio.gather(*self._writes)
