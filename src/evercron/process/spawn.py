@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from evercron.process import libc_spawn
 from evercron.process.cgroup import FORK_GATE, RunCgroup
 from evercron.process.descriptors import sealed
+from evercron.process.shell_exec import exec_form
 from evercron.process.spec import DEFAULT_SHELL, Command, Limit
 
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -441,7 +442,7 @@ def _trampoline(cgroup: RunCgroup | None, held: bool, script: str | None = None)
         # One line of our own, then the script from the next line: the shell runs each
         # line before it parses the next, so the join and the wait come first (even
         # before a syntax error of the script is found), with no `eval` in between.
-        return ["/bin/sh", "-c", "; ".join(steps) + "\n" + script]
+        return ["/bin/sh", "-c", "; ".join(steps) + "\n" + exec_form(script)]
     return ["/bin/sh", "-c", "; ".join([*steps, 'exec "$@"']), "evercron-trampoline"]
 
 
