@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import sqlite3
+import zoneinfo
 from pathlib import Path
 
 import pytest
 
 from evercron.model import Job, RunStatus, Trigger
 from evercron.store import SqliteStore, StoredChunk, StoreError
+from evercron.store.sqlite import from_text, to_text
 
 NOW = dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)
 
@@ -224,3 +226,26 @@ class TestOutputAndSchema:
         assert store.prune(2, NOW + dt.timedelta(days=1)) == 3
         assert sorted(r.id for r in store.list_runs()) == [ids[0], ids[4], ids[5]]
         assert store.read_output(ids[1]) == []
+
+
+def test_stored_times_are_utc_text_that_sorts_and_reads_back() -> None:
+    paris = zoneinfo.ZoneInfo("Europe/Paris")
+    moments = [
+        dt.datetime(2026, 3, 29, 1, 59, 59, 999999, tzinfo=dt.UTC),
+        dt.datetime(2026, 3, 29, 4, 0, tzinfo=paris),  # just after the spring gap
+        dt.datetime(2026, 10, 25, 2, 30, fold=1, tzinfo=paris),  # the second 02:30
+        dt.datetime(2027, 1, 1, 0, 0, 0, 5, tzinfo=dt.UTC),
+    ]
+    texts = [to_text(moment) for moment in moments]
+    assert texts[0] == "2026-03-29T01:59:59.999999Z"
+    assert texts[1] == "2026-03-29T02:00:00.000000Z"
+    assert texts[2] == "2026-10-25T01:30:00.000000Z"
+    assert texts == sorted(texts)
+    for moment, text in zip(moments, texts, strict=True):
+        read = from_text(text)  # (== across zones is False for a time in a fold: PEP 495)
+        assert read is not None and read.timestamp() == moment.timestamp()
+        assert read.utcoffset() == dt.timedelta(0)
+    assert from_text("2026-11-27T15:04:05.123Z") == dt.datetime(
+        2026, 11, 27, 15, 4, 5, 123000, tzinfo=dt.UTC
+    )
+    assert from_text(None) is None

@@ -13,6 +13,7 @@ visible difference: a missing program is reported as `sh: 1: exec: name: not fou
 
 from __future__ import annotations
 
+import functools
 import re
 import shlex
 
@@ -36,6 +37,7 @@ def exec_form(script: str) -> str:
     return f"exec {script}" if is_single_program(script) else script
 
 
+@functools.lru_cache(maxsize=4096)  # a job's command is the same at every firing
 def is_single_program(script: str) -> bool:
     """Whether `script` is one simple command running an external program: words and
     simple redirections, no operator, substitution, here-document or line break."""

@@ -47,14 +47,14 @@ class StoreError(RuntimeError):
 
 def to_text(moment: dt.datetime) -> str:
     """The stored form of an aware time: UTC, microseconds, sortable as text."""
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(dt.UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def from_text(text: str | None) -> dt.datetime | None:
     """The aware UTC time of a stored text (None stays None)."""
     if text is None:
         return None
-    return dt.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=dt.UTC)
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)  # (it ends with "Z")
 
 
 _RUN_COLUMNS = (
