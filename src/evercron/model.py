@@ -239,6 +239,8 @@ class _JobReader:
             return ""
         if not isinstance(value, str):
             raise JobError(f"{key}: expected a string, got {type(value).__name__}")
+        if "\0" in value:
+            raise JobError(f"{key}: must not contain a NUL character")
         return value
 
     def _optional_text(self, key: str) -> str | None:
@@ -303,6 +305,11 @@ class _JobReader:
             isinstance(k, str) and isinstance(v, str) for k, v in value.items()
         ):
             raise JobError("env: expected a table of strings")
+        for name, text in value.items():
+            if not name or "=" in name or "\0" in name:
+                raise JobError(f'env: "{name}" is not a variable name (empty, "=" or NUL)')
+            if "\0" in text:
+                raise JobError(f"env: {name} must not contain a NUL character")
         return dict(value)
 
     def _umask(self) -> int | None:

@@ -118,6 +118,14 @@ def test_an_exec_failure_is_an_oserror_naming_the_program(pipe: tuple[int, int])
     assert caught.value.filename == "/nonexistent/program"
 
 
+def test_a_nul_byte_is_refused_not_cut_short(pipe: tuple[int, int]) -> None:
+    _, write = pipe
+    with pytest.raises(ValueError, match="null byte"):
+        libc_spawn.spawn("/bin/echo", ["echo", "a\0b"], {}, os.devnull, write, write)
+    with pytest.raises(ValueError, match="null byte"):
+        libc_spawn.spawn("/bin/true", ["true"], {b"A": b"x\0y"}, os.devnull, write, write)
+
+
 def test_standard_descriptors_cannot_be_handed_over(pipe: tuple[int, int]) -> None:
     _, write = pipe
     with pytest.raises(ValueError, match="above 2"):

@@ -727,6 +727,10 @@ class TestStartFailures:
             ({"args": "x", "limits": {"rss": 1}}, 'unknown limit "rss"'),
             ({"args": "x", "limits": {"nofile": (10, 5)}}, "above hard"),
             ({"args": "x", "nice": 40}, "nice"),
+            ({"args": "echo a\0b"}, "NUL"),
+            ({"args": ["echo", "a\0b"]}, "NUL"),
+            ({"args": "x", "env": {"A": "\0"}}, "NUL"),
+            ({"args": "x", "cwd": "/\0"}, "NUL"),
         ],
     )
     def test_bad_commands_are_rejected_clearly(

@@ -137,6 +137,8 @@ def spawn(
     encoded_argv = [os.fsencode(arg) for arg in argv]
     argv_array = (ctypes.c_char_p * (len(encoded_argv) + 1))(*encoded_argv, None)
     entries = [key + b"=" + value for key, value in env.items()]
+    if any(b"\0" in text for text in (*encoded_argv, *entries)):
+        raise ValueError("embedded null byte")  # (C strings would end there silently)
     env_array = (ctypes.c_char_p * (len(entries) + 1))(*entries, None)
     actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
     _check(libc.actions_init(actions), "posix_spawn_file_actions_init")

@@ -75,6 +75,10 @@ class Command:
                 raise ValueError("the command is empty")
         elif not self.args or not all(isinstance(a, str) for a in self.args):
             raise ValueError("the command needs at least one argument, all strings")
+        texts = [self.args] if isinstance(self.args, str) else list(self.args)
+        texts += [*self.env, *self.env.values(), self.shell, self.cwd or ""]
+        if any("\0" in text for text in texts):
+            raise ValueError("the command, its environment or directory contains a NUL character")
         if self.timeout is not None and not self.timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {self.timeout}")
         if not self.kill_grace >= 0:
