@@ -23,7 +23,7 @@ from evercron.process import (
     run,
     start,
 )
-from evercron.process.cgroup import discover
+from evercron.process.cgroup import FORK_GATE, discover
 from evercron.process.procfs import ProcStat, read_stat, started_at_ticks
 from evercron.process.reaper import reaper
 from tests.markers import Marker, zombie_children
@@ -316,6 +316,31 @@ class TestProcessTree:
 
         results = asyncio.run(scenario())
         assert [r.status for r in results] == [Status.SUCCEEDED] * 20
+        assert marker.alive() == []
+        assert zombie_children() == []
+
+    def test_a_bulk_start_made_after_its_loop_closed_is_ended(
+        self, marker: Marker, tracking: str, start_path: str
+    ) -> None:
+        # The worker is inside the start (held at the fork gate) when the loop closes:
+        # the process it then makes can reach no loop, and must not outlive it.
+        gate = FORK_GATE.exclusive()
+        gate.__enter__()
+        try:
+
+            async def scenario() -> None:
+                pending = asyncio.create_task(
+                    start(Command(marker.sleep(), tracking=tracking), in_bulk=True)
+                )
+                await asyncio.sleep(0.3)  # a worker took it and waits at the gate
+                assert not pending.done()
+
+            asyncio.run(scenario())  # cancels the start and closes the loop
+        finally:
+            gate.__exit__(None, None, None)
+        deadline = time.monotonic() + 10
+        while (marker.alive() or zombie_children()) and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert marker.alive() == []
         assert zombie_children() == []
 

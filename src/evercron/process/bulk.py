@@ -28,6 +28,7 @@ _Request = tuple[
     Callable[[], Any],
     "asyncio.Future[Any]",
     Callable[[Any | None], None] | None,
+    Callable[[Any], None] | None,
 ]
 _Outcome = tuple[
     "asyncio.Future[Any]", Any, BaseException | None, Callable[[Any | None], None] | None
@@ -50,14 +51,17 @@ class BulkStarter:
         loop: asyncio.AbstractEventLoop,
         function: Callable[[], T],
         abandoned: Callable[[T | None], None] | None = None,
+        orphaned: Callable[[T], None] | None = None,
     ) -> asyncio.Future[T]:
         """Call `function` on a worker thread; its result (or exception) comes back in
         the returned future, resolved on `loop`. If that future was cancelled by then,
         `abandoned` is called instead (on the loop) with the result to undo, or None
-        when the function failed."""
+        when the function failed or was never called (cancelled while it waited, it is
+        skipped). A result that cannot reach its loop at all (closed meanwhile) goes to
+        `orphaned`, on the worker thread: nothing else will ever undo it."""
         future: asyncio.Future[T] = loop.create_future()
         with self._ready:
-            self._waiting.append((loop, function, future, abandoned))
+            self._waiting.append((loop, function, future, abandoned, orphaned))
             if self._idle:
                 self._ready.notify()
             elif self._threads < self._workers:
@@ -77,16 +81,28 @@ class BulkStarter:
                         return
                 batch, self._waiting = self._waiting[:_BATCH], self._waiting[_BATCH:]
             by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
-            for loop, function, future, abandoned in batch:
+            orphans: dict[asyncio.AbstractEventLoop, list[tuple[Any, Callable[[Any], None]]]]
+            orphans = {}
+            for loop, function, future, abandoned, orphaned in batch:
                 outcome: _Outcome
-                try:
-                    outcome = (future, function(), None, abandoned)
-                except BaseException as error:  # handed to the awaiting task
-                    outcome = (future, None, error, abandoned)
+                if future.cancelled() or loop.is_closed():  # nobody waits: start nothing
+                    outcome = (future, None, None, abandoned)
+                else:
+                    try:
+                        result = function()
+                        outcome = (future, result, None, abandoned)
+                        if orphaned is not None:
+                            orphans.setdefault(loop, []).append((result, orphaned))
+                    except BaseException as error:  # handed to the awaiting task
+                        outcome = (future, None, error, abandoned)
                 by_loop.setdefault(loop, []).append(outcome)
             for loop, outcomes in by_loop.items():
-                with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits
+                try:
                     loop.call_soon_threadsafe(_deliver, outcomes)
+                except RuntimeError:  # the loop closed: undo what was made for it
+                    for result, orphaned in orphans.get(loop, []):
+                        with contextlib.suppress(Exception):
+                            orphaned(result)
 
 
 def _deliver(outcomes: list[_Outcome]) -> None:

@@ -99,6 +99,11 @@ class Reaper:
         loop.add_reader(pidfd, self._collect_own, pid)
         return future
 
+    def forget(self, pid: int) -> None:
+        """Drop the reservation of `pid` (a spawned child reaped by its spawner itself)."""
+        with self._lock:
+            self._reserved.discard(pid)
+
     def is_watched(self, pid: int) -> bool:
         """Whether `pid` is one of our own commands' main processes, not yet reaped."""
         return pid in self._watches or pid in self._reserved

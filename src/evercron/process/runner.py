@@ -136,7 +136,10 @@ class RunningProcess:
 
             if in_bulk:
                 starting = _bulk_starter.start(
-                    self._loop, lambda: self._reaper.spawn_reserved(spawn), self._end_abandoned
+                    self._loop,
+                    lambda: self._reaper.spawn_reserved(spawn),
+                    self._end_abandoned,
+                    self._end_orphaned,
                 )
                 try:
                     popen: Child = await starting
@@ -190,6 +193,24 @@ class RunningProcess:
             os.killpg(child.pid, signal.SIGKILL)
         self._follow(child, abandoned=True)
         self._stop(Status.KILLED)
+
+    def _end_orphaned(self, child: Child) -> None:
+        # Started for an event loop that closed before the start could reach it (on the
+        # starter's thread): nothing will follow it, so it is killed and reaped here.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(child.pid, 0)
+        self._reaper.forget(child.pid)
+        for pipe in (child.stdin, child.stdout, child.stderr):
+            if pipe is not None:
+                pipe.close()
+        if isinstance(child, SpawnedChild):
+            os.close(child.pidfd)
+        if self._group is not None:
+            self._group.abandoned()
+        if self._cgroups is not None and self._cgroup is not None:
+            self._cgroups.release(self._cgroup, empty=False)
 
     # -- public ------------------------------------------------------------------------
 
