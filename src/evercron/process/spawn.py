@@ -109,9 +109,10 @@ def prepare_start(
     hold_stdin: int | None = None,
 ) -> PreparedStart:
     """Get the start of `command` ready (see `start_process`). For a start through
-    posix_spawn, the computing is done here and `launch()` makes only system calls -
-    each of which lets other threads take the GIL, and the thread that prepares is
-    usually the busy event loop. Raises `SpawnError`."""
+    posix_spawn, the arguments and environment are computed here and `launch()` makes
+    the pipes and the process - system calls, each of which lets other threads take the
+    GIL, so they belong on a worker rather than on the busy event loop. Raises
+    `SpawnError`."""
     if starts_directly(command, cgroup, held):
         return _DirectStart(command, run_id, cgroup, held, hold_stdin)
     return _PopenStart(command, run_id, cgroup, held, hold_stdin)
