@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import resource
+import time
 from pathlib import Path
 
 import pytest
 
 from evercron.model import Job, RunStatus, Trigger
+from evercron.process import descriptors
+from evercron.process.cgroup import discover
 from evercron.scheduler.launcher import Firing, Launcher, _Slots, live_process_limit
 from evercron.scheduler.live import LiveOutput
 from evercron.store import SqliteStore
@@ -143,3 +146,50 @@ def test_submitted_store_calls_run_in_order_and_failures_are_logged(
     with caplog.at_level("ERROR", logger="evercron.store"):
         assert asyncio.run(scenario()) == (4242, RunStatus.SUCCEEDED, 0)
     assert "store call broken failed: disk on fire" in caplog.text
+
+
+@pytest.mark.parametrize("crowded", [False, True])
+def test_a_crowded_instant_starts_shell_free_commands_at_it_without_a_shell(
+    store: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crowded: bool
+) -> None:
+    # The daemon's descriptors are sealed, so its commands start through posix_spawn.
+    descriptors.seal_inherited_descriptors()
+    monkeypatch.setattr(descriptors, "_sealed", True)
+    out = tmp_path / "stat"
+    job = Job.from_mapping(
+        {
+            "name": "j",
+            "schedule": "* * * * * * *",
+            "concurrency": "allow",
+            "command": f"cat /proc/self/stat /proc/self/cgroup >> {out}",
+        }
+    )
+
+    async def scenario() -> tuple[float, list[str], int | None]:
+        db = StoreWorker(store)
+        launcher = Launcher(store, db, "owner", LiveOutput(), lambda *_: None)
+        fire_at = dt.datetime.fromtimestamp(time.time() + 0.5, dt.UTC)
+        run_id = store.claim("j", fire_at, Trigger.SCHEDULE, "owner")
+        assert run_id is not None
+        launcher.launch(
+            Firing(run_id, job, fire_at, Trigger.SCHEDULE), fire_at.timestamp(), crowded
+        )
+        assert await launcher.wait_all(30)
+        db.close()
+        run = store.get_run(run_id)
+        assert run is not None and run.status is RunStatus.SUCCEEDED
+        assert run.started_at is not None and run.started_at >= fire_at  # never early
+        return fire_at.timestamp(), out.read_text().split("\n"), run.pid
+
+    _, lines, pid = asyncio.run(scenario())
+    stat = lines[0].split()
+    own = Path("/proc/self/cgroup").read_text().splitlines()
+    unified = next(line for line in own if line.startswith("0::"))
+    cgroup = next(line for line in lines if line.startswith("0::"))
+    if crowded:  # `cat` itself, tracked by its session: no shell, no cgroup to join
+        assert int(stat[0]) == pid and int(stat[5]) == pid
+        assert cgroup == unified
+    else:  # behind a waiting /bin/sh that joined the run's cgroup (where there is one)
+        assert int(stat[5]) == pid
+        if discover() is not None:
+            assert cgroup != unified and "evercron-runs" in cgroup

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from evercron.model import Job, RunStatus, Trigger
-from evercron.scheduler import Scheduler, boot
+from evercron.process import descriptors
+from evercron.process.cgroup import discover
+from evercron.scheduler import Scheduler, boot, core
 from evercron.store import SqliteStore
 from evercron.store.worker import StoreWorker
 
@@ -72,6 +74,31 @@ def test_every_second_fires_once_per_second(tmp_path: Path) -> None:
     assert sorted(str(r.id) for r in runs) == sorted(
         line.split()[1] for line in log.read_text().splitlines()
     )
+
+
+@pytest.mark.parametrize("crowd_per_cpu", [0, 100])
+def test_a_crowded_instant_runs_its_firings_without_a_shell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crowd_per_cpu: int
+) -> None:
+    # Past `crowded_instant()` firings at one instant, a shell-free command runs at the
+    # instant without /bin/sh (so outside any run cgroup); below, behind a waiting shell.
+    descriptors.seal_inherited_descriptors()
+    monkeypatch.setattr(descriptors, "_sealed", True)
+    monkeypatch.setattr(core, "CROWD_PER_CPU", crowd_per_cpu)
+    log = tmp_path / "ticks"
+    store = make_store(tmp_path / "db")
+    job = {"command": f"cat /proc/self/cgroup >> {log}"}
+    store.put_job(every_second_job(log, **job), dt.datetime.now(dt.UTC))
+    asyncio.run(run_schedulers(tmp_path / "db", ["a"], 2.6))
+    unified = [line for line in log.read_text().splitlines() if line.startswith("0::")]
+    runs = store.list_runs(job="tick")
+    assert len(unified) == len(runs) >= 2
+    assert all(r.status is RunStatus.SUCCEEDED for r in runs)
+    in_run_groups = ["evercron-runs" in line for line in unified]
+    if crowd_per_cpu == 0:
+        assert not any(in_run_groups)
+    elif discover() is not None:
+        assert all(in_run_groups)
 
 
 def test_two_schedulers_share_the_work_exactly_once(tmp_path: Path) -> None:

@@ -20,6 +20,8 @@ import signal
 import threading
 from collections.abc import Sequence
 
+from evercron.process.direct_line import Redirection
+
 # glibc's flag values (spawn.h)
 _SETSIGDEF = 0x04
 _SETSIGMASK = 0x08
@@ -46,6 +48,8 @@ class _Libc:
         self.actions_destroy = with_gil.posix_spawn_file_actions_destroy
         self.add_dup2 = with_gil.posix_spawn_file_actions_adddup2
         self.add_dup2.argtypes = (ctypes.c_void_p, ctypes.c_int, ctypes.c_int)
+        self.add_close = with_gil.posix_spawn_file_actions_addclose
+        self.add_close.argtypes = (ctypes.c_void_p, ctypes.c_int)
         self.add_open = with_gil.posix_spawn_file_actions_addopen
         self.add_open.argtypes = (
             ctypes.c_void_p,
@@ -123,12 +127,14 @@ def spawn(
     stdin: int | str,
     stdout: int,
     stderr: int,
+    redirections: Sequence[Redirection] = (),
 ) -> int:
     """Start `path` with `argv` and `env` in a new session, SIGPIPE and SIGXFSZ at their
     default, no signal blocked. `stdin` (a descriptor, or a file the child opens for
-    reading, such as os.devnull), `stdout` and `stderr` become its descriptors 0-2; every
-    other descriptor must be close-on-exec. Returns the pid; raises OSError as
-    `os.posix_spawn` does (the exec's own error included). Call only when `available()`."""
+    reading, such as os.devnull), `stdout` and `stderr` become its descriptors 0-2, then
+    `redirections` are applied in order; every other descriptor must be close-on-exec.
+    Returns the pid; raises OSError as `os.posix_spawn` does (the exec's own error and a
+    redirection's included). Call only when `available()`."""
     libc = _library
     assert libc is not None, "call available() first"
     for source in (stdin, stdout, stderr):
@@ -149,6 +155,16 @@ def spawn(
             _check(libc.add_dup2(actions, stdin, 0), "adddup2")
         _check(libc.add_dup2(actions, stdout, 1), "adddup2")
         _check(libc.add_dup2(actions, stderr, 2), "adddup2")
+        for step in redirections:
+            if step.path is not None:
+                target = os.fsencode(step.path)
+                if b"\0" in target:
+                    raise ValueError("embedded null byte")
+                _check(libc.add_open(actions, step.fd, target, step.flags, 0o666), "addopen")
+            elif step.source is not None:
+                _check(libc.add_dup2(actions, step.source, step.fd), "adddup2")
+            else:
+                _check(libc.add_close(actions, step.fd), "addclose")
         pid = ctypes.c_int(0)
         error = libc.spawn(
             ctypes.byref(pid), os.fsencode(path), actions, libc.attr, argv_array, env_array

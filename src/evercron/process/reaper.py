@@ -42,6 +42,8 @@ class ExitInfo:
     pid: int
     status: int
     rusage: resource.struct_rusage | None
+    number: int = 0
+    """For our own commands: how many of their exits had been collected with this one."""
 
 
 Accountant = Callable[[ExitInfo], None]
@@ -68,6 +70,8 @@ class Reaper:
         self._loops_with_handler: set[int] = set()
         self._subreaper = False
         self._last_scan = 0.0
+        self._exits = 0
+        self._children: tuple[int, set[int]] | None = None
 
     def spawn_reserved(self, spawn: Callable[[], P]) -> P:
         """Run `spawn` (which starts a child and returns an object with its `pid`) and
@@ -132,10 +136,29 @@ class Reaper:
             return
         with self._lock:
             self._watches.pop(pid, None)
+            self._exits += 1
+            number = self._exits
         watch.loop.remove_reader(watch.pidfd)
         os.close(watch.pidfd)
         if not watch.future.done():
-            watch.future.set_result(ExitInfo(pid, status, usage))
+            watch.future.set_result(ExitInfo(pid, status, usage, number))
+
+    def children_since(self, exit_number: int) -> set[int]:
+        """Our children, orphans included (see `procfs.reparented_children`), as found
+        by a look taken after the exit numbered `exit_number` (`ExitInfo.number`) was
+        collected: the orphans a command left when it exited are among them. One look
+        serves every command whose exit came before it - a thousand ending a second
+        need not make a thousand."""
+        with self._lock:
+            children = self._children
+            if children is not None and children[0] >= exit_number:
+                return children[1]
+            exits = self._exits
+        found = reparented_children()
+        with self._lock:
+            if self._children is None or self._children[0] < exits:
+                self._children = (exits, found)
+        return found
 
     def unwatched(self, children: set[int]) -> list[int]:
         """The pids among `children` that are not our own commands' main processes."""

@@ -321,7 +321,8 @@ class RunningProcess:
             if self._termination is not None:
                 kill_signal = await self._termination
             elif self.command.kill_mode == "group":
-                await self._tree.terminate(self.command.kill_grace)  # leftovers of a clean exit
+                # Leftovers of a clean exit:
+                await self._tree.terminate(self.command.kill_grace, after_exit=info.number)
             else:
                 for pid in self._tree.strays():  # left to run: reaped when they end
                     self._reaper.adopt(pid)

@@ -18,7 +18,7 @@ import re
 import shlex
 
 # dash's builtins and the shell's reserved words: `exec` would change what these mean.
-_NOT_PROGRAMS = frozenset(
+NOT_PROGRAMS = frozenset(
     (  # noqa: SIM905 (a list of 60 words reads better as words)
         ". : [ [[ ]] alias bg break cd chdir command continue echo eval exec exit export "
         "false fc fg getopts hash jobs kill local printf pwd read readonly return set shift "
@@ -56,4 +56,4 @@ def is_single_program(script: str) -> bool:
         if token and token[0] in _OPERATOR_CHARACTERS and token not in _REDIRECTIONS:
             return False
     first = tokens[0]
-    return bool(_PROGRAM.fullmatch(first)) and first not in _NOT_PROGRAMS
+    return bool(_PROGRAM.fullmatch(first)) and first not in NOT_PROGRAMS

@@ -25,12 +25,16 @@ import shlex
 import shutil
 import signal
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from evercron.process import libc_spawn
 from evercron.process.cgroup import FORK_GATE, RunCgroup
 from evercron.process.descriptors import sealed
+from evercron.process.direct_line import DirectLine, Redirection, parse_direct
 from evercron.process.shell_exec import exec_form
+from evercron.process.short_memory import ShortMemory
 from evercron.process.spec import DEFAULT_SHELL, Command, Limit
 
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -159,6 +163,7 @@ class _DirectStart(PreparedStart):
         self._program = command.argv[0]
         self._argv, _, _ = _command_line(command, self._env, _Identity(), self._cgroup, self._held)
         self._own_stdin = hold_stdin is None and bool(command.stdin or self._held)
+        self._line = _shell_free_line(command, self._cgroup, self._held)
 
     def launch(self) -> Child:
         # Every descriptor made here is close-on-exec; the command gets the dup2'ed ones.
@@ -173,14 +178,9 @@ class _DirectStart(PreparedStart):
             made += (stdout_ours, stdout_theirs)
             stderr_ours, stderr_theirs = os.pipe()
             made += (stderr_ours, stderr_theirs)
+            stdin_given = os.devnull if stdin_source is None else stdin_source
             with FORK_GATE.shared():
-                pid = _posix_spawn(
-                    self._argv,
-                    self._env,
-                    os.devnull if stdin_source is None else stdin_source,
-                    stdout_theirs,
-                    stderr_theirs,
-                )
+                pid = self._spawn(stdin_given, stdout_theirs, stderr_theirs)
         except OSError as error:
             for fd in made:
                 os.close(fd)
@@ -210,29 +210,116 @@ class _DirectStart(PreparedStart):
             io.FileIO(stderr_ours, "rb"),
         )
 
+    def _spawn(self, stdin: int | str, stdout: int, stderr: int) -> int:
+        line = self._line
+        if line is not None:
+            program = _find_program(line.program, self._env)
+            if program is not None:
+                env = dict(self._env)
+                env[b"PWD"] = _shell_pwd(env.get(b"PWD"))  # as the shell would export it
+                with contextlib.suppress(OSError):  # the shell reports it (and may cope)
+                    return _posix_spawn(
+                        list(line.argv), env, stdin, stdout, stderr, program, line.redirections
+                    )
+        return _posix_spawn(self._argv, self._env, stdin, stdout, stderr)
+
 
 def _posix_spawn(
-    argv: list[str], env: dict[bytes, bytes], stdin: int | str, stdout: int, stderr: int
+    argv: list[str],
+    env: dict[bytes, bytes],
+    stdin: int | str,
+    stdout: int,
+    stderr: int,
+    path: str | None = None,
+    redirections: Sequence[Redirection] = (),
 ) -> int:
-    """posix_spawn `argv` in a new session with default SIGPIPE/SIGXFSZ and nothing
-    blocked; through libc with the GIL released where possible (see `libc_spawn`)."""
+    """posix_spawn `path` (default `argv[0]`) in a new session with default SIGPIPE/SIGXFSZ
+    and nothing blocked, `redirections` applied after descriptors 0-2 are set; through
+    libc with the GIL released where possible (see `libc_spawn`)."""
+    path = argv[0] if path is None else path
     if libc_spawn.available() and not (isinstance(stdin, int) and stdin <= 2):
-        return libc_spawn.spawn(argv[0], argv, env, stdin, stdout, stderr)
+        return libc_spawn.spawn(path, argv, env, stdin, stdout, stderr, redirections)
+    actions: list[tuple[Any, ...]] = [
+        (os.POSIX_SPAWN_OPEN, 0, stdin, os.O_RDONLY, 0)
+        if isinstance(stdin, str)
+        else (os.POSIX_SPAWN_DUP2, stdin, 0),
+        (os.POSIX_SPAWN_DUP2, stdout, 1),
+        (os.POSIX_SPAWN_DUP2, stderr, 2),
+    ]
+    for step in redirections:
+        if step.path is not None:
+            actions.append((os.POSIX_SPAWN_OPEN, step.fd, step.path, step.flags, 0o666))
+        elif step.source is not None:
+            actions.append((os.POSIX_SPAWN_DUP2, step.source, step.fd))
+        else:
+            actions.append((os.POSIX_SPAWN_CLOSE, step.fd))
     return os.posix_spawn(
-        argv[0],
+        path,
         argv,
         env,
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, stdin, os.O_RDONLY, 0)
-            if isinstance(stdin, str)
-            else (os.POSIX_SPAWN_DUP2, stdin, 0),
-            (os.POSIX_SPAWN_DUP2, stdout, 1),
-            (os.POSIX_SPAWN_DUP2, stderr, 2),
-        ],
+        file_actions=actions,
         setsid=True,
         setsigdef=_DEFAULT_SIGNALS,
         setsigmask=(),
     )
+
+
+def _shell_free_line(command: Command, cgroup: RunCgroup | None, held: bool) -> DirectLine | None:
+    """The command line to run without /bin/sh (see `direct_line`), when nothing else
+    needs the shell either: no trampoline (no cgroup to join, not held), no wrapper."""
+    if held or cgroup is not None or not isinstance(command.args, str):
+        return None
+    if command.shell != DEFAULT_SHELL or command.nice is not None or command.limits:
+        return None
+    if command.user is not None or command.group is not None or command.cwd is not None:
+        return None
+    return parse_direct(command.args)
+
+
+def runs_without_shell(command: Command) -> bool:
+    """Whether `command`, started neither held nor in a cgroup, runs without /bin/sh: a
+    shell line that is only a program, literal words and simple redirections (see
+    `direct_line`) - one exec per run instead of two."""
+    return starts_directly(command) and _shell_free_line(command, None, False) is not None
+
+
+def _find_program(name: str, env: dict[bytes, bytes]) -> str | None:
+    """Where the shell would find program `name` in the command's PATH (None if it would
+    not: it then says so itself). Remembered for `_LOOKUP_TTL` seconds, as a shell's
+    hash table remembers it - a thousand starts a second would otherwise make ten
+    thousand `access` calls."""
+    if "/" in name:
+        return name
+    search = env.get(b"PATH", _DEFAULT_PATH.encode())
+    return _lookups.get((name, search), _search_path)
+
+
+def _search_path(key: tuple[str, bytes]) -> str | None:
+    name, search = key
+    for directory in search.decode(errors="surrogateescape").split(":"):
+        candidate = os.path.join(directory or ".", name)
+        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
+            return candidate
+    return None
+
+
+def _shell_pwd(given: bytes | None) -> bytes:
+    """The PWD that /bin/sh exports: the inherited one if it names the working directory,
+    else the working directory's path (remembered for `_LOOKUP_TTL` seconds)."""
+    return _working_directories.get(given, _look_up_pwd)
+
+
+def _look_up_pwd(given: bytes | None) -> bytes:
+    if given is not None and given.startswith(b"/"):
+        with contextlib.suppress(OSError):
+            if os.path.samestat(os.stat(given), os.stat(".")):
+                return given
+    return os.fsencode(os.getcwd())
+
+
+_LOOKUP_TTL = 1.0
+_lookups: ShortMemory[tuple[str, bytes], str | None] = ShortMemory(_LOOKUP_TTL)
+_working_directories: ShortMemory[bytes | None, bytes] = ShortMemory(_LOOKUP_TTL)
 
 
 def _command_line(

@@ -89,11 +89,13 @@ class ProcessTree:
             return True
         return True
 
-    def alive(self) -> bool:
+    def alive(self, after_exit: int | None = None) -> bool:
         """Whether anything of the tree is left (reaping its dead strays on the way).
 
         A child whose environment cannot be read yet counts as alive for a few checks, so
-        that an escapee caught in the middle of an exec is not missed."""
+        that an escapee caught in the middle of an exec is not missed. `after_exit`: the
+        main process's `ExitInfo.number`, when this is the first look since it exited (a
+        look at our children may then be shared with other runs)."""
         if self.cgroup is not None:
             # Exact without a scan of our children. Strays that came back to us and died
             # are our zombies: reaped at once when the tree had leftovers; else (the
@@ -109,7 +111,11 @@ class ProcessTree:
             else:
                 self._reaper.reap_strays_now_and_then()
             return False
-        candidates = self._reaper.unwatched(reparented_children())
+        if after_exit is None:
+            children = reparented_children()
+        else:
+            children = self._reaper.children_since(after_exit)
+        candidates = self._reaper.unwatched(children)
         if candidates:
             self._reaper.reap_strays(candidates)
         if candidates and self.strays(candidates):
@@ -133,13 +139,16 @@ class ProcessTree:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signum)
 
-    async def terminate(self, grace: float, main_only: bool = False) -> str | None:
+    async def terminate(
+        self, grace: float, main_only: bool = False, after_exit: int | None = None
+    ) -> str | None:
         """End the tree: SIGTERM, then SIGKILL after `grace` seconds for what is left.
 
         Returns the strongest signal that had to be sent ("SIGTERM" or "SIGKILL"), or None
         when nothing was alive. With `main_only`, only the main process is signalled.
+        `after_exit`: see `alive()` (for the end of a run whose main process exited).
         """
-        if not self._left(main_only):
+        if not self._left(main_only, after_exit):
             return None
         self.signal(signal.SIGTERM, main_only)
         strongest = "SIGTERM"
@@ -163,7 +172,7 @@ class ProcessTree:
             pause = min(pause * 2, _POLL_MAX)
         return strongest
 
-    def _left(self, main_only: bool) -> bool:
+    def _left(self, main_only: bool, after_exit: int | None = None) -> bool:
         if main_only:
             return self._reaper.is_watched(self.main_pid)
-        return self.alive()
+        return self.alive(after_exit)

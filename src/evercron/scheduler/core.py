@@ -9,10 +9,12 @@ restarted daemon, another node). The timer is capped so clock steps are noticed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import datetime as dt
 import heapq
 import itertools
+import os
 import random
 import time
 from collections.abc import Coroutine
@@ -27,6 +29,7 @@ from evercron.store import SqliteStore, StoredJob
 from evercron.store.worker import StoreWorker
 
 TIMER_CAP = 5.0  # wake at least this often to notice wall-clock steps
+CROWD_PER_CPU = 100  # firings at one instant per CPU beyond which CPU bounds their start
 PREPARE_LEAD = 1.0  # concurrency=allow: claim and prepare the process this early
 CLAIM_LEAD = 0.05  # other policies: decide and claim this close to the fire time
 
@@ -188,10 +191,12 @@ class Scheduler:
             return  # not claimed: whoever schedules next runs them (or counts them missed)
         claims = [(job.name, fire_at) for job, fire_at in wanted]
         run_ids = await self.db(self.store.claim_scheduled, claims, self.owner)
+        at_once = collections.Counter(fire_at for _, fire_at in wanted)
+        crowd = crowded_instant()
         for (job, fire_at), run_id in zip(wanted, run_ids, strict=True):
             if run_id is not None:  # else another process owns this firing
                 firing = Firing(run_id, job, fire_at, Trigger.SCHEDULE)
-                self.launcher.launch(firing, fire_at.timestamp())
+                self.launcher.launch(firing, fire_at.timestamp(), at_once[fire_at] > crowd)
 
     async def _fire(self, name: str, fire_at: dt.datetime, trigger: Trigger) -> None:
         stored = self._jobs.get(name)
@@ -304,6 +309,15 @@ class Scheduler:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def crowded_instant() -> int:
+    """How many firings due at the same instant make it crowded (see `Launcher.launch`):
+    100 per CPU. Below that, preparing each behind a waiting /bin/sh buys precision with
+    CPU that is free; far above it, that shell's exec (0.6 ms of CPU here, as much as a
+    `date`) is what makes firings late, and a thousand a second no longer fit on 2
+    CPUs (docs/BENCHMARKS.md)."""
+    return CROWD_PER_CPU * len(os.sched_getaffinity(0))
 
 
 def _prepared_ahead(job: Job) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import logging
 import resource
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 
 from evercron.model import Job, RunStatus, Trigger
 from evercron.process import Command, HeldGroup, OutputChunk, Result, RunningProcess, start
+from evercron.process.spawn import runs_without_shell
 from evercron.scheduler.lag import LagMonitor
 from evercron.scheduler.live import LiveEvent, LiveOutput
 from evercron.store import SqliteStore, StoredChunk
@@ -122,6 +124,7 @@ class Launcher:
         self._tasks: set[asyncio.Task[None]] = set()
         self._kills: set[asyncio.Task[Result]] = set()
         self._release_groups: dict[float, HeldGroup] = {}
+        self._instants: dict[float, asyncio.Event] = {}
         self._kill_when_started: set[int] = set()
         self._stopping = False
         self._slots = _Slots(live_process_limit())
@@ -131,12 +134,20 @@ class Launcher:
         self.lag = LagMonitor()
         """How late scheduled firings start (and how many were missed)."""
 
-    def launch(self, firing: Firing, release_at: float | None = None) -> None:
+    def launch(
+        self, firing: Firing, release_at: float | None = None, crowded: bool = False
+    ) -> None:
         """Run `firing` in the background; with `release_at` (POSIX time) its process is
-        prepared now and released at that instant, together with the others due then."""
+        prepared now and released at that instant, together with the others due then.
+        `crowded` says that instant has so many firings that CPU, not timing, bounds how
+        soon they run: a command that needs no shell is then started at the instant
+        itself, without one (see `process.runs_without_shell`), instead of behind a
+        waiting /bin/sh - one exec per run instead of two. Such a run is tracked by its
+        session rather than by a cgroup (which only a shell could join before the
+        command runs)."""
         self.running[firing.run_id] = (firing, None)
         self._live.begin(firing.run_id)
-        task = asyncio.get_running_loop().create_task(self._run(firing, release_at))
+        task = asyncio.get_running_loop().create_task(self._run(firing, release_at, crowded))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -195,19 +206,32 @@ class Launcher:
         return group
 
     def _release_group(self, at: float) -> None:
-        remaining = at - time.time()
-        if remaining > 0:
-            time.sleep(remaining)
+        _sleep_until(at)
         group = self._release_groups.pop(at, None)
         if group is not None:
             group.release()  # one write for all; late members are released on arrival
 
-    async def _run(self, firing: Firing, release_at: float | None) -> None:
+    async def _instant(self, at: float) -> None:
+        """Return at `at` (POSIX time), as precisely as `_held_until`'s release."""
+        arrival = self._instants.get(at)
+        if arrival is None:
+            arrival = self._instants[at] = asyncio.Event()
+            delay = max(0.0, at - time.time() - _RELEASE_EARLY)
+            asyncio.get_running_loop().call_later(delay, self._arrive, at)
+        await arrival.wait()
+
+    def _arrive(self, at: float) -> None:
+        _sleep_until(at)
+        arrival = self._instants.pop(at, None)
+        if arrival is not None:
+            arrival.set()
+
+    async def _run(self, firing: Firing, release_at: float | None, crowded: bool) -> None:
         if not await self._slots.acquire():
             await self._skip(firing, "the daemon stopped before it started")
             return
         try:
-            await self._run_process(firing, release_at)
+            await self._run_process(firing, release_at, crowded)
         finally:
             self._slots.release()
 
@@ -240,7 +264,7 @@ class Launcher:
         self._live.end(firing.run_id, str(RunStatus.SKIPPED), 0)
         self.running.pop(firing.run_id, None)
 
-    async def _run_process(self, firing: Firing, release_at: float | None) -> None:
+    async def _run_process(self, firing: Firing, release_at: float | None, crowded: bool) -> None:
         job = firing.job
         sink = _OutputSink(self._store, self._db, self._live, firing.run_id, job.max_output)
         command = Command(
@@ -264,16 +288,21 @@ class Launcher:
             kill_mode="main" if job.kill_mode == "main" else "group",
             run_id=str(firing.run_id),
         )
+        direct = crowded and release_at is not None and runs_without_shell(command)
+        if direct:
+            command = dataclasses.replace(command, tracking="session")
         result: Result | None = None
         released: list[float] = []
         if self._stopping and (release_at is None or release_at > time.time() + 0.5):
             await self._skip(firing, "the daemon stopped before it started")
             return
+        if direct and release_at is not None and release_at > time.time():
+            await self._instant(release_at)
         if not await self._spawn_turn(firing):
             return
         try:
             try:
-                held = release_at is not None and release_at > time.time()
+                held = not direct and release_at is not None and release_at > time.time()
                 group = self._held_until(release_at) if held and release_at is not None else False
                 # Scheduled firings come in bulk (a second's worth at a time): never block
                 # the loop on their spawns; a manual trigger starts right away.
@@ -343,6 +372,14 @@ class Launcher:
         if status in (RunStatus.FAILED, RunStatus.TIMED_OUT) and firing.attempt <= job.retries:
             backoff = job.retry_backoff * (2 ** (firing.attempt - 1))
             self._claim_retry(firing, backoff)
+
+
+def _sleep_until(at: float) -> None:
+    """Block until `at` (POSIX time): the last few milliseconds before an instant, which an
+    asyncio timer would overshoot."""
+    remaining = at - time.time()
+    if remaining > 0:
+        time.sleep(remaining)
 
 
 class _OutputSink:
