@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 from collections.abc import Callable
 from typing import IO
 
 from evercron.process.capture import Stream
+from evercron.process.read_watch import read_watch
 from evercron.process.spawn import Child, SpawnedChild
 
 _READ_SIZE = 65536
@@ -30,6 +32,7 @@ class ChildPipes:
         on_data: Callable[[Stream, bytes], None],
     ) -> None:
         self._loop = asyncio.get_running_loop()
+        self._watch = read_watch(self._loop)
         self._on_data = on_data
         self._readers: dict[int, tuple[Stream, IO[bytes]]] = {}
         self._writer: tuple[int, IO[bytes]] | None = None
@@ -40,7 +43,7 @@ class ChildPipes:
             if not isinstance(popen, SpawnedChild):  # (a spawned child's already are)
                 os.set_blocking(fd, False)
             self._readers[fd] = (stream, pipe)  # type: ignore[assignment]
-            self._loop.add_reader(fd, self._read, fd)
+            self._watch.add(fd, functools.partial(self._read, fd))
         if stdin_data:
             assert popen.stdin is not None
             fd = popen.stdin.fileno()
@@ -64,7 +67,7 @@ class ChildPipes:
 
     def _close_reader(self, fd: int) -> None:
         _, pipe = self._readers.pop(fd)
-        self._loop.remove_reader(fd)
+        self._watch.remove(fd)
         pipe.close()
         if not self._readers:
             self.closed.set()

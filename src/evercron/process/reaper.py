@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import os
 import resource
 import signal
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from evercron.process.procfs import read_stat, reparented_children
+from evercron.process.read_watch import ReadWatch, read_watch
 
 _PR_SET_CHILD_SUBREAPER = 36
 _SCAN_INTERVAL = 0.02  # seconds between shared stray scans while commands run
@@ -51,7 +53,7 @@ Accountant = Callable[[ExitInfo], None]
 
 @dataclass
 class _Watch:
-    loop: asyncio.AbstractEventLoop
+    watch: ReadWatch
     future: asyncio.Future[ExitInfo]
     pidfd: int
 
@@ -97,10 +99,11 @@ class Reaper:
         future: asyncio.Future[ExitInfo] = loop.create_future()
         if pidfd is None:
             pidfd = os.pidfd_open(pid)
+        watch = read_watch(loop)
         with self._lock:
-            self._watches[pid] = _Watch(loop, future, pidfd)
+            self._watches[pid] = _Watch(watch, future, pidfd)
             self._reserved.discard(pid)
-        loop.add_reader(pidfd, self._collect_own, pid)
+        watch.add(pidfd, functools.partial(self._collect_own, pid))
         return future
 
     def forget(self, pid: int) -> None:
@@ -138,7 +141,7 @@ class Reaper:
             self._watches.pop(pid, None)
             self._exits += 1
             number = self._exits
-        watch.loop.remove_reader(watch.pidfd)
+        watch.watch.remove(watch.pidfd)
         os.close(watch.pidfd)
         if not watch.future.done():
             watch.future.set_result(ExitInfo(pid, status, usage, number))

@@ -287,10 +287,11 @@ class Launcher:
             max_output=job.max_output,
             kill_mode="main" if job.kill_mode == "main" else "group",
             run_id=str(firing.run_id),
+            tracking="session" if crowded else "auto",
         )
         direct = crowded and release_at is not None and runs_without_shell(command)
-        if direct:
-            command = dataclasses.replace(command, tracking="session")
+        if crowded and not direct:  # (rare: built for the usual case)
+            command = dataclasses.replace(command, tracking="auto")
         result: Result | None = None
         released: list[float] = []
         if self._stopping and (release_at is None or release_at > time.time() + 0.5):
