@@ -193,3 +193,39 @@ def test_a_crowded_instant_starts_shell_free_commands_at_it_without_a_shell(
         assert int(stat[5]) == pid
         if discover() is not None:
             assert cgroup != unified and "evercron-runs" in cgroup
+
+
+def test_crowd_started_waits_for_the_crowded_starts_or_until_its_limit(
+    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The scheduler claims a crowded instant only once the previous one's processes are
+    # started (they take every CPU), or at its latest moment.
+    descriptors.seal_inherited_descriptors()
+    monkeypatch.setattr(descriptors, "_sealed", True)
+    job = Job.from_mapping(
+        {"name": "j", "schedule": "* * * * * * *", "concurrency": "allow", "command": "/bin/true"}
+    )  # (a program, not the builtin: it starts at its instant, not ahead behind a shell)
+
+    async def scenario() -> tuple[float, float, float]:
+        db = StoreWorker(store)
+        launcher = Launcher(store, db, "owner", LiveOutput(), lambda *_: None)
+        began = time.time()
+        await launcher.crowd_started(began + 5)  # nothing crowded: at once
+        at_once = time.time() - began
+        fire_at = dt.datetime.fromtimestamp(time.time() + 0.6, dt.UTC)
+        run_id = store.claim("j", fire_at, Trigger.SCHEDULE, "owner")
+        assert run_id is not None
+        launcher.launch(Firing(run_id, job, fire_at, Trigger.SCHEDULE), fire_at.timestamp(), True)
+        began = time.time()
+        await launcher.crowd_started(began + 0.2)  # its start is 0.6 s away: the limit
+        limited = time.time() - began
+        await launcher.crowd_started(began + 5)
+        started = time.time() - fire_at.timestamp()
+        assert await launcher.wait_all(30)
+        db.close()
+        return at_once, limited, started
+
+    at_once, limited, started = asyncio.run(scenario())
+    assert at_once < 0.1
+    assert 0.15 < limited < 0.5
+    assert 0 <= started < 2  # returned once the crowded firing was started, not before

@@ -30,6 +30,7 @@ from evercron.store.worker import StoreWorker
 
 TIMER_CAP = 5.0  # wake at least this often to notice wall-clock steps
 CROWD_PER_CPU = 100  # firings at one instant per CPU beyond which CPU bounds their start
+CROWDED_LEAD = 0.25  # a crowded instant is claimed this early at the latest
 PREPARE_LEAD = 1.0  # concurrency=allow: claim and prepare the process this early
 CLAIM_LEAD = 0.05  # other policies: decide and claim this close to the fire time
 
@@ -187,12 +188,17 @@ class Scheduler:
                 self.launcher.lag.missed(name, late)  # overloaded, or the clock jumped
                 continue
             wanted.append((stored.job, fire_at))
+        at_once = collections.Counter(fire_at for _, fire_at in wanted)
+        crowd = crowded_instant()
+        crowded = [fire_at for fire_at, count in at_once.items() if count > crowd]
+        if crowded:
+            # The previous crowded instant's starts use every CPU; claiming and preparing
+            # this one's meanwhile would only make them later. Its starts need no lead.
+            await self.launcher.crowd_started(min(crowded).timestamp() - CROWDED_LEAD)
         if self._stopping or not wanted:
             return  # not claimed: whoever schedules next runs them (or counts them missed)
         claims = [(job.name, fire_at) for job, fire_at in wanted]
         run_ids = await self.db(self.store.claim_scheduled, claims, self.owner)
-        at_once = collections.Counter(fire_at for _, fire_at in wanted)
-        crowd = crowded_instant()
         for (job, fire_at), run_id in zip(wanted, run_ids, strict=True):
             if run_id is not None:  # else another process owns this firing
                 firing = Firing(run_id, job, fire_at, Trigger.SCHEDULE)

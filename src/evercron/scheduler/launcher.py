@@ -125,6 +125,9 @@ class Launcher:
         self._kills: set[asyncio.Task[Result]] = set()
         self._release_groups: dict[float, HeldGroup] = {}
         self._instants: dict[float, asyncio.Event] = {}
+        self._crowd: set[int] = set()  # firings of crowded instants not started yet
+        self._crowd_started = asyncio.Event()
+        self._crowd_started.set()
         self._kill_when_started: set[int] = set()
         self._stopping = False
         self._slots = _Slots(live_process_limit())
@@ -147,6 +150,9 @@ class Launcher:
         command runs)."""
         self.running[firing.run_id] = (firing, None)
         self._live.begin(firing.run_id)
+        if crowded:
+            self._crowd.add(firing.run_id)
+            self._crowd_started.clear()
         task = asyncio.get_running_loop().create_task(self._run(firing, release_at, crowded))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -226,14 +232,29 @@ class Launcher:
         if arrival is not None:
             arrival.set()
 
+    async def crowd_started(self, until: float) -> None:
+        """Return once every firing launched as `crowded` has its process (or ended
+        without one), or at `until` (POSIX time) at the latest."""
+        if not self._crowd_started.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._crowd_started.wait(), until - time.time())
+
+    def _started_in_crowd(self, run_id: int) -> None:
+        self._crowd.discard(run_id)
+        if not self._crowd:
+            self._crowd_started.set()
+
     async def _run(self, firing: Firing, release_at: float | None, crowded: bool) -> None:
-        if not await self._slots.acquire():
-            await self._skip(firing, "the daemon stopped before it started")
-            return
         try:
-            await self._run_process(firing, release_at, crowded)
+            if not await self._slots.acquire():
+                await self._skip(firing, "the daemon stopped before it started")
+                return
+            try:
+                await self._run_process(firing, release_at, crowded)
+            finally:
+                self._slots.release()
         finally:
-            self._slots.release()
+            self._started_in_crowd(firing.run_id)
 
     async def _spawn_turn(self, firing: Firing) -> bool:
         """Wait until this firing may be spawned; False (recorded as missed, no turn
@@ -310,6 +331,7 @@ class Launcher:
                 process = await start(command, sink.add, held=group, in_bulk=release_at is not None)
             finally:
                 self._spawning.release()
+                self._started_in_crowd(firing.run_id)
             self.running[firing.run_id] = (firing, process)
             if firing.run_id in self._kill_when_started:
                 self._kill_when_started.discard(firing.run_id)
