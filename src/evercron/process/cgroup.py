@@ -16,6 +16,10 @@ child is born there; other forks of the process wait meanwhile (`FORK_GATE`), an
 group is killed while this process is inside one. Otherwise - and for held starts and
 /bin/sh command lines, which need no visit - the command goes through `/bin/sh -c`, which
 writes its own pid to `cgroup.procs` first.
+
+The scheduler gives up the cgroup in one case: at an instant so crowded with firings that
+CPU bounds how soon they start, a command that needs no shell is started without one (see
+`Launcher.launch`), and its run is tracked by session and `EVERCRON_RUN_ID` instead.
 """
 
 from __future__ import annotations
