@@ -27,11 +27,10 @@ import os
 import re
 from dataclasses import dataclass
 
-from evercron.process.shell_exec import NOT_PROGRAMS
+from evercron.process.shell_exec import NOT_PROGRAMS, PROGRAM_NAME
 
 _REFUSED = frozenset("$`\\*?[]{}~!#;|()\n\r")
 _LONE_AMPERSAND = re.compile(r"(?<![<>])&")  # `&` but in `>&` and `<&`
-_PROGRAM = re.compile(r"[A-Za-z0-9_./+-]+")
 _BLANKS = " \t"
 _TRUNCATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 _APPEND = os.O_WRONLY | os.O_CREAT | os.O_APPEND
@@ -96,7 +95,7 @@ def parse_direct(line: str) -> DirectLine | None:
                 opened.discard(redirection.fd)
             continue
         words.append(word)
-    if not words or not _PROGRAM.fullmatch(words[0]) or words[0] in NOT_PROGRAMS:
+    if not words or not PROGRAM_NAME.fullmatch(words[0]) or words[0] in NOT_PROGRAMS:
         return None
     return DirectLine(tuple(words), tuple(redirections))
 

@@ -17,7 +17,6 @@ import functools
 import re
 import shlex
 
-# dash's builtins and the shell's reserved words: `exec` would change what these mean.
 NOT_PROGRAMS = frozenset(
     (  # noqa: SIM905 (a list of 60 words reads better as words)
         ". : [ [[ ]] alias bg break cd chdir command continue echo eval exec exit export "
@@ -26,7 +25,10 @@ NOT_PROGRAMS = frozenset(
         "else esac fi for function if in select then time until while"
     ).split()
 )
-_PROGRAM = re.compile(r"[A-Za-z0-9_./+-]+")
+"""dash's builtins and the shell's reserved words: run as a program (with `exec`, or with
+no shell at all) these would mean something else, or nothing."""
+PROGRAM_NAME = re.compile(r"[A-Za-z0-9_./+-]+")
+"""A program name or path that needs no quoting (what both recognisers accept)."""
 _REDIRECTIONS = frozenset({">", ">>", "<", ">&", "<&"})
 _OPERATOR_CHARACTERS = ";&|()<>"
 
@@ -56,4 +58,4 @@ def is_single_program(script: str) -> bool:
         if token and token[0] in _OPERATOR_CHARACTERS and token not in _REDIRECTIONS:
             return False
     first = tokens[0]
-    return bool(_PROGRAM.fullmatch(first)) and first not in NOT_PROGRAMS
+    return bool(PROGRAM_NAME.fullmatch(first)) and first not in NOT_PROGRAMS

@@ -164,6 +164,8 @@ class _DirectStart(PreparedStart):
         self._argv, _, _ = _command_line(command, self._env, _Identity(), self._cgroup, self._held)
         self._own_stdin = hold_stdin is None and bool(command.stdin or self._held)
         self._line = _shell_free_line(command, self._cgroup, self._held)
+        if self._line is not None:  # exported as the shell would (it is the fallback too)
+            self._env[b"PWD"] = _shell_pwd(self._env.get(b"PWD"))
 
     def launch(self) -> Child:
         # Every descriptor made here is close-on-exec; the command gets the dup2'ed ones.
@@ -215,11 +217,15 @@ class _DirectStart(PreparedStart):
         if line is not None:
             program = _find_program(line.program, self._env)
             if program is not None:
-                env = dict(self._env)
-                env[b"PWD"] = _shell_pwd(env.get(b"PWD"))  # as the shell would export it
                 with contextlib.suppress(OSError):  # the shell reports it (and may cope)
                     return _posix_spawn(
-                        list(line.argv), env, stdin, stdout, stderr, program, line.redirections
+                        list(line.argv),
+                        self._env,
+                        stdin,
+                        stdout,
+                        stderr,
+                        program,
+                        line.redirections,
                     )
         return _posix_spawn(self._argv, self._env, stdin, stdout, stderr)
 
@@ -296,11 +302,7 @@ def _find_program(name: str, env: dict[bytes, bytes]) -> str | None:
 
 def _search_path(key: tuple[str, bytes]) -> str | None:
     name, search = key
-    for directory in search.decode(errors="surrogateescape").split(":"):
-        candidate = os.path.join(directory or ".", name)
-        if os.access(candidate, os.X_OK) and not os.path.isdir(candidate):
-            return candidate
-    return None
+    return shutil.which(name, path=search.decode(errors="surrogateescape"))
 
 
 def _shell_pwd(given: bytes | None) -> bytes:
