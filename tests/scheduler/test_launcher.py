@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import resource
 import time
 from pathlib import Path
@@ -229,3 +230,56 @@ def test_crowd_started_waits_for_the_crowded_starts_or_until_its_limit(
     assert at_once < 0.1
     assert 0.15 < limited < 0.5
     assert 0 <= started < 2  # returned once the crowded firing was started, not before
+
+
+def test_a_crowded_shell_free_run_still_times_out_and_is_killed_as_a_whole(
+    store: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Tracked by its session instead of a cgroup: the deadline and a kill still end it
+    # with everything it started (here a `setsid -f` escapee, recognised by its run id).
+    descriptors.seal_inherited_descriptors()
+    monkeypatch.setattr(descriptors, "_sealed", True)
+    marker = f"sleep {60 + time.time() % 1:.6f}"  # unique among this machine's processes
+    script = tmp_path / "escape.sh"  # a program (run without a shell) that leaves one
+    script.write_text(f"#!/bin/sh\nsetsid -f {marker}\nsleep 60\n")
+    script.chmod(0o755)
+
+    def job(name: str, timeout: str | None) -> Job:
+        settings = {"name": name, "schedule": "* * * * * * *", "concurrency": "allow"}
+        settings["command"] = str(script)
+        if timeout is not None:
+            settings["timeout"] = timeout
+        return Job.from_mapping({**settings, "kill_grace": "2s"})
+
+    async def scenario() -> tuple[RunStatus, RunStatus, float]:
+        db = StoreWorker(store)
+        launcher = Launcher(store, db, "owner", LiveOutput(), lambda *_: None)
+        fire_at = dt.datetime.fromtimestamp(time.time() + 0.3, dt.UTC)
+        timed = store.claim("timed", fire_at, Trigger.SCHEDULE, "owner")
+        killed = store.claim("killed", fire_at, Trigger.SCHEDULE, "owner")
+        assert timed is not None and killed is not None
+        for run_id, name, timeout in ((timed, "timed", "1s"), (killed, "killed", None)):
+            firing = Firing(run_id, job(name, timeout), fire_at, Trigger.SCHEDULE)
+            launcher.launch(firing, fire_at.timestamp(), crowded=True)
+        await asyncio.sleep(1.5)
+        assert await launcher.kill(killed)
+        assert await launcher.wait_all(30)
+        ended = time.time() - fire_at.timestamp()
+        db.close()
+        first, second = store.get_run(timed), store.get_run(killed)
+        assert first is not None and second is not None
+        return first.status, second.status, ended
+
+    timed_status, killed_status, ended = asyncio.run(scenario())
+    assert timed_status is RunStatus.TIMED_OUT
+    assert killed_status is RunStatus.KILLED
+    assert ended < 20
+    leftovers = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as file:
+                    leftovers.append(file.read().replace(b"\0", b" ").decode().strip())
+            except OSError:
+                continue
+    assert marker not in leftovers
