@@ -14,6 +14,7 @@ from evercron.process import Command, Result, Status, descriptors, start
 from evercron.process.direct_line import DirectLine, Redirection, parse_direct
 from evercron.process.short_memory import ShortMemory
 from evercron.process.spawn import runs_without_shell
+from tests.markers import Marker
 
 
 @pytest.fixture(autouse=True)
@@ -213,22 +214,11 @@ def test_short_memory_forgets_after_its_time() -> None:
 def test_an_escaped_orphan_of_a_shell_free_run_is_ended_with_it() -> None:
     # `setsid -f` forks a child into a session of its own and exits at once: the child
     # comes back to us as an orphan and is recognised by the run's EVERCRON_RUN_ID.
-    line = "setsid -f sleep 61.2345"
+    marker = Marker()
+    line = f"setsid -f {marker.sleep()}"
     assert runs_without_shell(Command(line))
     started = time.monotonic()
     result = _run(line, kill_grace=5)
     assert result.status is Status.SUCCEEDED
     assert time.monotonic() - started < 30
-    assert not [args for args in _all_commands() if args == "sleep 61.2345"]
-
-
-def _all_commands() -> list[str]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as file:
-                    found.append(file.read().replace(b"\0", b" ").decode().strip())
-            except OSError:
-                continue
-    return found
+    assert not marker.alive()

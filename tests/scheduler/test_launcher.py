@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import resource
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from evercron.scheduler.launcher import Firing, Launcher, _Slots, live_process_l
 from evercron.scheduler.live import LiveOutput
 from evercron.store import SqliteStore
 from evercron.store.worker import StoreWorker
+from tests.markers import Marker
 
 
 def test_slots_bound_hand_over_in_order_and_refuse_once_closed() -> None:
@@ -239,9 +239,9 @@ def test_a_crowded_shell_free_run_still_times_out_and_is_killed_as_a_whole(
     # with everything it started (here a `setsid -f` escapee, recognised by its run id).
     descriptors.seal_inherited_descriptors()
     monkeypatch.setattr(descriptors, "_sealed", True)
-    marker = f"sleep {60 + time.time() % 1:.6f}"  # unique among this machine's processes
+    marker = Marker()
     script = tmp_path / "escape.sh"  # a program (run without a shell) that leaves one
-    script.write_text(f"#!/bin/sh\nsetsid -f {marker}\nsleep 60\n")
+    script.write_text(f"#!/bin/sh\nsetsid -f {marker.sleep()}\nsleep 60\n")
     script.chmod(0o755)
 
     def job(name: str, timeout: str | None) -> Job:
@@ -274,12 +274,4 @@ def test_a_crowded_shell_free_run_still_times_out_and_is_killed_as_a_whole(
     assert timed_status is RunStatus.TIMED_OUT
     assert killed_status is RunStatus.KILLED
     assert ended < 20
-    leftovers = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/cmdline", "rb") as file:
-                    leftovers.append(file.read().replace(b"\0", b" ").decode().strip())
-            except OSError:
-                continue
-    assert marker not in leftovers
+    assert not marker.alive()
