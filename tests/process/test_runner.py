@@ -21,6 +21,7 @@ from evercron.process import (
     Status,
     descriptors,
     run,
+    runner,
     start,
 )
 from evercron.process.cgroup import FORK_GATE, discover
@@ -339,6 +340,11 @@ class TestProcessTree:
         finally:
             gate.__exit__(None, None, None)
         deadline = time.monotonic() + 10
+        starter = runner._bulk_starter
+        while time.monotonic() < deadline and (  # the worker made it and ended it
+            starter._waiting or starter._idle < starter._threads
+        ):
+            time.sleep(0.02)
         while (marker.alive() or zombie_children()) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert marker.alive() == []

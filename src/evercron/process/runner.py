@@ -36,6 +36,7 @@ OutputSink = Callable[[OutputChunk], None]
 
 _EOF_WAIT_GROUP = 1.0  # after the tree is gone, an unknown holder may keep a pipe open
 _EOF_WAIT_MAIN = 0.2  # with kill_mode="main", leftovers may keep it open for good
+_ORPHANED_GRACE = 5.0  # how long a start with no loop left waits for its group to go
 _run_numbers = itertools.count(1)
 _bulk_starter = BulkStarter()
 
@@ -196,12 +197,23 @@ class RunningProcess:
 
     def _end_orphaned(self, child: Child) -> None:
         # Started for an event loop that closed before the start could reach it (on the
-        # starter's thread): nothing will follow it, so it is killed and reaped here.
+        # starter's thread): nothing will follow it, so it is killed and reaped here -
+        # with whatever it had forked already (they come back to us as orphans).
+        if self._cgroup is not None:
+            self._cgroup.signal(signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(child.pid, 0)
         self._reaper.forget(child.pid)
+        deadline = time.monotonic() + _ORPHANED_GRACE
+        while time.monotonic() < deadline:
+            self._reaper.reap_strays()
+            try:
+                os.killpg(child.pid, 0)  # (a zombie still counts)
+            except ProcessLookupError:
+                break
+            time.sleep(0.01)
         for pipe in (child.stdin, child.stdout, child.stderr):
             if pipe is not None:
                 pipe.close()
