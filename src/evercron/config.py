@@ -12,6 +12,7 @@ token = "..."                 # else EVERCRON_TOKEN, else generated into the sta
 tls_cert = "cert.pem"
 tls_key = "key.pem"
 shutdown_grace = "30s"
+store_retry_interval = "5s"   # longest pause between tries of a write the store refused
 retention_runs = 1000         # finished runs kept per job
 retention_days = 30
 
@@ -40,9 +41,10 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8467
 DEFAULT_SHUTDOWN_GRACE = 30.0
 DEFAULT_UPGRADE_TIMEOUT = 60.0
+DEFAULT_STORE_RETRY_INTERVAL = 5.0
 _DAEMON_KEYS = {
     "state_dir", "listen", "token", "tls_cert", "tls_key", "shutdown_grace",
-    "upgrade_timeout", "retention_runs", "retention_days",
+    "upgrade_timeout", "retention_runs", "retention_days", "store_retry_interval",
 }  # fmt: skip
 
 
@@ -81,6 +83,7 @@ class Settings:
     upgrade_timeout: float = DEFAULT_UPGRADE_TIMEOUT
     retention_runs: int = 1000
     retention_days: float = 30.0
+    store_retry_interval: float = DEFAULT_STORE_RETRY_INTERVAL
 
     @property
     def listen(self) -> str:
@@ -264,6 +267,7 @@ def _settings(
     for key, default in (
         ("shutdown_grace", DEFAULT_SHUTDOWN_GRACE),
         ("upgrade_timeout", DEFAULT_UPGRADE_TIMEOUT),
+        ("store_retry_interval", DEFAULT_STORE_RETRY_INTERVAL),
     ):
         try:
             durations[key] = parse_duration(data[key]) if key in data else default
@@ -299,4 +303,5 @@ def _settings(
         upgrade_timeout=durations["upgrade_timeout"],
         retention_runs=retention_runs,
         retention_days=float(retention_days),
+        store_retry_interval=durations["store_retry_interval"],
     )

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from evercron.daemon import state
 from evercron.model import RunStatus
-from evercron.scheduler import LiveEvent
-from evercron.server.context import DaemonContext
+from evercron.scheduler import KillOutcome, LiveEvent
+from evercron.server.context import ApiContext, context_of
 from evercron.server.convert import run_out
 from evercron.server.errors import ApiError
 from evercron.server.schemas import ErrorOut, RunOut
+from evercron.store import RunQuery
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -27,11 +26,6 @@ _POLL_SECONDS = 0.5
 _HEARTBEAT_SECONDS = 15.0
 
 
-def _context(request: Request) -> DaemonContext:
-    context: DaemonContext = request.app.state.context
-    return context
-
-
 @router.get("", response_model=list[RunOut], responses=_ERRORS)
 async def list_runs(
     request: Request,
@@ -40,16 +34,16 @@ async def list_runs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[RunOut]:
     """Runs, newest first, filtered by job and status."""
-    context = _context(request)
-    runs = await context.db(context.store.list_runs, job, status, limit)
+    context = context_of(request)
+    runs = await context.store.list_runs(RunQuery(job, status, limit))
     return [run_out(run) for run in runs]
 
 
 @router.get("/{run_id}", response_model=RunOut, responses=_ERRORS)
 async def get_run(run_id: RunId, request: Request) -> RunOut:
     """One run."""
-    context = _context(request)
-    run = await context.db(context.store.get_run, run_id)
+    context = context_of(request)
+    run = await context.store.get_run(run_id)
     if run is None:
         raise ApiError(404, f"no run {run_id}")
     return run_out(run)
@@ -57,25 +51,17 @@ async def get_run(run_id: RunId, request: Request) -> RunOut:
 
 @router.post("/{run_id}/kill", response_model=RunOut, status_code=202, responses=_ERRORS)
 async def kill_run(run_id: RunId, request: Request) -> RunOut:
-    """End a running run's whole process tree; it ends with status `killed`."""
-    context = _context(request)
-    run = await context.db(context.store.get_run, run_id)
+    """End a running run's whole process tree, whichever daemon process runs it; it ends
+    with status `killed` (or `lost` when the process that ran it is gone)."""
+    context = context_of(request)
+    run = await context.store.get_run(run_id)
     if run is None:
         raise ApiError(404, f"no run {run_id}")
     if run.status is not RunStatus.RUNNING:
         raise ApiError(409, f"run {run_id} is not running (it {run.status})")
-    if await context.scheduler.launcher.kill(run_id):
-        return run_out(run)
-    # Run by another daemon process (one draining after an upgrade): ask it via the store.
-    if run.owner is None or not await asyncio.to_thread(
-        state.owner_is_alive, context.state_dir, run.owner
-    ):
-        raise ApiError(
-            409, f"run {run_id} belongs to a daemon process that is gone; it will be marked lost"
-        )
-    if not await context.db(context.store.request_kill, run_id, dt.datetime.now(dt.UTC)):
+    if await context.jobs.kill(run_id) is KillOutcome.NOT_RUNNING:
         raise ApiError(409, f"run {run_id} is not running")
-    return run_out(run)
+    return run_out(await context.store.get_run(run_id) or run)
 
 
 @router.get(
@@ -94,12 +80,12 @@ async def run_output(
     """The captured output; with `follow=1` a server-sent event stream: `stdout`/`stderr`
     events (id = byte offset), `truncated` where bytes were dropped, `end` with the final
     status. Reconnect with Last-Event-ID to resume."""
-    context = _context(request)
-    run = await context.db(context.store.get_run, run_id)
+    context = context_of(request)
+    run = await context.store.get_run(run_id)
     if run is None:
         raise ApiError(404, f"no run {run_id}")
     if not follow:
-        chunks = await context.db(context.store.read_output, run_id, -1, 1_000_000)
+        chunks = await context.store.read_output(run_id, -1, 1_000_000)
         return Response(
             b"".join(c.data for c in chunks),
             media_type="application/octet-stream",
@@ -138,14 +124,14 @@ class _Cursor:
 
 
 async def _follow(
-    context: DaemonContext, request: Request, run_id: int, after: int
+    context: ApiContext, request: Request, run_id: int, after: int
 ) -> AsyncIterator[bytes]:
-    live = context.scheduler.live
-    following = live.is_live(run_id) and not context.draining
+    live = context.live
+    following = live.is_live(run_id) and not context.daemon.draining
     subscription = live.subscribe(run_id) if following else None
     cursor = _Cursor(after, 0)
     if after >= 0:  # resuming: the next byte follows the chunk the client saw last
-        seen = await context.db(context.store.read_output, run_id, after - 1, 1)
+        seen = await context.store.read_output(run_id, after - 1, 1)
         found = bool(seen) and seen[0].offset == after
         cursor.expected = after + len(seen[0].data) if found else after + 1
     try:
@@ -164,7 +150,7 @@ async def _follow(
             else:
                 return  # the stream was closed (daemon stopping, follower too slow)
         while True:
-            run = await context.db(context.store.get_run, run_id)
+            run = await context.store.get_run(run_id)
             if run is None:
                 return
             finished = run.status.finished
@@ -177,7 +163,7 @@ async def _follow(
                     )
                 yield _event("end", max(run.output_bytes, cursor.expected), str(run.status))
                 return
-            if context.draining or await request.is_disconnected():
+            if context.daemon.draining or await request.is_disconnected():
                 return  # handed over: the client resumes from the successor
             await asyncio.sleep(_POLL_SECONDS)  # run owned by another process: read the store
     finally:
@@ -185,10 +171,10 @@ async def _follow(
             live.unsubscribe(run_id, subscription[1])
 
 
-async def _stored_events(context: DaemonContext, run_id: int, cursor: _Cursor) -> list[bytes]:
+async def _stored_events(context: ApiContext, run_id: int, cursor: _Cursor) -> list[bytes]:
     pieces: list[bytes] = []
     while True:
-        chunks = await context.db(context.store.read_output, run_id, cursor.after, 500)
+        chunks = await context.store.read_output(run_id, cursor.after, 500)
         for chunk in chunks:
             pieces.extend(cursor.emit(chunk.stream, chunk.offset, chunk.data))
         if len(chunks) < 500:
