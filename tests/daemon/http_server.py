@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import uvicorn
 
+from evercron.daemon.connections import ConnectionGuard
 from evercron.daemon.http import HttpServer
 
 T = TypeVar("T")
@@ -32,11 +33,11 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(app: Any, **config: Any) -> Iterator[Served]:
-    """Serve `app` (with uvicorn `config` settings) until the block ends,
+def serving(app: Any, guard: ConnectionGuard | None, **config: Any) -> Iterator[Served]:
+    """Serve `app` (with `guard`, and uvicorn `config` settings) until the block ends,
     then stop the server, which must end."""
     listening = socket.create_server(("127.0.0.1", 0))
-    server = HttpServer(uvicorn.Config(app, log_level="warning", **config))
+    server = HttpServer(uvicorn.Config(app, log_level="warning", **config), guard)
     loops: list[asyncio.AbstractEventLoop] = []
 
     async def main() -> None:

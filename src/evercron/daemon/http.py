@@ -13,7 +13,8 @@ under a request already sent (the client sees a reset). A request still arriving
 response under way yet) is read and answered, never cut off by the close.
 
 HTTP/1.1 is served by uvicorn's h11 protocol whatever else is installed: the drain reads
-each connection's request state from it (`evercron.daemon.h11_protocol`).
+each connection's request state from it (`evercron.daemon.h11_protocol`). With a
+`ConnectionGuard`, idle and slow connections are bounded too (`evercron.daemon.connections`).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from collections.abc import Generator
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from evercron.daemon.h11_protocol import is_answering, is_idle
+from evercron.daemon.connections import ConnectionGuard
+from evercron.daemon.h11_protocol import guarded_protocol, is_answering, is_idle
 
 log = logging.getLogger("evercron.daemon")
 DRAIN_IDLE_GRACE = 2.0
@@ -39,13 +41,15 @@ _ACCEPT_STEPS = 3
 
 
 class HttpServer(uvicorn.Server):
-    """uvicorn on h11 without its own signal handling, with a graceful drain. The
-    config's `http` must be "auto", "h11" or an `H11Protocol` subclass: it is set to the
-    h11 protocol class served."""
+    """uvicorn on h11 without its own signal handling, with a graceful drain, and with
+    the connections kept within `guard`'s bounds when one is given. The config's `http`
+    must be "auto", "h11" or an `H11Protocol` subclass (and "auto" or "h11" with a
+    guard): it is set to the h11 protocol class served."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
-        config.http = _h11_protocol(config.http)
+    def __init__(self, config: uvicorn.Config, guard: ConnectionGuard | None = None) -> None:
+        config.http = _h11_protocol(config.http, guard)
         super().__init__(config)
+        self.guard = guard
         self.draining = False
 
     @contextlib.contextmanager
@@ -103,10 +107,12 @@ class HttpServer(uvicorn.Server):
                 await server.wait_closed()
 
 
-def _h11_protocol(http: type[asyncio.Protocol] | str) -> type[H11Protocol]:
+def _h11_protocol(
+    http: type[asyncio.Protocol] | str, guard: ConnectionGuard | None
+) -> type[H11Protocol]:
     """The h11 protocol class to serve with, for uvicorn's `http` setting `http`."""
     if http in ("auto", "h11"):
-        return H11Protocol
-    if isinstance(http, type) and issubclass(http, H11Protocol):
+        return H11Protocol if guard is None else guarded_protocol(guard)
+    if isinstance(http, type) and issubclass(http, H11Protocol) and guard is None:
         return http
     raise ValueError(f"HttpServer serves uvicorn's h11 protocol: http={http!r} cannot be used")

@@ -38,6 +38,7 @@ import uvicorn
 from evercron import __version__
 from evercron.config import Config
 from evercron.daemon import collector, init, listeners, logs, state
+from evercron.daemon.connections import ConnectionGuard
 from evercron.daemon.http import HttpServer
 from evercron.daemon.lost import recover_lost_runs
 from evercron.daemon.notify import Notifier
@@ -188,6 +189,7 @@ class Daemon:
             self.generation,
         )
         tls = self.settings.tls_cert is not None
+        guard = ConnectionGuard(self.settings.header_timeout, self.settings.max_connections)
         server = HttpServer(
             uvicorn.Config(
                 create_app(context),
@@ -197,7 +199,9 @@ class Daemon:
                 ssl_certfile=self.settings.tls_cert,
                 ssl_keyfile=self.settings.tls_key,
                 timeout_graceful_shutdown=10,
-            )
+                ws="none",  # no WebSocket: every connection stays one the guard counts
+            ),
+            guard,
         )
         url = listeners.url_of(next(iter(self._sockets.values())), tls)
         self._upgrader = Upgrader(
