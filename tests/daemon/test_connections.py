@@ -8,15 +8,26 @@ import asyncio
 import contextlib
 import logging
 import re
+import resource
 import select
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from evercron.daemon.connections import ConnectionGuard
+from evercron.daemon.connections import (
+    ACCEPT_BACKLOG,
+    DAEMON_FDS,
+    MIN_CONNECTIONS,
+    ConnectionGuard,
+    connection_limit,
+)
+from evercron.scheduler.launcher import reserved_descriptors
 from tests.daemon import http_server
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: test\r\n\r\n"
@@ -172,3 +183,54 @@ def test_closed_connections_are_logged_with_counts_not_a_line_each(
     counts = [int(n) for line in lines for n in re.findall(r"closed (\d+) idle the longest", line)]
     assert 1 <= len(lines) <= 4, lines
     assert sum(counts) == 195, lines
+
+
+def test_the_connection_limit_leaves_the_scheduler_its_descriptors() -> None:
+    room = 1024 - 512 - DAEMON_FDS - 4 * ACCEPT_BACKLOG  # and sockets not yet counted
+    assert connection_limit(1000, reserved_fds=512, soft=1024) == room
+    assert connection_limit(1000, reserved_fds=3000, soft=8192) == 1000
+    assert connection_limit(1000, reserved_fds=8000, soft=8192) == MIN_CONNECTIONS
+    assert connection_limit(50, reserved_fds=512, soft=1 << 20) == 50
+
+
+def test_jobs_connections_and_the_daemon_fit_in_the_descriptor_limit() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    tried = [limit for limit in (1024, 2048, 4096, 16384) if limit <= hard]
+    try:
+        for limit in tried:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+            jobs = reserved_descriptors()
+            connections = connection_limit(1000, jobs)
+            assert jobs + connections + DAEMON_FDS + 4 * ACCEPT_BACKLOG <= limit
+            assert connections == (1000 if limit >= 2048 else 192), limit
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert tried[:1] == [1024]
+
+
+def test_out_of_descriptors_idle_connections_make_room_and_the_log_stays_short(
+    tmp_path: Path,
+) -> None:
+    log_path = tmp_path / "server.log"
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("capped_server.py")), "128"],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+    try:
+        assert server.stdout is not None
+        address = ("127.0.0.1", int(server.stdout.readline()))
+        idle = [_connect(address) for _ in range(300)]  # more than 128 descriptors
+        with _connect(address) as client:
+            client.settimeout(20)
+            assert _answer(client).startswith(b"HTTP/1.1 200")
+        for sock in idle:
+            sock.close()
+    finally:
+        server.kill()
+        server.wait(timeout=30)
+    text = log_path.read_text()
+    assert "accept() found no free descriptor" in text, text
+    assert "Traceback" not in text and len(text.splitlines()) <= 10, text

@@ -1,6 +1,6 @@
 """Idle, slow and too many HTTP connections against a real daemon: the API keeps
-answering within a second, every firing of an every-second job runs and slow clients are
-closed after header_timeout."""
+answering within a second, every firing of an every-second job runs, slow clients are
+closed after header_timeout and the log stays short."""
 
 from __future__ import annotations
 
@@ -134,3 +134,25 @@ def test_a_slow_client_is_closed_after_header_timeout(start_daemon: Any, tmp_pat
         assert daemon.api("GET", "/api/v1/status")
     assert 0.9 < closed_after < 5
     assert re.search(r"closed [12] that sent no whole request within 1s", daemon.log())
+
+
+def test_under_a_low_descriptor_limit_http_clients_cannot_starve_the_scheduler(
+    start_daemon: Any, descriptors: None
+) -> None:
+    daemon = start_daemon(nofile=1024)
+    daemon.add_job(name="tick", schedule=EVERY_SECOND, command="true")
+    began = time.time()
+    with _idle_connections(daemon, 1500):  # more than the daemon has descriptors
+        time.sleep(1)
+        held = _open_descriptors(daemon.process.pid)
+        slowest = _slowest_answer(daemon)
+        time.sleep(max(0.0, began + 6 - time.time()))
+        ended = time.time()
+    assert slowest < 1.0
+    assert held < 1024 - 256
+    assert _unrun_seconds(daemon, "tick", began, ended) == []
+    log = daemon.log()
+    assert "max_connections 1000 lowered to 192" in log
+    assert "Traceback" not in log and "Too many open files" not in log
+    assert len([line for line in log.splitlines() if "HTTP connections" in line]) <= 3
+    assert len(log) < 20_000

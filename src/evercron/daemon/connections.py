@@ -5,22 +5,55 @@ connection opens or its previous response completes; bytes trickling in do not e
 (slowloris). At most `limit` connections are open: one past the limit closes the
 connection that has waited for a request the longest - so sockets held idle cannot lock
 out a client that is about to send one - and the new one is closed instead only when
-every other connection is busy answering a request. What was closed is logged at once,
-then at most once per `REPORT_INTERVAL`, with counts.
+every other connection is busy answering a request.
+
+The limit is kept below what the descriptor limit (RLIMIT_NOFILE) leaves once the
+scheduler's share and the daemon's own are set aside (`connection_limit`), so firings
+never fail for want of a descriptor because of HTTP clients. Should accept() run out of
+descriptors anyway, asyncio logs nothing more per failed call (this module handles the
+error) and retries a second later; the oldest waiting connections are closed meanwhile.
+What was closed is logged at once, then at most once per `REPORT_INTERVAL`, with counts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import resource
 import time
 from collections import Counter, OrderedDict
-from typing import Protocol
+from typing import Any, Protocol
 
 log = logging.getLogger("evercron.daemon")
 
 REPORT_INTERVAL = 10.0
 """At most one log line about closed connections per this many seconds."""
+ACCEPT_BACKLOG = 64
+"""uvicorn's `backlog`: the listen queue, and how many connections asyncio accepts in one
+loop step before any of them is counted here."""
+DAEMON_FDS = 64
+"""Descriptors the daemon holds besides its jobs' and its connections': the store, the
+log, listening sockets, lock files, the event loop (16 when idle)."""
+MIN_CONNECTIONS = 16
+"""The limit is never lowered below this, however low the descriptor limit."""
+# Accepted sockets not yet counted: a batch is counted (and may be closed) two loop steps
+# after its accept and its descriptor freed one step later, so up to four batches.
+_UNCOUNTED_FDS = 4 * ACCEPT_BACKLOG
+_ACCEPT_RETRY = 1.0  # asyncio retries accept() this long after running out of descriptors
+_OUT_OF_DESCRIPTORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+
+
+def connection_limit(max_connections: int, reserved_fds: int, soft: int | None = None) -> int:
+    """`max_connections`, lowered so that the connections fit in the soft descriptor
+    limit `soft` (this process's by default) next to the `reserved_fds` the scheduler
+    keeps, the daemon's own and the sockets being accepted; at least `MIN_CONNECTIONS`."""
+    if soft is None:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    room = soft - reserved_fds - DAEMON_FDS - _UNCOUNTED_FDS
+    return max(MIN_CONNECTIONS, min(max_connections, room))
 
 
 class Connection(Protocol):
@@ -37,18 +70,21 @@ class ClosedConnections:
     def __init__(self, header_timeout: float, limit: int, interval: float) -> None:
         self.interval = interval
         self.totals: Counter[str] = Counter()
-        """Each kind of closing (`timed_out`, `idle`, `refused`) since start."""
+        """Each kind of closing (`timed_out`, `idle`, `refused`, `accept_failed`,
+        `freed`) since start."""
         self._wording = {
             "timed_out": f"closed %d that sent no whole request within {header_timeout:g}s",
             "idle": f"closed %d idle the longest (more than {limit} open)",
             "refused": f"refused %d new ones (more than {limit} open, all busy)",
+            "freed": "closed %d idle ones to free descriptors",
+            "accept_failed": "accept() found no free descriptor %d times",
         }
         self._counts: Counter[str] = Counter()
         self._logged_at: float | None = None
         self._pending: asyncio.TimerHandle | None = None
 
     def add(self, kind: str, count: int = 1) -> None:
-        """`count` connections were closed for reason `kind`."""
+        """`count` connections were closed (or accept() failed) for reason `kind`."""
         self.totals[kind] += count
         self._counts[kind] += count
         now = time.monotonic()
@@ -88,6 +124,26 @@ class ConnectionGuard:
         # the next to time out and the first to close past the limit.
         self._waiting: OrderedDict[Connection, float] = OrderedDict()
         self._timer: asyncio.TimerHandle | None = None
+        self._freed_at: float | None = None
+
+    @classmethod
+    def within_descriptors(
+        cls, header_timeout: float, max_connections: int, reserved_fds: int
+    ) -> ConnectionGuard:
+        """A guard whose limit is `max_connections` lowered to what the descriptor limit
+        leaves beside the scheduler's `reserved_fds` (see `connection_limit`)."""
+        limit = connection_limit(max_connections, reserved_fds)
+        if limit < max_connections:
+            soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+            log.warning(
+                "max_connections %d lowered to %d: the descriptor limit is %d and jobs "
+                "keep %d (raise it with `ulimit -n` or LimitNOFILE=)",
+                max_connections,
+                limit,
+                soft,
+                reserved_fds,
+            )
+        return cls(header_timeout, limit)
 
     @property
     def open_count(self) -> int:
@@ -122,6 +178,42 @@ class ConnectionGuard:
         """`connection` is gone."""
         self._open.discard(connection)
         self._waiting.pop(connection, None)
+
+    def out_of_descriptors(self) -> None:
+        """accept() failed for want of descriptors: close the oldest waiting connections
+        to make room before asyncio retries (once per retry, however many calls failed)."""
+        self.closed_connections.add("accept_failed")
+        now = time.monotonic()
+        if self._freed_at is not None and now - self._freed_at < _ACCEPT_RETRY:
+            return
+        self._freed_at = now
+        freed = 0
+        while self._waiting and freed < _UNCOUNTED_FDS:
+            self._close(next(iter(self._waiting)))
+            freed += 1
+        if freed:
+            self.closed_connections.add("freed", freed)
+
+    def watch_accept(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Handle accept() running out of descriptors on `loop` (`out_of_descriptors`)
+        instead of asyncio's error log, which writes a traceback per failed call; every
+        other error goes to the handler there was."""
+        previous = loop.get_exception_handler()
+
+        def handle(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            error = context.get("exception")
+            if (
+                "socket" in context
+                and isinstance(error, OSError)
+                and error.errno in _OUT_OF_DESCRIPTORS
+            ):
+                self.out_of_descriptors()
+            elif previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        loop.set_exception_handler(handle)
 
     def _close(self, connection: Connection) -> None:
         self.closed(connection)

@@ -36,6 +36,10 @@ log = logging.getLogger("evercron.daemon")
 DRAIN_IDLE_GRACE = 2.0
 DRAIN_TIMEOUT = 30.0
 _TICK = 0.05
+LISTEN_QUEUE = 4096
+"""Connections the kernel queues until they are accepted (they cost no descriptor here
+until then), whatever uvicorn's `backlog`, which also bounds how many asyncio accepts in
+one loop step."""
 # Loop steps from an accept to the protocol's connection_made (accept task, transport).
 _ACCEPT_STEPS = 3
 
@@ -56,6 +60,15 @@ class HttpServer(uvicorn.Server):
     def capture_signals(self) -> Generator[None, None, None]:
         """The daemon handles signals itself."""
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start serving `sockets` (with a queue of `LISTEN_QUEUE`); accept() running out
+        of descriptors is the guard's to handle."""
+        if self.guard is not None:
+            self.guard.watch_accept(asyncio.get_running_loop())
+        await super().startup(sockets)
+        for sock in sockets or ():
+            sock.listen(LISTEN_QUEUE)
 
     async def wait_serving(self, serving: asyncio.Task[None]) -> None:
         """Return once the server accepts connections; raise if it failed to start."""

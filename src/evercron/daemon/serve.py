@@ -38,7 +38,7 @@ import uvicorn
 from evercron import __version__
 from evercron.config import Config
 from evercron.daemon import collector, init, listeners, logs, state
-from evercron.daemon.connections import ConnectionGuard
+from evercron.daemon.connections import ACCEPT_BACKLOG, ConnectionGuard
 from evercron.daemon.http import HttpServer
 from evercron.daemon.lost import recover_lost_runs
 from evercron.daemon.notify import Notifier
@@ -47,6 +47,7 @@ from evercron.daemon.upgrade import Handover, Predecessor, UpgradeBusy, UpgradeE
 from evercron.process.descriptors import seal_inherited_descriptors
 from evercron.process.procfs import read_stat
 from evercron.scheduler import Scheduler
+from evercron.scheduler.launcher import reserved_descriptors
 from evercron.server.app import create_app
 from evercron.server.context import DaemonContext
 from evercron.store import SqliteStore
@@ -189,7 +190,9 @@ class Daemon:
             self.generation,
         )
         tls = self.settings.tls_cert is not None
-        guard = ConnectionGuard(self.settings.header_timeout, self.settings.max_connections)
+        guard = ConnectionGuard.within_descriptors(
+            self.settings.header_timeout, self.settings.max_connections, reserved_descriptors()
+        )
         server = HttpServer(
             uvicorn.Config(
                 create_app(context),
@@ -199,6 +202,7 @@ class Daemon:
                 ssl_certfile=self.settings.tls_cert,
                 ssl_keyfile=self.settings.tls_key,
                 timeout_graceful_shutdown=10,
+                backlog=ACCEPT_BACKLOG,
                 ws="none",  # no WebSocket: every connection stays one the guard counts
             ),
             guard,

@@ -27,7 +27,9 @@ _FLUSH_BYTES = 64 * 1024
 _FLUSH_SECONDS = 0.5
 _RELEASE_EARLY = 0.004
 _FDS_PER_PROCESS = 8
-_RESERVED_FDS = 512  # the daemon's own: store, sockets, connections
+# The daemon's own (store, sockets) and its HTTP connections, which get what the live
+# processes leave (daemon.connections.connection_limit: 1000 by default).
+_RESERVED_FDS = 1536
 _MIN_LIVE = 64
 _MAX_LIVE = 16384
 _SPAWNING = 64  # firings handed to the spawning threads at once (see `_spawn_turn`)
@@ -40,6 +42,12 @@ def live_process_limit() -> int:
     if soft == resource.RLIM_INFINITY:
         return _MAX_LIVE
     return max(_MIN_LIVE, min(_MAX_LIVE, (soft - _RESERVED_FDS) // _FDS_PER_PROCESS))
+
+
+def reserved_descriptors() -> int:
+    """Descriptors kept for the live processes (`live_process_limit` of them): HTTP
+    connections may use only what is left."""
+    return live_process_limit() * _FDS_PER_PROCESS
 
 
 class _Slots:
