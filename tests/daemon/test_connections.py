@@ -185,6 +185,24 @@ def test_closed_connections_are_logged_with_counts_not_a_line_each(
     assert sum(counts) == 195, lines
 
 
+def test_counts_not_told_yet_are_logged_when_the_server_stops(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="evercron.daemon")
+    guard = ConnectionGuard(header_timeout=60, limit=5, report_interval=3600)
+    with serving(guard) as address:
+        clients = [_connect(address) for _ in range(50)]
+        deadline = time.monotonic() + 10
+        while guard.closed_connections.totals["idle"] < 45:
+            assert time.monotonic() < deadline, guard.closed_connections.totals
+            time.sleep(0.05)
+        for client in clients:
+            client.close()
+    lines = [r.getMessage() for r in caplog.records if "HTTP connections" in r.getMessage()]
+    counts = [int(n) for line in lines for n in re.findall(r"closed (\d+) idle the longest", line)]
+    assert (len(lines), sum(counts)) == (2, 45), lines
+
+
 def test_the_connection_limit_leaves_the_scheduler_its_descriptors() -> None:
     room = 1024 - 512 - DAEMON_FDS - 4 * ACCEPT_BACKLOG  # and sockets not yet counted
     assert connection_limit(1000, reserved_fds=512, soft=1024) == room

@@ -94,6 +94,11 @@ class ClosedConnections:
             delay = self._logged_at + self.interval - now
             self._pending = asyncio.get_running_loop().call_later(delay, self._log)
 
+    def flush(self) -> None:
+        """Log the counts not told yet, if any (the server is stopping)."""
+        if self._counts:
+            self._log()
+
     def _log(self) -> None:
         if self._pending is not None:
             self._pending.cancel()

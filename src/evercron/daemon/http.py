@@ -90,8 +90,10 @@ class HttpServer(uvicorn.Server):
         """Stop: drain when handing over, else uvicorn's graceful shutdown."""
         if not self.draining:
             await super().shutdown(sockets)
-            return
-        await self._drain_connections(DRAIN_IDLE_GRACE, DRAIN_TIMEOUT)
+        else:
+            await self._drain_connections(DRAIN_IDLE_GRACE, DRAIN_TIMEOUT)
+        if self.guard is not None:
+            self.guard.closed_connections.flush()
 
     async def _drain_connections(self, idle_grace: float, timeout: float) -> None:
         began = time.monotonic()
