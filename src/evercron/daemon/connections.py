@@ -30,8 +30,8 @@ log = logging.getLogger("evercron.daemon")
 REPORT_INTERVAL = 10.0
 """At most one log line about closed connections per this many seconds."""
 ACCEPT_BACKLOG = 64
-"""uvicorn's `backlog`: the listen queue, and how many connections asyncio accepts in one
-loop step before any of them is counted here."""
+"""uvicorn's `backlog`: how many connections asyncio accepts in one loop step, before any
+of them is counted here (the kernel's own queue is `http.LISTEN_QUEUE`)."""
 DAEMON_FDS = 64
 """Descriptors the daemon holds besides its jobs' and its connections': the store, the
 log, listening sockets, lock files, the event loop (16 when idle)."""
