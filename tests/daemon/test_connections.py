@@ -73,8 +73,9 @@ def _closed_within(client: socket.socket, seconds: float) -> bool:
 
 def _still_open(client: socket.socket) -> bool:
     """Not closed by the server so far (nothing to read, no end of stream)."""
-    readable, _, _ = select.select([client], [], [], 0)
-    return not readable
+    poll = select.poll()  # not select(): descriptors may be above FD_SETSIZE
+    poll.register(client, select.POLLIN)
+    return not poll.poll(0)
 
 
 def _answer(client: socket.socket, request: bytes = REQUEST) -> bytes:
