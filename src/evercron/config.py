@@ -13,6 +13,8 @@ tls_cert = "cert.pem"
 tls_key = "key.pem"
 shutdown_grace = "30s"
 store_retry_interval = "5s"   # longest pause between tries of a write the store refused
+header_timeout = "30s"        # time a client has to send a whole request, else closed
+max_connections = 1000        # open HTTP connections; past it the oldest idle are closed
 retention_runs = 1000         # finished runs kept per job
 retention_days = 30
 
@@ -42,9 +44,12 @@ DEFAULT_PORT = 8467
 DEFAULT_SHUTDOWN_GRACE = 30.0
 DEFAULT_UPGRADE_TIMEOUT = 60.0
 DEFAULT_STORE_RETRY_INTERVAL = 5.0
+DEFAULT_HEADER_TIMEOUT = 30.0
+DEFAULT_MAX_CONNECTIONS = 1000
 _DAEMON_KEYS = {
     "state_dir", "listen", "token", "tls_cert", "tls_key", "shutdown_grace",
     "upgrade_timeout", "retention_runs", "retention_days", "store_retry_interval",
+    "header_timeout", "max_connections",
 }  # fmt: skip
 
 
@@ -84,6 +89,13 @@ class Settings:
     retention_runs: int = 1000
     retention_days: float = 30.0
     store_retry_interval: float = DEFAULT_STORE_RETRY_INTERVAL
+    """Longest pause between tries of a write the store refused (disk full, locked)."""
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    """Seconds an HTTP client has to send a whole request (on a new connection or after
+    the previous response); a connection that has not is closed."""
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    """Open HTTP connections at most (lowered to what the descriptor limit leaves);
+    past it the connections idle the longest are closed."""
 
     @property
     def listen(self) -> str:
@@ -287,6 +299,20 @@ def _settings(
         or retention_days <= 0
     ):
         fail("retention_days: expected a number of days > 0", "retention_days")
+    header_timeout = DEFAULT_HEADER_TIMEOUT
+    try:
+        header_timeout = parse_duration(data.get("header_timeout", DEFAULT_HEADER_TIMEOUT))
+        if header_timeout <= 0:
+            raise ValueError("must be more than 0 seconds")
+    except (ValueError, TypeError) as error:
+        fail(f"header_timeout: {error}", "header_timeout")
+    max_connections = data.get("max_connections", DEFAULT_MAX_CONNECTIONS)
+    if (
+        not isinstance(max_connections, int)
+        or isinstance(max_connections, bool)
+        or max_connections < 1
+    ):
+        fail("max_connections: expected a whole number >= 1", "max_connections")
     tls = (data.get("tls_cert"), data.get("tls_key"))
     if (tls[0] is None) != (tls[1] is None):
         fail("tls_cert and tls_key go together", "tls_cert" if tls[0] else "tls_key")
@@ -304,4 +330,6 @@ def _settings(
         retention_runs=retention_runs,
         retention_days=float(retention_days),
         store_retry_interval=durations["store_retry_interval"],
+        header_timeout=header_timeout,
+        max_connections=max_connections,
     )

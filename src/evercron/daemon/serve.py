@@ -44,6 +44,7 @@ import uvicorn
 from evercron import __version__
 from evercron.config import Config
 from evercron.daemon import chores, collector, init, listeners, logs, state
+from evercron.daemon.connections import ACCEPT_BACKLOG, ConnectionGuard
 from evercron.daemon.control import Control
 from evercron.daemon.http import HttpServer
 from evercron.daemon.lost import recover_lost_runs
@@ -53,6 +54,7 @@ from evercron.daemon.upgrade import Handover, Predecessor, UpgradeBusy, UpgradeE
 from evercron.process.descriptors import seal_inherited_descriptors
 from evercron.process.procfs import read_stat
 from evercron.scheduler import Scheduler
+from evercron.scheduler.slots import reserved_descriptors
 from evercron.server.app import create_app
 from evercron.server.context import ApiContext, GenerationInfo
 from evercron.store import RetryPolicy, Store, open_store
@@ -222,7 +224,10 @@ class Daemon:
             started,
             str(self.state_dir),
         )
-        server = HttpServer(self._http_config(context))
+        guard = ConnectionGuard.within_descriptors(
+            self.settings.header_timeout, self.settings.max_connections, reserved_descriptors()
+        )
+        server = HttpServer(self._http_config(context), guard)
         self._upgrader = Upgrader(
             list(self.options.arguments),
             self.generation,
@@ -558,6 +563,8 @@ class Daemon:
             ssl_certfile=self.settings.tls_cert,
             ssl_keyfile=self.settings.tls_key,
             timeout_graceful_shutdown=10,
+            backlog=ACCEPT_BACKLOG,
+            ws="none",  # no WebSocket: every connection stays one the guard counts
         )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:

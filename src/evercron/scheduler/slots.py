@@ -7,7 +7,9 @@ import resource
 from collections import deque
 
 _FDS_PER_PROCESS = 8
-_RESERVED_FDS = 512  # the daemon's own: store, sockets, connections
+# The daemon's own (store, sockets) and its HTTP connections, which get what the live
+# processes leave (daemon.connections.connection_limit: 1000 by default).
+_RESERVED_FDS = 1536
 _MIN_LIVE = 64
 _MAX_LIVE = 16384
 
@@ -19,6 +21,12 @@ def live_process_limit() -> int:
     if soft == resource.RLIM_INFINITY:
         return _MAX_LIVE
     return max(_MIN_LIVE, min(_MAX_LIVE, (soft - _RESERVED_FDS) // _FDS_PER_PROCESS))
+
+
+def reserved_descriptors() -> int:
+    """Descriptors kept for the runs that may be live at once (`live_process_limit`
+    of them): what HTTP connections must leave free."""
+    return live_process_limit() * _FDS_PER_PROCESS
 
 
 class Slots:
