@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from evercron.model import Job, Run, RunStatus, Trigger
-from evercron.scheduler import ManualClock, Scheduler
-from evercron.store import RunQuery
+from evercron.scheduler import KillOutcome, ManualClock, Scheduler
+from evercron.store import Claim, RunQuery
 from evercron.store.sqlite import SqliteStore
 from tests.scheduler.harness import opened_store
 
@@ -297,3 +297,36 @@ class TestRetries:
         assert (first.status, newer.status) == (RunStatus.FAILED, RunStatus.SUCCEEDED)
         assert retry.trigger is Trigger.RETRY and retry.status is RunStatus.SKIPPED
         assert f"run {newer.id} is still running" in (retry.error or "")
+
+
+class TestEveryClaimedRunEnds:
+    """A claimed run reaches a final status whatever fails where."""
+
+    def test_a_start_that_fails_on_an_odd_directory_is_recorded_failed(self, tmp_path: Path) -> None:
+        async def scenario() -> Run:
+            # (The API refuses such a directory; the launcher must not depend on that.)
+            job = every("odd", "0 0 1 1 *", cwd="/tmp/\ud800")
+            async with world(tmp_path, job) as w:
+                run_id = await w.scheduler.trigger("odd")
+                await w.settle()
+                run = await w.store.get_run(run_id)
+            assert run is not None
+            return run
+
+        run = asyncio.run(scenario())
+        assert run.status is RunStatus.FAILED and run.finished_at is not None
+        assert "chdir /tmp/\\ud800" in (run.error or "")
+
+    def test_killing_a_run_whose_process_is_gone_ends_it(self, tmp_path: Path) -> None:
+        async def scenario() -> tuple[object, Run]:
+            async with world(tmp_path, every("job", "0 0 1 1 *")) as w:
+                (stuck,) = await w.store.claim([Claim("job", NOON, Trigger.SCHEDULE)], "owner")
+                assert stuck.run_id is not None  # running, but no process of ours has it
+                outcome = await w.scheduler.kill(stuck.run_id)
+                run = await w.store.get_run(stuck.run_id)
+            assert run is not None
+            return outcome, run
+
+        outcome, run = asyncio.run(scenario())
+        assert outcome is KillOutcome.ENDED
+        assert run.status is RunStatus.KILLED and "already gone" in (run.error or "")

@@ -30,6 +30,7 @@ from evercron.scheduler.live import LiveOutput
 from evercron.scheduler.plan import Plan
 from evercron.scheduler.timing import (
     BIG_STEP,
+    Due,
     Planned,
     due_between,
     next_fire,
@@ -378,9 +379,15 @@ class Scheduler:
         await self._path.fire([Firing(n, at, Trigger.SCHEDULE) for n, at in due], crowded)
 
     async def _fire_when_due(self, name: str, fire_at: dt.datetime) -> None:
-        # Whether an earlier run is still going is decided at the fire time itself.
+        # Whether an earlier run is still going is decided at the fire time itself. A
+        # wake-up that comes late (a stall) is judged by the misfire rules like any gap.
         await self._sleep(fire_at.timestamp() - CLAIM_LEAD - self.clock.time())
-        await self._path.fire([Firing(name, fire_at, Trigger.SCHEDULE)])
+        stored = self._jobs.get(name)
+        if stored is None:
+            return
+        now = self.clock.time()
+        due = Due(1, fire_at, (fire_at,))
+        await self._fire_planned(name, plan_gap(stored.job, due, now, self._gap_cause(now)))
 
     async def _fire_reboot(self, stored: StoredJob) -> None:
         # Keyed by the boot's start time as first recorded for this boot id: once per

@@ -20,6 +20,9 @@ from evercron.scheduler.command import command_for
 from evercron.scheduler.launcher import Launch, Launcher, LaunchMode, launch_mode
 from evercron.store import Claim, Claimed, RetryPolicy, Store, StoredJob, persist
 
+MANUAL_PATIENCE = 5.0
+"""Seconds a manual trigger waits for a store that refuses writes before it is refused."""
+
 
 @dataclass(frozen=True)
 class Firing:
@@ -126,10 +129,14 @@ class FiringPath:
         ]
         if not wanted:
             return results
+        # Someone waits for a manual run: tell them the store is unavailable rather
+        # than keep them waiting. Every other firing waits for the store.
+        by_hand = all(firing.trigger is Trigger.MANUAL for _, firing, _ in wanted)
         outcomes = await persist(
             self._retry,
             f"claim of {len(wanted)} firing(s)",
             lambda: self._store.claim([claim for _, _, claim in wanted], self._owner),
+            give_up_after=MANUAL_PATIENCE if by_hand else None,
         )
         for (index, firing, claim), outcome in zip(wanted, outcomes, strict=True):
             results[index] = outcome

@@ -22,7 +22,7 @@ from evercron.scheduler.lag import LagMonitor
 from evercron.scheduler.live import LiveOutput
 from evercron.scheduler.output import OutputSink
 from evercron.scheduler.slots import Slots, live_process_limit
-from evercron.store import RetryPolicy, RunEnd, Store, persist
+from evercron.store import RetryPolicy, RunEnd, Store, StoreError, persist
 
 log = logging.getLogger("evercron.jobs")
 _SPAWNING = 64  # firings handed to the spawning threads at once (see `_spawn_turn`)
@@ -308,11 +308,22 @@ class Launcher:
     async def _record(self, launch: Launch, end: RunEnd) -> None:
         """Write the result (waiting for the store as long as it takes), then tell
         followers, the log and the retry policy."""
-        recorded = await persist(
-            self._retry,
-            f"result of run {launch.run_id}",
-            lambda: self._store.finish(launch.run_id, end),
-        )
+        try:
+            recorded = await persist(
+                self._retry,
+                f"result of run {launch.run_id}",
+                lambda: self._store.finish(launch.run_id, end),
+            )
+        except StoreError as error:  # refused for good: record at least that it ended
+            log.error("run %s: its result could not be recorded: %s", launch.run_id, error)
+            end = RunEnd(
+                end.status, end.finished_at, error=f"the result could not be recorded: {error}"
+            )
+            recorded = await persist(
+                self._retry,
+                f"end of run {launch.run_id}",
+                lambda: self._store.finish(launch.run_id, end),
+            )
         self.running.pop(launch.run_id, None)
         self._live.end(launch.run_id, str(end.status), end.output_bytes)
         job = launch.job

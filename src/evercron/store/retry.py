@@ -65,10 +65,18 @@ class RetryPolicy:
             self._failing_since = None
 
 
-async def persist(policy: RetryPolicy, what: str, call: Callable[[], Awaitable[T]]) -> T:
+async def persist(
+    policy: RetryPolicy,
+    what: str,
+    call: Callable[[], Awaitable[T]],
+    give_up_after: float | None = None,
+) -> T:
     """`await call()`, again and again while the store is unavailable, until it is
-    accepted; its result. Other errors propagate at once."""
+    accepted; its result. Other errors propagate at once. With `give_up_after` (for a
+    request someone waits for) the last `StoreUnavailable` propagates after that many
+    seconds instead."""
     pause = _FIRST_PAUSE
+    began = policy.clock()
     policy._waiting += 1
     try:
         while True:
@@ -76,6 +84,8 @@ async def persist(policy: RetryPolicy, what: str, call: Callable[[], Awaitable[T
                 result = await call()
             except StoreUnavailable as error:
                 policy._refused(what, error)
+                if give_up_after is not None and policy.clock() - began >= give_up_after:
+                    raise
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, policy.max_interval)
                 continue

@@ -252,7 +252,7 @@ class SqliteDatabase:
                 status,
                 owner,
                 None if error is None else now,
-                error,
+                storable(error),
                 claim.retry_of,
                 int(claim.exclusive and error is None),
             ),
@@ -302,7 +302,7 @@ class SqliteDatabase:
                 end.max_rss_kb,
                 end.output_bytes,
                 int(end.output_truncated),
-                end.error,
+                storable(end.error),
                 run_id,
                 _RUNNING,
             ),
@@ -404,7 +404,8 @@ class SqliteDatabase:
     def add_event(self, kind: str, detail: str, at: dt.datetime) -> None:
         """See `Store.add_event`."""
         self._db.execute(
-            "INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)", (to_text(at), kind, detail)
+            "INSERT INTO events (at, kind, detail) VALUES (?, ?, ?)",
+            (to_text(at), kind, storable(detail)),
         )
 
     def prune(self, keep_per_job: int, older_than: dt.datetime) -> int:
@@ -432,6 +433,14 @@ def _create_private(path: Path) -> None:
             os.chmod(name, 0o600)
     if not path.exists():
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
+def storable(text: str | None) -> str | None:
+    """`text` as UTF-8 can hold it: a lone surrogate (from a file name or an error
+    message) becomes a backslash escape instead of failing the write."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _definition(job: Job) -> str:
