@@ -302,7 +302,9 @@ class TestRetries:
 class TestEveryClaimedRunEnds:
     """A claimed run reaches a final status whatever fails where."""
 
-    def test_a_start_that_fails_on_an_odd_directory_is_recorded_failed(self, tmp_path: Path) -> None:
+    def test_a_start_that_fails_on_an_odd_directory_is_recorded_failed(
+        self, tmp_path: Path
+    ) -> None:
         async def scenario() -> Run:
             # (The API refuses such a directory; the launcher must not depend on that.)
             job = every("odd", "0 0 1 1 *", cwd="/tmp/\ud800")
