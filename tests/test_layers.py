@@ -1,0 +1,76 @@
+"""The import rules of docs/ARCHITECTURE.md, enforced: layers import only downward,
+`server/` never imports `daemon/`, and only `store/` knows a backend."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SOURCE = Path(__file__).parent.parent / "src" / "evercron"
+
+# Each layer and the evercron packages it may import (besides itself).
+ALLOWED: dict[str, set[str]] = {
+    "cron": {"units"},
+    "units": set(),
+    "model": {"cron", "process", "units"},
+    "process": set(),
+    "store": {"model", "cron", "units"},
+    "scheduler": {"model", "cron", "units", "process", "store"},
+    "server": {"model", "cron", "units", "scheduler", "store", "process"},
+    "daemon": {
+        "model",
+        "cron",
+        "units",
+        "scheduler",
+        "store",
+        "process",
+        "server",
+        "config",
+        "settings",
+    },
+    "config": {"model", "cron", "units", "crontab", "settings"},
+    "settings": {"units"},
+    "crontab": {"cron"},
+}
+
+
+def imports_of(path: Path) -> set[str]:
+    """The evercron modules `path` imports (as dotted names below `evercron`)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        else:
+            continue
+        found |= {name.removeprefix("evercron.") for name in names if name.startswith("evercron.")}
+        found |= {"sqlite3"} & set(names)
+    return found
+
+
+def layer_of(path: Path) -> str:
+    relative = path.relative_to(SOURCE)
+    return relative.parts[0] if len(relative.parts) > 1 else relative.stem
+
+
+FILES = sorted(p for p in SOURCE.rglob("*.py") if layer_of(p) in ALLOWED)
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: str(p.relative_to(SOURCE)))
+def test_imports_run_downward(path: Path) -> None:
+    layer = layer_of(path)
+    for name in imports_of(path) - {"sqlite3"}:
+        target = name.split(".")[0]
+        assert target == layer or target in ALLOWED[layer], f"{layer} imports {name}"
+
+
+def test_only_the_store_knows_sqlite_and_its_backends() -> None:
+    for path in SOURCE.rglob("*.py"):
+        if layer_of(path) == "store":
+            continue
+        names = imports_of(path)
+        assert "sqlite3" not in names, path
+        assert not any(n.startswith("store.sqlite") for n in names), path
