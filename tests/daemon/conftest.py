@@ -138,16 +138,31 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
 
     yield start
     for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait(timeout=30)
-        # Upgrade successors are not our children: find them by their state dir.
-        for pid in daemons_of(daemon.state_dir):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            wait_gone(pid)
-        daemon.http.close()
-        daemon._log.close()
+        end_daemon(daemon)
+
+
+@contextlib.contextmanager
+def serving(state_dir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Any]:
+    """One daemon for a whole test module (module-scoped fixtures): killed at the end."""
+    daemon = DaemonProcess(state_dir, *args, env=env)
+    try:
+        yield daemon
+    finally:
+        end_daemon(daemon)
+
+
+def end_daemon(daemon: DaemonProcess) -> None:
+    """Kill a daemon under test and every upgrade successor serving its state dir."""
+    if daemon.process.poll() is None:
+        daemon.process.kill()
+        daemon.process.wait(timeout=30)
+    # Upgrade successors are not our children: find them by their state dir.
+    for pid in daemons_of(daemon.state_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_gone(pid)
+    daemon.http.close()
+    daemon._log.close()
 
 
 def daemons_of(state_dir: Path) -> list[int]:

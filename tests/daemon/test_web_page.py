@@ -214,3 +214,19 @@ def test_add_and_delete_a_job_from_the_page(daemon: DaemonProcess, page: Page) -
     job_row(page, "nightly").get_by_role("button", name="Delete").click()
     expect(job_row(page, "nightly")).to_have_count(0)
     daemon.api("GET", "/api/v1/jobs/nightly", 404)
+
+
+def test_output_bytes_show_as_written(daemon: DaemonProcess, page: Page) -> None:
+    # A euro sign split across two writes, a skull (its UTF-16 low half is U+DC80, the
+    # first code of an escaped byte), an invalid byte and SSE-like text.
+    daemon.add_job(
+        name="bytes",
+        schedule="@yearly",
+        command=r"printf 'split \342\202'; sleep 0.3; "
+        r"printf '\254 \360\237\222\200 \377 event: end\r\n'",
+    )
+    page.goto(sign_in_link(daemon))
+    job_row(page, "bytes").get_by_role("button", name="Run now").click()
+    expect(page.locator("#output-status")).to_have_text("succeeded")
+    shown = page.locator("#output").evaluate("element => element.textContent")
+    assert shown == "split \u20ac \U0001f480 \ufffd event: end\r\n"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
@@ -12,7 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from evercron.daemon import state
 from evercron.model import RunStatus
-from evercron.scheduler import LiveEvent
+from evercron.server import output_stream
 from evercron.server.context import DaemonContext
 from evercron.server.convert import run_out
 from evercron.server.errors import ApiError
@@ -23,8 +22,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 404, 409, 422)
 }
 RunId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A run id")]
-_POLL_SECONDS = 0.5
-_HEARTBEAT_SECONDS = 15.0
 
 
 def _context(request: Request) -> DaemonContext:
@@ -91,9 +88,26 @@ async def run_output(
     follow: Annotated[bool, Query()] = False,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The captured output; with `follow=1` a server-sent event stream: `stdout`/`stderr`
-    events (id = byte offset), `truncated` where bytes were dropped, `end` with the final
-    status. Reconnect with Last-Event-ID to resume."""
+    """The stored output bytes (`application/octet-stream`; the middle of an output larger
+    than the job's `max_output` is not kept: header `X-Evercron-Truncated`).
+
+    With `follow=1`, a `text/event-stream` that runs until the run ends. Each event's `id`
+    is the byte offset of its chunk in the whole output; its data is one line of JSON:
+
+    - `event: stdout` / `event: stderr`, `data: {"offset": N, "text": "..."}`: `text` is the
+      chunk's bytes decoded as UTF-8, where each byte that is not valid UTF-8 becomes the
+      lone surrogate U+DC80..U+DCFF (Python's "surrogateescape"; JSON carries it as a
+      `\\udcXX` escape). `text.encode("utf-8", "surrogateescape")` gives the exact bytes
+      back; a character split across two chunks comes out whole once they are joined.
+    - `event: truncated`, `data: {"offset": N, "dropped": K}`: K bytes from offset N on
+      were not kept.
+    - `event: end`, `data: {"offset": N, "status": "succeeded"}`: the run finished with
+      this status after N bytes; the stream ends.
+
+    To resume (the stream also ends when the daemon hands over to a new process in a hot
+    upgrade), reconnect with `Last-Event-ID` set to the last id received: the stream goes
+    on after that chunk. A Last-Event-ID that is not a whole number from 0 to 2^63-1 is a
+    400."""
     context = _context(request)
     run = await context.db(context.store.get_run, run_id)
     if run is None:
@@ -105,112 +119,9 @@ async def run_output(
             media_type="application/octet-stream",
             headers={"X-Evercron-Truncated": str(run.output_truncated).lower()},
         )
-    try:
-        after = int(last_event_id) if last_event_id else -1
-    except ValueError:
-        raise ApiError(400, f'Last-Event-ID "{last_event_id}" is not a byte offset') from None
+    after = output_stream.resume_after(last_event_id)
     return StreamingResponse(
-        _follow(context, request, run_id, after),
+        output_stream.follow(context, request, run_id, after),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-
-class _Cursor:
-    """What a follower has been sent: the last event id, and where the next byte is.
-
-    A chunk starting further on than expected means bytes were dropped in between (the
-    middle of a large output): a `truncated` event says how many."""
-
-    def __init__(self, after: int, expected: int) -> None:
-        self.after = after
-        self.expected = expected
-
-    def emit(self, kind: str, offset: int, data: bytes) -> list[bytes]:
-        if offset + len(data) <= self.expected and offset <= self.after:
-            return []  # already sent
-        events = []
-        if offset > self.expected:
-            events.append(_event("truncated", self.expected, str(offset - self.expected)))
-        events.append(_event(kind, offset, data))
-        self.after, self.expected = offset, offset + len(data)
-        return events
-
-
-async def _follow(
-    context: DaemonContext, request: Request, run_id: int, after: int
-) -> AsyncIterator[bytes]:
-    live = context.scheduler.live
-    following = live.is_live(run_id) and not context.draining
-    subscription = live.subscribe(run_id) if following else None
-    cursor = _Cursor(after, 0)
-    if after >= 0:  # resuming: the next byte follows the chunk the client saw last
-        seen = await context.db(context.store.read_output, run_id, after - 1, 1)
-        found = bool(seen) and seen[0].offset == after
-        cursor.expected = after + len(seen[0].data) if found else after + 1
-    try:
-        for piece in await _stored_events(context, run_id, cursor):
-            yield piece
-        if subscription is not None:
-            backlog, queue = subscription
-            for event in backlog:
-                for piece in cursor.emit(event.kind, event.offset, event.data):
-                    yield piece
-            async for event in _live_events(queue, request):
-                if event.kind == "end":
-                    break
-                for piece in cursor.emit(event.kind, event.offset, event.data):
-                    yield piece
-            else:
-                return  # the stream was closed (daemon stopping, follower too slow)
-        while True:
-            run = await context.db(context.store.get_run, run_id)
-            if run is None:
-                return
-            finished = run.status.finished
-            for piece in await _stored_events(context, run_id, cursor):
-                yield piece
-            if finished:
-                if run.output_bytes > cursor.expected:
-                    yield _event(
-                        "truncated", cursor.expected, str(run.output_bytes - cursor.expected)
-                    )
-                yield _event("end", max(run.output_bytes, cursor.expected), str(run.status))
-                return
-            if context.draining or await request.is_disconnected():
-                return  # handed over: the client resumes from the successor
-            await asyncio.sleep(_POLL_SECONDS)  # run owned by another process: read the store
-    finally:
-        if subscription is not None:
-            live.unsubscribe(run_id, subscription[1])
-
-
-async def _stored_events(context: DaemonContext, run_id: int, cursor: _Cursor) -> list[bytes]:
-    pieces: list[bytes] = []
-    while True:
-        chunks = await context.db(context.store.read_output, run_id, cursor.after, 500)
-        for chunk in chunks:
-            pieces.extend(cursor.emit(chunk.stream, chunk.offset, chunk.data))
-        if len(chunks) < 500:
-            return pieces
-
-
-async def _live_events(
-    queue: asyncio.Queue[LiveEvent | None], request: Request
-) -> AsyncIterator[LiveEvent]:
-    while True:
-        try:
-            event = await asyncio.wait_for(queue.get(), _HEARTBEAT_SECONDS)
-        except TimeoutError:
-            if await request.is_disconnected():
-                return
-            continue
-        if event is None:
-            return
-        yield event
-
-
-def _event(kind: str, offset: int, data: bytes | str) -> bytes:
-    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
-    lines = "".join(f"data: {line}\n" for line in text.split("\n"))
-    return f"id: {offset}\nevent: {kind}\n{lines}\n".encode()

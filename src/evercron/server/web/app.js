@@ -233,6 +233,7 @@ function closeOutput() {
 
 async function followOutput(runId, signal) {
   let lastId = null;
+  const text = new OutputText();
   for (let attempt = 0; attempt <= FOLLOW_RETRIES && !signal.aborted; attempt++) {
     const headers = { Authorization: `Bearer ${token}`, Accept: "text/event-stream" };
     if (lastId !== null) headers["Last-Event-ID"] = lastId;
@@ -254,7 +255,7 @@ async function followOutput(runId, signal) {
           const event = parseEvent(buffer.slice(0, end));
           buffer = buffer.slice(end + 2);
           if (event.id !== null) lastId = event.id;
-          if (show(event)) return; // the run ended
+          if (show(event, text)) return; // the run ended
         }
       }
     } catch (error) {
@@ -265,7 +266,8 @@ async function followOutput(runId, signal) {
 }
 
 function parseEvent(text) {
-  const event = { id: null, kind: "message", data: [] };
+  // The daemon writes one `data:` line of JSON per event; CR and LF inside are escaped.
+  const event = { id: null, kind: "message", data: null };
   for (const line of text.split("\n")) {
     const colon = line.indexOf(":");
     if (colon <= 0) continue; // a comment (heartbeat) or nothing
@@ -273,25 +275,58 @@ function parseEvent(text) {
     const value = line.slice(colon + 1).replace(/^ /, "");
     if (field === "id") event.id = value;
     else if (field === "event") event.kind = value;
-    else if (field === "data") event.data.push(value);
+    else if (field === "data") event.data = JSON.parse(value);
   }
-  event.data = event.data.join("\n");
   return event;
 }
 
-function show(event) {
+// Output text as the API sends it: bytes that are not UTF-8 arrive as U+DC80..U+DCFF
+// (one per byte). They become bytes again and each stream is decoded as one, so a
+// character split across two chunks shows whole.
+class OutputText {
+  constructor() {
+    this.decoders = { stdout: new TextDecoder(), stderr: new TextDecoder() };
+    this.encoder = new TextEncoder();
+  }
+
+  decode(stream, text) {
+    return this.decoders[stream].decode(this.bytes(text), { stream: true });
+  }
+
+  bytes(text) {
+    if (!/[\uDC80-\uDCFF]/u.test(text)) return this.encoder.encode(text);
+    const parts = [];
+    let size = 0;
+    for (const piece of text.split(/([\uDC80-\uDCFF]+)/u)) {
+      const part = /^[\uDC80-\uDCFF]/u.test(piece)
+        ? Uint8Array.from(piece, (c) => c.charCodeAt(0) - 0xdc00)
+        : this.encoder.encode(piece);
+      parts.push(part);
+      size += part.length;
+    }
+    const joined = new Uint8Array(size);
+    let at = 0;
+    for (const part of parts) {
+      joined.set(part, at);
+      at += part.length;
+    }
+    return joined;
+  }
+}
+
+function show(event, text) {
   const output = $("output");
   if (event.kind === "stdout" || event.kind === "stderr") {
     const span = document.createElement("span");
     span.className = event.kind;
-    span.textContent = event.data;
+    span.textContent = text.decode(event.kind, event.data.text);
     output.append(span);
     output.scrollTop = output.scrollHeight;
   } else if (event.kind === "truncated") {
-    note(`[… ${event.data} bytes not kept …]`);
+    note(`[… ${event.data.dropped} bytes not kept …]`);
   } else if (event.kind === "end") {
-    $("output-status").textContent = event.data;
-    $("output-status").className = `status-${event.data}`;
+    $("output-status").textContent = event.data.status;
+    $("output-status").className = `status-${event.data.status}`;
     return true;
   }
   return false;
