@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from evercron import __version__
-from evercron.server import jobs, runs, system, web
+from evercron.server import jobs, runs, schedule, system, web
 from evercron.server.context import DaemonContext
 from evercron.server.errors import install_error_handlers
 
@@ -33,6 +33,7 @@ def create_app(context: DaemonContext) -> FastAPI:
     install_error_handlers(app)
     app.include_router(jobs.router)
     app.include_router(runs.router)
+    app.include_router(schedule.router)
     app.include_router(system.router)
     app.include_router(web.router)
     app.add_middleware(_Guard, token=context.token)

@@ -160,3 +160,25 @@ class ErrorOut(BaseModel):
     """Every error response: one clear sentence."""
 
     error: str
+
+
+class FireTime(BaseModel):
+    """One fire time of a schedule preview."""
+
+    at: dt.datetime = Field(description="The instant, UTC")
+    local: str = Field(description="The same instant in the schedule's zone, ISO 8601")
+    zone: str = Field(description="The zone's abbreviation then, e.g. CET or CEST")
+    dst_change: bool = Field(
+        description="The zone's UTC offset differs from the previous fire time's (for the "
+        "first one: from the offset at the preview's start): a daylight saving change lies "
+        "between them"
+    )
+
+
+class PreviewOut(BaseModel):
+    """What a cron expression means and when it fires next."""
+
+    expression: str
+    timezone: str = Field(description="The zone it is read in (the daemon's when not given)")
+    explanation: str
+    fire_times: list[FireTime]

@@ -1,0 +1,95 @@
+"""The API the web page reads: schedule previews, run filters and pages, each job's
+latest runs, output downloads and tails, and the read-only viewer token."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.daemon.conftest import DaemonProcess, serving
+
+DAEMON_ZONE = "America/New_York"
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    state = tmp_path_factory.mktemp("views") / "state"
+    with serving(state, env={"TZ": DAEMON_ZONE}) as started:
+        yield started
+
+
+def _preview(daemon: DaemonProcess, expect: int = 200, **params: Any) -> Any:
+    return daemon.api("GET", "/api/v1/schedule/preview", expect, params=params)
+
+
+def test_a_preview_explains_and_lists_fire_times_with_dst_changes(daemon: DaemonProcess) -> None:
+    shown = _preview(
+        daemon,
+        expression="0 9 * * *",
+        timezone="Europe/Berlin",
+        count=3,
+        after="2024-03-29T12:00:00Z",
+    )
+    assert shown["expression"] == "0 9 * * *" and shown["timezone"] == "Europe/Berlin"
+    assert shown["explanation"] == "At 09:00"
+    assert [(f["local"], f["zone"], f["dst_change"]) for f in shown["fire_times"]] == [
+        ("2024-03-30T09:00:00+01:00", "CET", False),
+        ("2024-03-31T09:00:00+02:00", "CEST", True),
+        ("2024-04-01T09:00:00+02:00", "CEST", False),
+    ]
+    assert shown["fire_times"][1]["at"] == "2024-03-31T07:00:00Z"
+
+
+def test_a_preview_shows_a_time_the_gap_moved(daemon: DaemonProcess) -> None:
+    shown = _preview(
+        daemon,
+        expression="30 2 * * *",
+        timezone="Europe/Berlin",
+        count=2,
+        after="2024-03-30T12:00:00+01:00",
+    )
+    assert [(f["local"], f["dst_change"]) for f in shown["fire_times"]] == [
+        ("2024-03-31T03:00:00+02:00", True),  # 02:30 does not exist that night
+        ("2024-04-01T02:30:00+02:00", False),
+    ]
+
+
+def test_a_preview_defaults_to_five_times_in_the_daemons_zone(daemon: DaemonProcess) -> None:
+    shown = _preview(daemon, expression="@hourly")
+    assert shown["timezone"] == DAEMON_ZONE and len(shown["fire_times"]) == 5
+    assert _preview(daemon, expression="@reboot")["fire_times"] == []
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({"expression": "0 24 * * *"}, 'hour field "24": 24 is out of range 0-23'),
+        ({"expression": "0 0 30 2 *"}, "the expression can never fire"),
+        ({"expression": ""}, "expected 5, 6 or 7 fields"),
+        ({"expression": "@daily", "timezone": "Mars/Olympus"}, 'unknown time zone "Mars/Olympus"'),
+        ({"expression": "@daily", "timezone": "America"}, 'unknown time zone "America"'),
+        ({"expression": "@daily", "timezone": "Etc"}, 'unknown time zone "Etc"'),
+        ({"expression": "@daily", "timezone": "../etc/passwd"}, "unknown time zone"),
+        ({"expression": "@daily", "timezone": "x" * 250}, "unknown time zone"),
+        ({"expression": "@daily", "timezone": "x" * 300}, "timezone"),
+        ({"expression": "@daily", "count": 0}, "count"),
+        ({"expression": "@daily", "count": 101}, "count"),
+        ({"expression": "@daily", "after": "yesterday"}, "after"),
+        ({"expression": "@daily", "after": "9999-12-31T23:59:59-05:00"}, "after"),
+        ({}, "expression"),
+    ],
+)
+def test_a_bad_preview_is_a_422_with_the_reason(
+    daemon: DaemonProcess, params: dict[str, Any], error: str
+) -> None:
+    answer = daemon.http.get("/api/v1/schedule/preview", params=params)
+    assert answer.status_code == 422, answer.text
+    assert error in answer.json()["error"]
+
+
+def test_a_preview_needs_a_token(daemon: DaemonProcess) -> None:
+    anonymous = httpx.get(f"{daemon.url}/api/v1/schedule/preview?expression=@daily")
+    assert anonymous.status_code == 401
