@@ -3,6 +3,7 @@ latest runs, output downloads and tails, and the read-only viewer token."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -93,3 +94,80 @@ def test_a_bad_preview_is_a_422_with_the_reason(
 def test_a_preview_needs_a_token(daemon: DaemonProcess) -> None:
     anonymous = httpx.get(f"{daemon.url}/api/v1/schedule/preview?expression=@daily")
     assert anonymous.status_code == 401
+
+
+def _finished_runs(daemon: DaemonProcess, job: str, count: int) -> list[dict[str, Any]]:
+    return [
+        daemon.wait_for_run(daemon.api("POST", f"/api/v1/jobs/{job}/trigger", 202)["id"])
+        for _ in range(count)
+    ]
+
+
+def test_runs_page_by_id_and_filter_by_time(daemon: DaemonProcess) -> None:
+    daemon.add_job(name="paged", schedule="@yearly", command="true")
+    runs = _finished_runs(daemon, "paged", 5)
+    ids = [run["id"] for run in reversed(runs)]
+    first = daemon.api("GET", "/api/v1/runs", params={"job": "paged", "limit": 2})
+    second = daemon.api(
+        "GET", "/api/v1/runs", params={"job": "paged", "limit": 2, "before": first[-1]["id"]}
+    )
+    third = daemon.api(
+        "GET", "/api/v1/runs", params={"job": "paged", "limit": 2, "before": second[-1]["id"]}
+    )
+    assert [r["id"] for r in first + second + third] == ids
+    since, until = runs[1]["scheduled_at"], runs[3]["scheduled_at"]
+    window = daemon.api(
+        "GET", "/api/v1/runs", params={"job": "paged", "since": since, "until": until}
+    )
+    assert [r["id"] for r in window] == [runs[2]["id"], runs[1]["id"]]
+    naive = since.removesuffix("Z")  # no offset: UTC
+    assert daemon.api("GET", "/api/v1/runs", params={"job": "paged", "since": naive}) == (
+        daemon.api("GET", "/api/v1/runs", params={"job": "paged", "since": since})
+    )
+
+
+def test_retries_are_found_from_their_original(daemon: DaemonProcess) -> None:
+    daemon.add_job(name="flaky", schedule="@yearly", command="exit 3", retries=1, retry_backoff=0)
+    original = _finished_runs(daemon, "flaky", 1)[0]
+    deadline = time.monotonic() + 30
+    while not (retries := daemon.api("GET", "/api/v1/runs", params={"retry_of": original["id"]})):
+        assert time.monotonic() < deadline, "no retry was claimed"
+        time.sleep(0.05)
+    assert [(r["attempt"], r["retry_of"]) for r in retries] == [(2, original["id"])]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"before": 0},
+        {"before": 2**63},
+        {"since": "soon"},
+        {"until": "0001-01-01T00:00:00+05:00"},
+        {"retry_of": "x"},
+    ],
+)
+def test_bad_run_filters_are_a_422(daemon: DaemonProcess, params: dict[str, Any]) -> None:
+    answer = daemon.http.get("/api/v1/runs", params=params)
+    assert answer.status_code == 422, answer.text
+    assert next(iter(params)) in answer.json()["error"]
+
+
+def test_latest_runs_of_every_job_in_one_request(daemon: DaemonProcess) -> None:
+    daemon.add_job(name="strip", schedule="@yearly", command="true")
+    daemon.add_job(name="strip-idle", schedule="@yearly", command="true")
+    runs = _finished_runs(daemon, "strip", 3)
+    latest = {
+        entry["job"]: entry["runs"]
+        for entry in daemon.api("GET", "/api/v1/runs/latest", params={"per_job": 2})
+    }
+    assert latest["strip-idle"] == []
+    assert latest["strip"] == [
+        {key: run[key] for key in ("id", "status", "scheduled_at", "started_at", "finished_at")}
+        for run in reversed(runs[1:])
+    ]
+    assert all(len(entries) <= 2 for entries in latest.values())
+    jobs = daemon.api("GET", "/api/v1/jobs")
+    assert sorted(latest) == sorted(job["name"] for job in jobs)
+    for per_job in (0, 101, "x"):
+        answer = daemon.http.get("/api/v1/runs/latest", params={"per_job": per_job})
+        assert answer.status_code == 422 and "per_job" in answer.json()["error"]

@@ -147,6 +147,41 @@ class TestClaims:
         assert len(store.list_runs(status=RunStatus.RUNNING)) == 2
         assert len(store.list_runs(limit=2)) == 2
 
+    def test_list_pages_by_id_and_filters_by_time_and_original(self, store: SqliteStore) -> None:
+        ids = [
+            store.claim("a", NOW + dt.timedelta(minutes=minute), Trigger.SCHEDULE, "o")
+            for minute in range(6)
+        ]
+        retry = store.claim("a", NOW, Trigger.RETRY, "o", attempt=2, retry_of=ids[0])
+        assert None not in ids and retry is not None
+        pages, before = [], None
+        while page := [r.id for r in store.list_runs(limit=3, before=before)]:
+            pages.append(page)
+            before = page[-1]
+        assert pages == [[retry, ids[5], ids[4]], [ids[3], ids[2], ids[1]], [ids[0]]]
+        since, until = NOW + dt.timedelta(minutes=2), NOW + dt.timedelta(minutes=4)
+        window = store.list_runs(since=since, until=until)
+        assert [r.id for r in window] == [ids[3], ids[2]]  # until is exclusive
+        berlin = since.astimezone(zoneinfo.ZoneInfo("Europe/Berlin"))
+        assert [r.id for r in store.list_runs(since=berlin, until=until)] == [ids[3], ids[2]]
+        assert [r.id for r in store.list_runs(retry_of=ids[0])] == [retry]
+
+    def test_latest_runs_of_every_job(self, store: SqliteStore) -> None:
+        for name in ("a", "b", "idle"):
+            store.put_job(a_job(name), NOW)
+        claimed = {
+            name: [
+                store.claim(name, NOW + dt.timedelta(minutes=m), Trigger.SCHEDULE, "o")
+                for m in range(4)
+            ]
+            for name in ("a", "b", "gone")  # "gone" has runs but no job any more
+        }
+        latest = store.latest_runs(3)
+        assert list(latest) == ["a", "b", "idle"]
+        assert [r.id for r in latest["a"]] == claimed["a"][:0:-1]
+        assert [r.id for r in latest["b"]] == claimed["b"][:0:-1]
+        assert latest["idle"] == []
+
     def test_last_scheduled_ignores_manual_runs(self, store: SqliteStore) -> None:
         assert store.last_scheduled("backup") is None
         store.claim("backup", NOW, Trigger.SCHEDULE, "a")

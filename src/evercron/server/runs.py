@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from evercron.daemon import state
-from evercron.model import RunStatus
+from evercron.model import Run, RunStatus
 from evercron.server import output_stream
 from evercron.server.context import DaemonContext
 from evercron.server.convert import run_out
 from evercron.server.errors import ApiError
-from evercron.server.schemas import ErrorOut, RunOut
+from evercron.server.schemas import ErrorOut, JobRuns, RunOut
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -35,11 +36,74 @@ async def list_runs(
     job: str | None = None,
     status: Annotated[RunStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    before: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="Only runs with a smaller id (pages)")
+    ] = None,
+    since: Annotated[
+        dt.datetime | None, Query(description="Only runs scheduled at or after (ISO 8601)")
+    ] = None,
+    until: Annotated[
+        dt.datetime | None, Query(description="Only runs scheduled before (ISO 8601)")
+    ] = None,
+    retry_of: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="Only the retries of this run")
+    ] = None,
 ) -> list[RunOut]:
-    """Runs, newest first, filtered by job and status."""
+    """Runs, newest first, filtered by job, status, scheduled time (a time without an
+    offset is UTC) and original run. The next page of a listing: `before` = the last id."""
     context = _context(request)
-    runs = await context.db(context.store.list_runs, job, status, limit)
+    runs = await context.db(
+        context.store.list_runs,
+        job,
+        status,
+        limit,
+        before=before,
+        since=_utc("since", since),
+        until=_utc("until", until),
+        retry_of=retry_of,
+    )
     return [run_out(run) for run in runs]
+
+
+@router.get("/latest", response_model=list[JobRuns], responses=_ERRORS)
+async def latest_runs(
+    request: Request, per_job: Annotated[int, Query(ge=1, le=100)] = 20
+) -> Response:
+    """The newest `per_job` runs of every job (newest first), briefly: a status strip
+    for each job of a long list in one request."""
+    context = _context(request)
+    latest = await context.db(context.store.latest_runs, per_job)
+    # Written directly: with a thousand jobs, model validation would cost more than the
+    # store reads.
+    body = [{"job": job, "runs": [_brief(run) for run in runs]} for job, runs in latest.items()]
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+
+def _brief(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "status": str(run.status),
+        "scheduled_at": _iso(run.scheduled_at),
+        "started_at": _iso(run.started_at),
+        "finished_at": _iso(run.finished_at),
+    }
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    """An API time as pydantic writes it: UTC with a Z."""
+    return None if moment is None else moment.astimezone(dt.UTC).isoformat()[:-6] + "Z"
+
+
+def _utc(name: str, moment: dt.datetime | None) -> dt.datetime | None:
+    """A query time in UTC; one given without an offset is UTC."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError:
+        raise ApiError(422, f"{name}: {moment.isoformat()} is out of the range of dates") from None
 
 
 @router.get("/{run_id}", response_model=RunOut, responses=_ERRORS)

@@ -182,3 +182,20 @@ class PreviewOut(BaseModel):
     timezone: str = Field(description="The zone it is read in (the daemon's when not given)")
     explanation: str
     fire_times: list[FireTime]
+
+
+class RunBrief(BaseModel):
+    """A run in a job's status strip: enough to colour, date and link it."""
+
+    id: int
+    status: Literal["running", "succeeded", "failed", "timed_out", "killed", "lost", "skipped"]
+    scheduled_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+
+
+class JobRuns(BaseModel):
+    """The newest runs of one job, newest first."""
+
+    job: str
+    runs: list[RunBrief]

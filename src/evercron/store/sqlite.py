@@ -343,22 +343,46 @@ class SqliteStore:
         return None if found is None else _run(found)
 
     def list_runs(
-        self, job: str | None = None, status: RunStatus | None = None, limit: int = 100
+        self,
+        job: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 100,
+        *,
+        before: int | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
+        retry_of: int | None = None,
     ) -> list[Run]:
-        """Runs, newest first, optionally of one job and/or one status."""
+        """Runs, newest first, optionally of one job and/or one status; `before` pages
+        (ids below it), `since`/`until` bound the scheduled time (inclusive/exclusive),
+        `retry_of` keeps the retries of one run."""
         clauses, values = [], []
-        if job is not None:
-            clauses.append("job = ?")
-            values.append(job)
-        if status is not None:
-            clauses.append("status = ?")
-            values.append(str(status))
+        for clause, value in (
+            ("job = ?", job),
+            ("status = ?", None if status is None else str(status)),
+            ("id < ?", before),
+            ("scheduled_at >= ?", None if since is None else to_text(since)),
+            ("scheduled_at < ?", None if until is None else to_text(until)),
+            ("retry_of = ?", retry_of),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                values.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._db.execute(
             f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY id DESC LIMIT ?",
             (*values, limit),
         ).fetchall()
         return [_run(row) for row in rows]
+
+    def latest_runs(self, per_job: int) -> dict[str, list[Run]]:
+        """The newest `per_job` runs of every job, newest first, by job name (one indexed
+        read per job: fast with a long history)."""
+        names = [row[0] for row in self._db.execute("SELECT name FROM jobs ORDER BY name")]
+        query = f"SELECT {_RUN_COLUMNS} FROM runs WHERE job = ? ORDER BY id DESC LIMIT ?"
+        return {
+            name: [_run(row) for row in self._db.execute(query, (name, per_job))] for name in names
+        }
 
     def last_scheduled(self, job: str) -> dt.datetime | None:
         """The latest scheduled time claimed for `job` by its schedule (misfire baseline)."""
