@@ -55,12 +55,18 @@ def output_of(events: Iterable[Event]) -> bytes:
 
 
 def follow(
-    http: httpx.Client, run_id: int, last_event_id: str | None = None
+    http: httpx.Client,
+    run_id: int,
+    last_event_id: str | None = None,
+    params: dict[str, Any] | None = None,
 ) -> tuple[httpx.Response, list[Event]]:
     """Follow a run's output until the stream ends; the response and its events."""
     headers = {} if last_event_id is None else {"Last-Event-ID": last_event_id}
     with http.stream(
-        "GET", f"/api/v1/runs/{run_id}/output", params={"follow": 1}, headers=headers
+        "GET",
+        f"/api/v1/runs/{run_id}/output",
+        params={"follow": 1, **(params or {})},
+        headers=headers,
     ) as response:
         body = response.read()
     return response, (parse(body) if response.status_code == 200 else [])

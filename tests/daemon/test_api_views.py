@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.daemon import sse
 from tests.daemon.conftest import DaemonProcess, serving
 
 DAEMON_ZONE = "America/New_York"
@@ -171,3 +172,45 @@ def test_latest_runs_of_every_job_in_one_request(daemon: DaemonProcess) -> None:
     for per_job in (0, 101, "x"):
         answer = daemon.http.get("/api/v1/runs/latest", params={"per_job": per_job})
         assert answer.status_code == 422 and "per_job" in answer.json()["error"]
+
+
+def test_output_download_is_an_attachment_with_a_file_name(daemon: DaemonProcess) -> None:
+    daemon.add_job(name="saved", schedule="@yearly", command=r"printf 'one\r\ntwo \377\n'")
+    run = _finished_runs(daemon, "saved", 1)[0]
+    answer = daemon.http.get(f"/api/v1/runs/{run['id']}/output", params={"download": 1})
+    assert answer.status_code == 200 and answer.content == b"one\r\ntwo \xff\n"
+    assert answer.headers["content-disposition"] == (
+        f'attachment; filename="evercron-run-{run["id"]}-saved.log"'
+    )
+    assert answer.headers["content-type"] == "application/octet-stream"
+    plain = daemon.http.get(f"/api/v1/runs/{run['id']}/output")
+    assert plain.content == answer.content and "content-disposition" not in plain.headers
+    both = daemon.http.get(f"/api/v1/runs/{run['id']}/output", params={"download": 1, "follow": 1})
+    assert both.status_code == 422 and "download" in both.json()["error"]
+
+
+def test_the_tail_of_an_output_starts_at_a_chunk(daemon: DaemonProcess) -> None:
+    daemon.add_job(
+        name="pieces",
+        schedule="@yearly",
+        command="printf aaaa; sleep 0.2; printf bbbb; sleep 0.2; printf cccc",
+    )
+    run = _finished_runs(daemon, "pieces", 1)[0]
+    _, events = sse.follow(daemon.http, run["id"])
+    chunks = [(e.id, e.data["text"]) for e in events if e.kind == "stdout"]
+    assert "".join(text for _, text in chunks) == "aaaabbbbcccc"
+    for tail in (1, 4, 5, 11, 12, 100):
+        first = max((o for o, _ in chunks if o <= 12 - tail), default=0)
+        expected = "aaaabbbbcccc"[first:]
+        raw = daemon.http.get(f"/api/v1/runs/{run['id']}/output", params={"tail": tail})
+        assert raw.text == expected, tail
+        response, tailed = sse.follow(daemon.http, run["id"], params={"tail": tail})
+        assert response.status_code == 200
+        assert [e.kind for e in tailed if e.kind != "stdout"] == ["end"]
+        assert sse.output_of(tailed) == expected.encode()
+    # Resuming wins over the tail.
+    _, resumed = sse.follow(daemon.http, run["id"], str(chunks[0][0]), params={"tail": 1})
+    assert sse.output_of(resumed) == "aaaabbbbcccc"[len(chunks[0][1]) :].encode()
+    for bad in (0, -1, "x"):
+        answer = daemon.http.get(f"/api/v1/runs/{run['id']}/output", params={"tail": bad})
+        assert answer.status_code == 422 and "tail" in answer.json()["error"]

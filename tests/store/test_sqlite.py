@@ -238,6 +238,21 @@ class TestOutputAndSchema:
         assert [c.data for c in store.read_output(7)] == [b"ab", b"c", b"\xff\x00"]
         assert [c.offset for c in store.read_output(7, after=0)] == [2, 3]
 
+    def test_the_tail_starts_at_the_chunk_holding_its_first_byte(self, store: SqliteStore) -> None:
+        assert store.tail_start(8, 10) == 0  # no output
+        # 0-9 kept, 10-99 dropped (max_output), 100-119 kept.
+        store.append_output(
+            8,
+            [
+                StoredChunk(0, "stdout", 1.0, b"a" * 10),
+                StoredChunk(100, "stdout", 2.0, b"b" * 10),
+                StoredChunk(110, "stderr", 2.0, b"c" * 10),
+            ],
+        )
+        assert [store.tail_start(8, n) for n in (1, 10, 11, 20, 21, 119, 120, 500)] == [
+            *(110, 110, 100, 100, 0, 0, 0, 0)
+        ]
+
     def test_migrate_is_idempotent(self, store: SqliteStore) -> None:
         assert store.migrate() == store.migrate()
 

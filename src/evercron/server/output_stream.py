@@ -94,17 +94,31 @@ class _Cursor:
         return events
 
 
+async def stored_bytes(context: DaemonContext, run_id: int, start: int) -> AsyncIterator[bytes]:
+    """A run's stored output from the chunk at `start` on, one store read at a time."""
+    after = start - 1
+    while True:
+        chunks = await context.db(context.store.read_output, run_id, after, _STORED_BATCH)
+        if chunks:
+            yield b"".join(chunk.data for chunk in chunks)
+            after = chunks[-1].offset
+        if len(chunks) < _STORED_BATCH:
+            return
+
+
 async def follow(
-    context: DaemonContext, request: Request, run_id: int, after: int
+    context: DaemonContext, request: Request, run_id: int, after: int, start: int = 0
 ) -> AsyncIterator[bytes]:
-    """The events of a run's output after byte offset `after` (-1: from the start), live
-    while this process runs it, from the store otherwise, until its `end` event. Ends
-    early when this process hands over to a successor (the client resumes there)."""
+    """The events of a run's output after byte offset `after` (-1: from the chunk at
+    `start` on), live while this process runs it, from the store otherwise, until its
+    `end` event. Ends early when this process hands over to a successor (the client
+    resumes there)."""
     live = context.scheduler.live
     following = live.is_live(run_id) and not context.draining
     subscription = live.subscribe(run_id) if following else None
-    cursor = _Cursor(after, 0)
+    cursor = _Cursor(start - 1, start)
     if after >= 0:  # resuming: the next byte follows the chunk the client saw last
+        cursor.after = after
         seen = await context.db(context.store.read_output, run_id, after - 1, 1)
         found = bool(seen) and seen[0].offset == after
         cursor.expected = after + len(seen[0].data) if found else after + 1

@@ -149,11 +149,19 @@ async def kill_run(run_id: RunId, request: Request) -> RunOut:
 async def run_output(
     run_id: RunId,
     request: Request,
-    follow: Annotated[bool, Query()] = False,
+    follow: Annotated[bool, Query(description="Stream events until the run ends")] = False,
+    download: Annotated[bool, Query(description="As a file to save (attachment)")] = False,
+    tail: Annotated[
+        int | None,
+        Query(ge=1, le=2**63 - 1, description="Only the last TAIL bytes kept (whole chunks)"),
+    ] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The stored output bytes (`application/octet-stream`; the middle of an output larger
-    than the job's `max_output` is not kept: header `X-Evercron-Truncated`).
+    than the job's `max_output` is not kept: header `X-Evercron-Truncated`). With
+    `download=1` they come as an attachment named `evercron-run-<id>-<job>.log`. With
+    `tail=N`, only the end: from the start of the stored chunk that holds the N-th byte
+    before the end.
 
     With `follow=1`, a `text/event-stream` that runs until the run ends. Each event's `id`
     is the byte offset of its chunk in the whole output; its data is one line of JSON:
@@ -170,22 +178,29 @@ async def run_output(
 
     To resume (the stream also ends when the daemon hands over to a new process in a hot
     upgrade), reconnect with `Last-Event-ID` set to the last id received: the stream goes
-    on after that chunk. A Last-Event-ID that is not a whole number from 0 to 2^63-1 is a
-    400."""
+    on after that chunk (`tail` is then ignored). A Last-Event-ID that is not a whole
+    number from 0 to 2^63-1 is a 400. With `tail=N` a stream starts at the tail as above
+    (and says nothing of what comes before it)."""
     context = _context(request)
+    if follow and download:
+        raise ApiError(422, "download: a download is the stored output, it cannot follow")
+    after = output_stream.resume_after(last_event_id) if follow else -1
     run = await context.db(context.store.get_run, run_id)
     if run is None:
         raise ApiError(404, f"no run {run_id}")
-    if not follow:
-        chunks = await context.db(context.store.read_output, run_id, -1, 1_000_000)
-        return Response(
-            b"".join(c.data for c in chunks),
-            media_type="application/octet-stream",
-            headers={"X-Evercron-Truncated": str(run.output_truncated).lower()},
+    start = 0 if tail is None else await context.db(context.store.tail_start, run_id, tail)
+    if follow:
+        return StreamingResponse(
+            output_stream.follow(context, request, run_id, after, start),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    after = output_stream.resume_after(last_event_id)
+    headers = {"X-Evercron-Truncated": str(run.output_truncated).lower()}
+    if download:
+        name = f"evercron-run-{run.id}-{run.job}.log"
+        headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return StreamingResponse(
-        output_stream.follow(context, request, run_id, after),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        output_stream.stored_bytes(context, run_id, start),
+        media_type="application/octet-stream",
+        headers=headers,
     )

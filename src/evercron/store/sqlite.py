@@ -438,6 +438,23 @@ class SqliteStore:
         ).fetchall()
         return [StoredChunk(row[0], row[1], row[2], bytes(row[3])) for row in rows]
 
+    def tail_start(self, run_id: int, tail_bytes: int) -> int:
+        """Where to read the last `tail_bytes` of a run's stored output from: the offset
+        of the chunk holding the first of them (0 when the output is shorter)."""
+        last = self._db.execute(
+            "SELECT offset + length(data) FROM output WHERE run_id = ? "
+            "ORDER BY offset DESC LIMIT 1",
+            (run_id,),
+        ).fetchone()
+        if last is None or last[0] <= tail_bytes:
+            return 0
+        row = self._db.execute(
+            "SELECT offset FROM output WHERE run_id = ? AND offset <= ? "
+            "ORDER BY offset DESC LIMIT 1",
+            (run_id, last[0] - tail_bytes),
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
     # -- events and retention ----------------------------------------------------------
 
     def add_event(self, kind: str, detail: str, at: dt.datetime) -> None:
