@@ -141,3 +141,13 @@ def test_listen(text: str, expected: tuple[str, int]) -> None:
 def test_bad_listen(text: str) -> None:
     with pytest.raises(ValueError, match="expected HOST:PORT"):
         parse_listen(text)
+
+
+def test_the_viewer_token(tmp_path: Path) -> None:
+    toml = write(tmp_path / "v.toml", '[daemon]\nviewer_token = "look-but-do-not-touch"\n')
+    assert load_config(toml).settings.viewer_token == "look-but-do-not-touch"
+    assert load_config(None).settings.viewer_token is None
+    for bad in ("1234", '""', "false"):
+        toml = write(tmp_path / "bad.toml", f"[daemon]\nviewer_token = {bad}\n")
+        with pytest.raises(ConfigError, match=r"bad.toml:2: viewer_token: expected a non-empty"):
+            load_config(toml)

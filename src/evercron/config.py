@@ -9,6 +9,7 @@ reason), so a bad file never half-applies.
 state_dir = "/var/lib/evercron"
 listen = "127.0.0.1:8467"
 token = "..."                 # else EVERCRON_TOKEN, else generated into the state dir
+viewer_token = "..."          # read-only; else EVERCRON_VIEWER_TOKEN, else none
 tls_cert = "cert.pem"
 tls_key = "key.pem"
 shutdown_grace = "30s"
@@ -41,7 +42,7 @@ DEFAULT_PORT = 8467
 DEFAULT_SHUTDOWN_GRACE = 30.0
 DEFAULT_UPGRADE_TIMEOUT = 60.0
 _DAEMON_KEYS = {
-    "state_dir", "listen", "token", "tls_cert", "tls_key", "shutdown_grace",
+    "state_dir", "listen", "token", "viewer_token", "tls_cert", "tls_key", "shutdown_grace",
     "upgrade_timeout", "retention_runs", "retention_days",
 }  # fmt: skip
 
@@ -75,6 +76,7 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     token: str | None = None
+    viewer_token: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
@@ -283,6 +285,9 @@ def _settings(
         or retention_days <= 0
     ):
         fail("retention_days: expected a number of days > 0", "retention_days")
+    viewer_token = data.get("viewer_token")
+    if viewer_token is not None and (not isinstance(viewer_token, str) or not viewer_token):
+        fail("viewer_token: expected a non-empty string", "viewer_token")
     tls = (data.get("tls_cert"), data.get("tls_key"))
     if (tls[0] is None) != (tls[1] is None):
         fail("tls_cert and tls_key go together", "tls_cert" if tls[0] else "tls_key")
@@ -293,6 +298,7 @@ def _settings(
         host=host,
         port=port,
         token=data.get("token") or None,
+        viewer_token=viewer_token,
         tls_cert=tls[0],
         tls_key=tls[1],
         shutdown_grace=durations["shutdown_grace"],

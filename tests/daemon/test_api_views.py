@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,15 +13,25 @@ import pytest
 
 from tests.daemon import sse
 from tests.daemon.conftest import DaemonProcess, serving
+from tests.helpers import run_cli
 
 DAEMON_ZONE = "America/New_York"
+VIEWER_TOKEN = "viewer-token-for-the-tests"
 
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     state = tmp_path_factory.mktemp("views") / "state"
-    with serving(state, env={"TZ": DAEMON_ZONE}) as started:
+    env = {"TZ": DAEMON_ZONE, "EVERCRON_VIEWER_TOKEN": VIEWER_TOKEN}
+    with serving(state, env=env) as started:
         yield started
+
+
+@pytest.fixture(scope="module")
+def viewer(daemon: DaemonProcess) -> Iterator[httpx.Client]:
+    headers = {"Authorization": f"Bearer {VIEWER_TOKEN}"}
+    with httpx.Client(base_url=daemon.url, headers=headers, timeout=30) as client:
+        yield client
 
 
 def _preview(daemon: DaemonProcess, expect: int = 200, **params: Any) -> Any:
@@ -214,3 +225,93 @@ def test_the_tail_of_an_output_starts_at_a_chunk(daemon: DaemonProcess) -> None:
     for bad in (0, -1, "x"):
         answer = daemon.http.get(f"/api/v1/runs/{run['id']}/output", params={"tail": bad})
         assert answer.status_code == 422 and "tail" in answer.json()["error"]
+
+
+def test_the_viewer_token_reads_everything_but_secrets(
+    daemon: DaemonProcess, viewer: httpx.Client
+) -> None:
+    daemon.add_job(
+        name="secretive",
+        schedule="@yearly",
+        command="echo $PASSWORD | wc -c",
+        env={"PASSWORD": "hunter2-value", "MODE": "fast"},
+    )
+    run = _finished_runs(daemon, "secretive", 1)[0]
+    one = viewer.get("/api/v1/jobs/secretive")
+    listed = viewer.get("/api/v1/jobs")
+    for answer in (one, listed):
+        assert answer.status_code == 200 and "hunter2-value" not in answer.text
+    assert one.json()["env"] == {"PASSWORD": "(hidden)", "MODE": "(hidden)"}
+    entry = next(j for j in listed.json() if j["name"] == "secretive")
+    assert entry["env"].keys() == {"PASSWORD", "MODE"}
+    assert daemon.api("GET", "/api/v1/jobs/secretive")["env"]["PASSWORD"] == "hunter2-value"
+    for path in (
+        "/api/v1/runs",
+        f"/api/v1/runs/{run['id']}",
+        f"/api/v1/runs/{run['id']}/output",
+        f"/api/v1/runs/{run['id']}/output?follow=1",
+        f"/api/v1/runs/{run['id']}/output?download=1",
+        "/api/v1/runs/latest",
+        "/api/v1/schedule/preview?expression=@daily",
+        "/api/v1/openapi.json",
+        "/metrics",
+    ):
+        assert viewer.get(path).status_code == 200, path
+    status = viewer.get("/api/v1/status").json()
+    assert status["access"] == "read-only" and status["timezone"] == DAEMON_ZONE
+    assert daemon.api("GET", "/api/v1/status")["access"] == "full"
+
+
+def test_every_change_with_the_viewer_token_is_a_403(
+    daemon: DaemonProcess, viewer: httpx.Client
+) -> None:
+    daemon.add_job(name="guarded", schedule="@yearly", command="sleep 30")
+    running = daemon.api("POST", "/api/v1/jobs/guarded/trigger", 202)
+    try:
+        job = {"name": "sneaky", "schedule": "@daily", "command": "true"}
+        for method, path, body in (
+            ("POST", "/api/v1/jobs", job),
+            ("PATCH", "/api/v1/jobs/guarded", {"command": "true"}),
+            ("DELETE", "/api/v1/jobs/guarded", None),
+            ("POST", "/api/v1/jobs/guarded/trigger", None),
+            ("POST", "/api/v1/jobs/guarded/pause", None),
+            ("POST", "/api/v1/jobs/guarded/resume", None),
+            ("POST", f"/api/v1/runs/{running['id']}/kill", None),
+            ("POST", "/api/v1/upgrade", None),
+            ("POST", "/api/v1/stop", None),
+            ("PUT", "/api/v1/jobs/guarded", job),
+        ):
+            answer = viewer.request(method, path, json=body)
+            assert answer.status_code == 403, (method, path, answer.text)
+            assert "viewer token can only read" in answer.json()["error"]
+        after = daemon.api("GET", "/api/v1/jobs/guarded")
+        assert after["command"] == "sleep 30" and after["paused"] is False
+        daemon.api("GET", "/api/v1/jobs/sneaky", 404)
+        assert daemon.api("GET", f"/api/v1/runs/{running['id']}")["status"] == "running"
+        assert len(daemon.api("GET", "/api/v1/runs", params={"job": "guarded"})) == 1
+        wrong = viewer.get("/api/v1/jobs", headers={"Authorization": "Bearer not-it"})
+        assert wrong.status_code == 401
+    finally:
+        daemon.api("POST", f"/api/v1/runs/{running['id']}/kill", 202)
+        daemon.wait_for_run(running["id"])
+
+
+def test_the_viewer_token_from_the_config_file(start_daemon: Any, tmp_path: Path) -> None:
+    config = tmp_path / "evercron.toml"
+    config.write_text('[daemon]\nviewer_token = "from-the-config-file"\n')
+    started: DaemonProcess = start_daemon("--config", str(config))
+    headers = {"Authorization": "Bearer from-the-config-file"}
+    assert httpx.get(f"{started.url}/api/v1/jobs", headers=headers).status_code == 200
+    refused = httpx.post(f"{started.url}/api/v1/stop", headers=headers)
+    assert refused.status_code == 403
+
+
+def test_a_viewer_token_equal_to_the_api_token_is_refused(tmp_path: Path) -> None:
+    done = run_cli(
+        "serve",
+        *("--state-dir", str(tmp_path / "state"), "--listen", "127.0.0.1:0"),
+        env={"EVERCRON_TOKEN": "same-token-twice", "EVERCRON_VIEWER_TOKEN": "same-token-twice"},
+    )
+    assert done.returncode != 0
+    assert "the viewer token must differ from the API token" in done.stderr
+    assert "Traceback" not in done.stderr

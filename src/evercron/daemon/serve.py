@@ -128,6 +128,8 @@ class Daemon:
         start (a successor reports that error to the old process)."""
         settings = self.settings
         token = settings.token or os.environ.get("EVERCRON_TOKEN") or None
+        if token is not None and self._viewer_token() == token:
+            raise ServeError("the viewer token must differ from the API token")
         _raise_open_file_limit()
         try:
             state.prepare(self.state_dir)
@@ -156,6 +158,10 @@ class Daemon:
             owner_lock.release(remove=True)
             self._serve_lock.release()
         log.info("stopped")
+
+    def _viewer_token(self) -> str | None:
+        """The read-only token: [daemon] viewer_token, else EVERCRON_VIEWER_TOKEN."""
+        return self.settings.viewer_token or os.environ.get("EVERCRON_VIEWER_TOKEN") or None
 
     async def _serve(self, token: str) -> None:
         # Nothing this process inherited reaches a job, which lets jobs start through
@@ -186,6 +192,7 @@ class Daemon:
             self.upgrade,
             self.owner,
             self.generation,
+            viewer_token=self._viewer_token(),
         )
         tls = self.settings.tls_cert is not None
         server = HttpServer(

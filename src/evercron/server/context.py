@@ -19,6 +19,7 @@ class DaemonContext:
 
     `draining` is set once this process handed over to a successor: every response then
     carries `Connection: close` and live streams end, so clients move to the successor.
+    `viewer_token`, when set, reads the API but changes nothing (`evercron.server.access`).
     """
 
     store: SqliteStore
@@ -32,3 +33,4 @@ class DaemonContext:
     owner: str
     generation: int
     draining: bool = False
+    viewer_token: str | None = None

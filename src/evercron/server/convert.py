@@ -5,15 +5,22 @@ from __future__ import annotations
 import datetime as dt
 
 from evercron.model import Run
+from evercron.server.access import HIDDEN
 from evercron.server.schemas import JobOut, RunOut
 from evercron.store import StoredJob
 
 
-def job_out(stored: StoredJob, next_fire: dt.datetime | None) -> JobOut:
-    """The API form of a stored job; every time in UTC (a zone's jobs too)."""
+def job_out(
+    stored: StoredJob, next_fire: dt.datetime | None, *, show_secrets: bool = True
+) -> JobOut:
+    """The API form of a stored job; every time in UTC (a zone's jobs too). Without
+    `show_secrets` the values of `env` are hidden (its names stay)."""
     job = stored.job
+    fields = job.to_mapping()
+    if not show_secrets:
+        fields["env"] = dict.fromkeys(fields["env"], HIDDEN)
     return JobOut(
-        **job.to_mapping(),
+        **fields,
         paused=stored.paused,
         source=job.source,
         explanation=job.schedule.explain(),

@@ -20,7 +20,7 @@ from evercron.server.schemas import ErrorOut, JobRuns, RunOut
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 422)
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 422)
 }
 RunId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A run id")]
 

@@ -154,6 +154,10 @@ class StatusOut(BaseModel):
     running_runs: list[int]
     state_dir: str
     generations: list[Generation]
+    timezone: str = Field(description="The daemon's zone: jobs without a timezone use it")
+    access: Literal["full", "read-only"] = Field(
+        description="What this request's token may do: read-only for the viewer token"
+    )
 
 
 class ErrorOut(BaseModel):

@@ -14,12 +14,14 @@ from evercron import __version__
 from evercron.daemon import state
 from evercron.daemon.upgrade import UpgradeBusy, UpgradeError
 from evercron.model import RunStatus
+from evercron.scheduler.timing import local_zone
+from evercron.server.access import access_of
 from evercron.server.context import DaemonContext
 from evercron.server.errors import ApiError
 from evercron.server.schemas import ErrorOut, Generation, StatusOut, UpgradeOut
 
 router = APIRouter(tags=["daemon"])
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 409)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 409)}
 
 
 def _context(request: Request) -> DaemonContext:
@@ -75,6 +77,8 @@ async def status(request: Request) -> StatusOut:
         running_runs=running,
         state_dir=str(context.state_dir),
         generations=generations,
+        timezone=str(local_zone()),
+        access=access_of(request),
     )
 
 
