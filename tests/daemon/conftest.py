@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 
 class DaemonProcess:
@@ -175,3 +176,17 @@ def daemons_of(state_dir: Path) -> list[int]:
                 if wanted in (entry / "cmdline").read_bytes() and is_running(int(entry.name)):
                     found.append(int(entry.name))
     return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, for a module of web page tests (not for the session:
+    Playwright's sync API keeps an event loop that other tests' asyncio.run would meet)."""
+    from tests.daemon.web import CHROMIUM, CHROMIUM_ARGS  # noqa: PLC0415 - web imports us
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
