@@ -197,3 +197,64 @@ def test_the_keyboard_reaches_every_page_and_action(daemon: DaemonProcess, page:
     tab_to('nav a[href="/runs"]', limit=80)  # Tab wraps around to the top
     page.keyboard.press("Enter")
     expect(page.locator("#view h1")).to_have_text("Runs")
+
+
+ANSI_CASES = """async () => {
+    const { AnsiText } = await import("/ui/ansi.js");
+    const read = (...chunks) => {
+        const reader = new AnsiText();
+        return chunks.flatMap((chunk) => reader.push(chunk)).map(
+            (piece) => [piece.text, piece.style && Object.fromEntries(
+                Object.entries(piece.style).filter(([, v]) => v !== null && v !== false))]);
+    };
+    return {
+        split: read("a\\x1b[3", "1mred\\x1b", "[0m b"),
+        colon: read("\\x1b[38:2::1:2:3mrgb\\x1b[38:5:9m idx"),
+        semi: read("\\x1b[38;2;4;5;6;1mboth\\x1b[22m thin"),
+        inverse: read("\\x1b[7mswap\\x1b[27mback"),
+        other: read("x\\x1b[2J\\x1b[1;1H\\x1b]8;;http://e\\x1b\\\\link\\x1b]8;;\\x1b\\\\\\x07\\x1b(By"),
+        private: read("\\x1b[?25lhidden cursor\\x1b[?25h"),
+        bright: read("\\x1b[91;104mbright"),
+    };
+}"""
+
+
+def test_the_ansi_reader(daemon: DaemonProcess, page: Page) -> None:
+    page.goto(sign_in_link(daemon))
+    expect(job_row(page, "hello")).to_be_visible()
+    read = page.evaluate(ANSI_CASES)
+    assert read["split"] == [["a", None], ["red", {"fg": 1}], [" b", None]]
+    assert read["colon"] == [["rgb", {"fg": "rgb(1,2,3)"}], [" idx", {"fg": 9}]]
+    assert read["semi"] == [
+        ["both", {"fg": "rgb(4,5,6)", "bold": True}],
+        [" thin", {"fg": "rgb(4,5,6)"}],
+    ]
+    assert read["inverse"] == [["swap", {"inverse": True}], ["back", None]]
+    assert read["other"] == [["xlinky", None]]
+    assert read["private"] == [["hidden cursor", None]]
+    assert read["bright"] == [["bright", {"fg": 9, "bg": 12}]]
+
+
+def test_output_text_restores_bytes_across_chunks(daemon: DaemonProcess, page: Page) -> None:
+    page.goto(sign_in_link(daemon))
+    expect(job_row(page, "hello")).to_be_visible()
+    shown = page.evaluate(
+        """async () => {
+            const { OutputText } = await import("/ui/stream.js");
+            const text = new OutputText();
+            return [
+                text.decode("stdout", "caf\\udcc3"),
+                text.decode("stderr", "err\\udce2"),
+                text.decode("stdout", "\\udca9 ok \\ud83d\\udc80 \\udcff!"),
+                text.decode("stderr", "\\udc82\\udcac"),
+                text.flush(),
+            ];
+        }"""
+    )
+    assert shown == [
+        "caf",
+        "err",
+        "\u00e9 ok \U0001f480 \ufffd!",
+        "\u20ac",
+        {"stdout": "", "stderr": ""},
+    ]
