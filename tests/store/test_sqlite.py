@@ -176,11 +176,23 @@ class TestClaims:
             ]
             for name in ("a", "b", "gone")  # "gone" has runs but no job any more
         }
+        last = claimed["a"][-1]
+        assert last is not None
+        start = NOW + dt.timedelta(minutes=3, seconds=1)
+        store.mark_started(last, 1, 1, start)
+        store.finish(last, RunStatus.FAILED, start + dt.timedelta(seconds=2.5), exit_code=1)
         latest = store.latest_runs(3)
         assert list(latest) == ["a", "b", "idle"]
         assert [r.id for r in latest["a"]] == claimed["a"][:0:-1]
         assert [r.id for r in latest["b"]] == claimed["b"][:0:-1]
         assert latest["idle"] == []
+        newest = latest["a"][0]
+        assert (newest.status, newest.duration) == (RunStatus.FAILED, 2.5)
+        assert newest.scheduled_at == NOW + dt.timedelta(minutes=3)
+        assert latest["a"][1].duration is None  # not ended
+        assert store.job_counts() == (3, 0)
+        store.set_paused("b", True)
+        assert store.job_counts() == (3, 1)
 
     def test_last_scheduled_ignores_manual_runs(self, store: SqliteStore) -> None:
         assert store.last_scheduled("backup") is None

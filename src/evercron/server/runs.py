@@ -11,12 +11,13 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from evercron.daemon import state
-from evercron.model import Run, RunStatus
+from evercron.model import RunStatus
 from evercron.server import output_stream
 from evercron.server.context import DaemonContext
 from evercron.server.convert import run_out
 from evercron.server.errors import ApiError
 from evercron.server.schemas import ErrorOut, JobRuns, RunOut
+from evercron.store.sqlite import RunMark
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -79,19 +80,18 @@ async def latest_runs(
     return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
 
 
-def _brief(run: Run) -> dict[str, Any]:
+def _brief(run: RunMark) -> dict[str, Any]:
     return {
         "id": run.id,
         "status": str(run.status),
         "scheduled_at": _iso(run.scheduled_at),
-        "started_at": _iso(run.started_at),
-        "finished_at": _iso(run.finished_at),
+        "duration": run.duration,
     }
 
 
-def _iso(moment: dt.datetime | None) -> str | None:
+def _iso(moment: dt.datetime) -> str:
     """An API time as pydantic writes it: UTC with a Z."""
-    return None if moment is None else moment.astimezone(dt.UTC).isoformat()[:-6] + "Z"
+    return moment.astimezone(dt.UTC).isoformat()[:-6] + "Z"
 
 
 def _utc(name: str, moment: dt.datetime | None) -> dt.datetime | None:

@@ -194,8 +194,7 @@ class RunBrief(BaseModel):
     id: int
     status: Literal["running", "succeeded", "failed", "timed_out", "killed", "lost", "skipped"]
     scheduled_at: dt.datetime
-    started_at: dt.datetime | None
-    finished_at: dt.datetime | None
+    duration: float | None = Field(description="Seconds from start to end (null until ended)")
 
 
 class JobRuns(BaseModel):

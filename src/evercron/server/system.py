@@ -34,7 +34,7 @@ async def status(request: Request) -> StatusOut:
     """Version, uptime, jobs, running runs and the daemon generations: the serving one
     and any still draining after an upgrade, each with its running runs."""
     context = _context(request)
-    jobs = await context.db(context.store.list_jobs)
+    jobs, paused = await context.db(context.store.job_counts)
     running = sorted(context.scheduler.launcher.running)
     now = dt.datetime.now(dt.UTC)
     generations = [
@@ -72,8 +72,8 @@ async def status(request: Request) -> StatusOut:
         pid=os.getpid(),
         started_at=context.started_at,
         uptime_seconds=(now - context.started_at).total_seconds(),
-        jobs=len(jobs),
-        paused_jobs=sum(1 for j in jobs if j.paused),
+        jobs=jobs,
+        paused_jobs=paused,
         running_runs=running,
         state_dir=str(context.state_dir),
         generations=generations,

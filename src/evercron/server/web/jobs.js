@@ -1,12 +1,13 @@
 // `/`: every job at a glance - schedule and its reading, next run, the last 20 runs as a
 // strip of status marks, last duration, state - with filters and bulk actions. Rows are
-// built once and only changed cells are touched on refresh, so a thousand jobs stay fast.
+// built once and only changed cells are touched on refresh, rows out of view are not
+// rendered and their strips are drawn when they come near: a thousand jobs stay fast.
 
 import { api, canChange, eachLimited, quoted } from "/ui/api.js";
 import { button, debounce, h, show } from "/ui/dom.js";
 import { jobForm } from "/ui/jobform.js";
-import { FAILED, jobState, load, runDuration, say, signedOut } from "/ui/parts.js";
-import { formatTime, when, zoneOf } from "/ui/time.js";
+import { FAILED, jobState, load, say, signedOut } from "/ui/parts.js";
+import { duration, formatTime, when, zoneOf } from "/ui/time.js";
 
 const STRIP = 20;
 const FILTERS = {
@@ -21,6 +22,17 @@ const FILTERS = {
 
 function lastFinished(runs) {
   return runs.find((run) => run.status !== "running");
+}
+
+let early = null; // the first data, asked for while the page signs in
+
+// Ask for the jobs and their runs at once, before the sign-in's status answer.
+export function prefetch() {
+  early = fetchAll().catch(() => null);
+}
+
+function fetchAll() {
+  return Promise.all([api("GET", "/api/v1/jobs"), api("GET", `/api/v1/runs/latest?per_job=${STRIP}`)]);
 }
 
 export async function mount(view, params, query) {
@@ -55,14 +67,16 @@ class JobsPage {
       ? h("input", { type: "checkbox", id: "select-all", "aria-label": "select every job shown", on: { change: () => this.selectShown() } })
       : null;
     const headings = ["name", "schedule", "next run", `last ${STRIP} runs`, "last duration", "state"];
+    // Laid out as a grid of rows so that rows out of view are not rendered at all.
     this.table = h(
       "table",
-      { id: "jobs", class: "table jobs" },
+      { id: "jobs", class: `table jobs${this.selectAll ? " selectable" : ""}` },
       h("thead", {}, h("tr", {}, this.selectAll ? h("th", { class: "select" }, this.selectAll) : null, headings.map((name) => h("th", { scope: "col" }, name)))),
       this.tbody,
     );
     this.tbody.addEventListener("change", (event) => event.target.matches("input.pick") && this.updateBulk());
     this.tbody.addEventListener("keydown", stripKeys);
+    this.near = new IntersectionObserver((seen) => this.drawStrips(seen), { rootMargin: "600px 0px" });
     this.tbody.addEventListener("pointerover", explainMark);
     this.tbody.addEventListener("focusin", explainMark);
     this.bulk = canChange() ? this.bulkBar() : null;
@@ -92,21 +106,27 @@ class JobsPage {
   }
 
   addSection() {
-    const form = jobForm({
-      onSaved: async (job) => {
-        say(`Added ${job.name}.`, "done");
-        details.open = false;
-        await this.refresh();
-      },
+    const details = h("details", { id: "add-job" }, h("summary", {}, "Add a job"));
+    // The form (with its list of every time zone) is made when first opened.
+    details.addEventListener("toggle", () => {
+      if (!details.open || details.querySelector("form")) return;
+      details.append(
+        jobForm({
+          onSaved: async (job) => {
+            say(`Added ${job.name}.`, "done");
+            details.open = false;
+            await this.refresh();
+          },
+        }),
+      );
     });
-    const details = h("details", { id: "add-job" }, h("summary", {}, "Add a job"), form);
     return details;
   }
 
   async refresh() {
-    const data = await load(this.view, () =>
-      Promise.all([api("GET", "/api/v1/jobs"), api("GET", `/api/v1/runs/latest?per_job=${STRIP}`)]),
-    );
+    const ready = early;
+    early = null;
+    const data = (ready && (await ready)) || (await load(this.view, fetchAll));
     if (!data) return;
     const [jobs, latest] = data;
     const runsOf = new Map(latest.map((entry) => [entry.job, entry.runs]));
@@ -134,20 +154,38 @@ class JobsPage {
     this.filter();
   }
 
+  // A row is a copy of one made once (cheaper than building a thousand cell by cell).
   row(job) {
-    const cells = {
-      name: h("td", { "data-label": "name", class: "name" }, h("a", { href: `/jobs/${quoted(job.name)}` }, job.name), h("div", { class: "command" })),
-      schedule: h("td", { "data-label": "schedule", class: "schedule" }),
-      next: h("td", { "data-label": "next run" }),
-      strip: h("td", { "data-label": `last ${STRIP} runs` }, h("span", { class: "strip", role: "list" })),
-      last: h("td", { "data-label": "last duration" }),
-      state: h("td", { "data-label": "state" }),
-    };
-    const pick = canChange()
-      ? h("td", { class: "select" }, h("input", { type: "checkbox", class: "pick", "aria-label": `select ${job.name}`, value: job.name }))
-      : null;
-    const row = h("tr", { dataset: { job: job.name } }, pick, Object.values(cells));
-    return { row, cells, pick: pick && pick.firstChild, job: null, runs: null, marks: "" };
+    if (!this.blank) {
+      const pick = canChange() ? h("td", { class: "select" }, h("input", { type: "checkbox", class: "pick" })) : null;
+      this.blank = h(
+        "tr",
+        {},
+        pick,
+        h("td", { "data-label": "name", class: "name" }, h("a"), h("div", { class: "command" })),
+        h("td", { "data-label": "schedule", class: "schedule" }),
+        h("td", { "data-label": "next run" }),
+        h("td", { "data-label": `last ${STRIP} runs` }, h("span", { class: "strip", role: "list" })),
+        h("td", { "data-label": "last duration" }),
+        h("td", { "data-label": "state" }),
+      );
+    }
+    const row = this.blank.cloneNode(true);
+    row.dataset.job = job.name;
+    const tds = [...row.children];
+    const pick = canChange() ? tds.shift().firstChild : null;
+    if (pick) {
+      pick.value = job.name;
+      pick.setAttribute("aria-label", `select ${job.name}`);
+    }
+    const [name, schedule, next, strip, last, state] = tds;
+    name.firstChild.href = `/jobs/${quoted(job.name)}`;
+    name.firstChild.textContent = job.name;
+    const cells = { name, schedule, next, strip, last, state };
+    const entry = { row, cells, pick, job: null, runs: null, marks: "", drawn: null, near: false };
+    row.evercron = entry;
+    this.near.observe(row);
+    return entry;
   }
 
   update(entry, job, runs) {
@@ -158,18 +196,35 @@ class JobsPage {
       show(cells.schedule, h("code", {}, job.schedule), h("div", { class: "explain" }, job.explanation));
     }
     show(cells.next, job.paused ? h("span", { class: "none" }, "paused") : when(job.next_fire_at, zone));
-    const marks = runs.map((run) => `${run.id}:${run.status}`).join(",");
-    if (marks !== entry.marks) {
-      entry.marks = marks;
-      show(cells.strip.firstChild, strip(runs, zone));
-    }
-    const finished = lastFinished(runs);
-    cells.last.textContent = finished ? runDuration(finished) : "";
+    const ended = runs.find((run) => run.duration !== null);
+    cells.last.textContent = ended ? duration(ended.duration) : "";
     const state = jobState(job);
     if (cells.state.textContent !== state) show(cells.state, h("span", { class: `state state-${state}` }, state));
     entry.row.dataset.state = state;
     entry.job = job;
     entry.runs = runs;
+    entry.marks = runs.map((run) => `${run.id}:${run.status}`).join(",");
+    if (entry.near) this.drawStrip(entry, zone);
+  }
+
+  drawStrips(seen) {
+    for (const { target, isIntersecting } of seen) {
+      const entry = target.evercron;
+      entry.near = isIntersecting;
+      if (isIntersecting && entry.job) this.drawStrip(entry, zoneOf(entry.job));
+    }
+  }
+
+  drawStrip(entry, zone) {
+    if (entry.drawn === entry.marks) return;
+    entry.drawn = entry.marks;
+    const marks = entry.cells.strip.firstChild;
+    show(marks, strip(entry.runs, zone));
+    marks.dataset.drawn = String(entry.runs.length);
+  }
+
+  unmount() {
+    this.near.disconnect();
   }
 
   filter() {
@@ -229,18 +284,23 @@ class JobsPage {
 }
 
 // The last runs as marks, oldest first; each links to its run. One tab stop per strip:
-// the arrow keys move between its marks.
+// the arrow keys move between its marks. (Built with the DOM directly: a thousand strips
+// are twenty thousand marks.)
 function strip(runs, zone) {
-  return [...runs].reverse().map((run, index, all) =>
-    h("a", {
-      class: `mark status-${run.status}`,
-      href: `/runs/${run.id}`,
-      role: "listitem",
-      tabindex: index === all.length - 1 ? "0" : "-1",
-      "aria-label": `run ${run.id} ${run.status.replace("_", " ")}`,
-      dataset: { at: run.scheduled_at, zone },
-    }),
-  );
+  const marks = [];
+  for (let index = runs.length - 1; index >= 0; index--) {
+    const run = runs[index];
+    const mark = document.createElement("a");
+    mark.className = `mark status-${run.status}`;
+    mark.href = `/runs/${run.id}`;
+    mark.setAttribute("role", "listitem");
+    mark.tabIndex = index === 0 ? 0 : -1;
+    mark.setAttribute("aria-label", `run ${run.id} ${run.status.replace("_", " ")}`);
+    mark.dataset.at = run.scheduled_at;
+    mark.dataset.zone = zone;
+    marks.push(mark);
+  }
+  return marks;
 }
 
 function stripKeys(event) {

@@ -38,6 +38,8 @@ function showLogin(message) {
 
 async function signIn(candidate) {
   session.token = candidate;
+  const route = ROUTES.find(([pattern]) => pattern.test(location.pathname));
+  if (route && route[1].prefetch) route[1].prefetch();
   try {
     showStatus(await api("GET", "/api/v1/status"));
   } catch (error) {

@@ -5,6 +5,7 @@ import { h } from "/ui/dom.js";
 import { session } from "/ui/api.js";
 
 const formats = new Map();
+const zoneNames = new Map(); // "zone offset" -> abbreviation
 
 function format(zone, locale, parts) {
   const key = `${zone} ${locale} ${parts}`;
@@ -54,7 +55,11 @@ export function formatTime(iso, zone = "UTC") {
   const parts = {};
   for (const part of format(shown, "en-GB", "clock").formatToParts(date)) parts[part.type] = part.value;
   const seconds = parts.second === "00" ? "" : `:${parts.second}`;
-  return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}${seconds} ${zoneName(date, shown)}`;
+  // The zone's name depends on its offset at that instant only: ask Intl once for each.
+  const wall = Date.UTC(parts.year, parts.month - 1, parts.day, parts.hour, parts.minute, parts.second);
+  const key = `${shown} ${Math.round((wall - Math.floor(date.getTime() / 1000) * 1000) / 60000)}`;
+  if (!zoneNames.has(key)) zoneNames.set(key, zoneName(date, shown));
+  return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}${seconds} ${zoneNames.get(key)}`;
 }
 
 // "in 3 h", "3 min ago", "now".
