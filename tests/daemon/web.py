@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from playwright.sync_api import Browser, Locator, Page
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.daemon.conftest import DaemonProcess
 from tests.helpers import run_cli
@@ -25,6 +25,8 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 15_000
+# Waits end as soon as their condition holds; the bound only matters on a loaded machine.
+expect.set_options(timeout=TIMEOUT_MS)
 
 
 def sign_in_link(daemon: DaemonProcess, path: str = "/") -> str:

@@ -98,10 +98,12 @@ export function seconds(from, to) {
   return (new Date(to) - new Date(from)) / 1000;
 }
 
-// "0 s", "0.12 s", "5.3 s", "2 min 5 s", "1 h", "2 d 3 h".
+// "0 s", "4 ms", "1.25 s", "5.3 s", "2 min 5 s", "1 h", "2 d 3 h".
 export function duration(value) {
   if (value === null || value === undefined) return "";
   if (value === 0) return "0 s";
+  if (value < 0.001) return "< 1 ms";
+  if (value < 1) return `${Math.round(value * 1000)} ms`;
   if (value < 10) return `${value.toFixed(2)} s`;
   if (value < 60) return `${Number(value.toFixed(1))} s`;
   const minutes = Math.floor(value / 60);
