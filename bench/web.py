@@ -24,6 +24,7 @@ output under 2 s.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime as dt
 import json
@@ -41,7 +42,8 @@ from pathlib import Path
 from playwright.sync_api import Browser, sync_playwright
 
 from evercron.model import RunStatus, Trigger
-from evercron.store import SqliteStore, StoredChunk
+from evercron.store import Claim, RunEnd, StoredChunk
+from evercron.store.sqlite import SqliteStore
 
 JOBS = 1000
 RUNS_PER_JOB = 20
@@ -98,25 +100,29 @@ def _matching(text: str) -> int:
 def _fill_store(state: Path) -> tuple[int, str]:
     """Write the runs' history and the big run's output; the big run's id and last line."""
     state.mkdir(parents=True)
-    store = SqliteStore(state / "evercron.db")
-    store.migrate()
+    return asyncio.run(_fill(SqliteStore(state / "evercron.db")))
+
+
+async def _fill(store: SqliteStore) -> tuple[int, str]:
+    await store.migrate()
     start = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
-    with store.batch():
-        for n in range(JOBS):
-            for k in range(RUNS_PER_JOB):
-                at = start + dt.timedelta(minutes=k)
-                run_id = store.claim(f"job-{n:04d}", at, Trigger.SCHEDULE, "bench")
-                assert run_id is not None
-                status = RunStatus.FAILED if k % 5 == 4 else RunStatus.SUCCEEDED
-                store.finish(
-                    run_id,
-                    status,
-                    at + dt.timedelta(seconds=1 + n % 7),
-                    started_at=at,
-                    exit_code=0 if status is RunStatus.SUCCEEDED else 1,
-                )
-    big = store.claim(f"job-{JOBS:04d}", start, Trigger.MANUAL, "bench")
-    assert big is not None
+    for n in range(JOBS):
+        claims = [
+            Claim(f"job-{n:04d}", start + dt.timedelta(minutes=k), Trigger.SCHEDULE)
+            for k in range(RUNS_PER_JOB)
+        ]
+        ends = []
+        for k, claimed in enumerate(await store.claim(claims, "bench")):
+            assert claimed.run_id is not None
+            at = claims[k].scheduled_at
+            status = RunStatus.FAILED if k % 5 == 4 else RunStatus.SUCCEEDED
+            took = dt.timedelta(seconds=1 + n % 7)
+            code = 0 if status is RunStatus.SUCCEEDED else 1
+            end = RunEnd(status, at + took, started_at=at, exit_code=code)
+            ends.append(store.finish(claimed.run_id, end))
+        await asyncio.gather(*ends)  # written together: one transaction
+    (big,) = await store.claim([Claim(f"job-{JOBS:04d}", start, Trigger.MANUAL)], "bench")
+    assert big.run_id is not None
     lines = b"".join(b"line %08d " % i + b"x" * (LINE - 15) + b"\n" for i in range(CHUNK))
     offset, chunks = 0, []
     while offset < BIG_BYTES:
@@ -124,19 +130,14 @@ def _fill_store(state: Path) -> tuple[int, str]:
         stream = "stderr" if len(chunks) % 10 == 9 else "stdout"
         chunks.append(StoredChunk(offset, stream, time.time(), data))
         offset += len(data)
-    for at in range(0, len(chunks), 64):
-        store.append_output(big, chunks[at : at + 64])
-    store.finish(
-        big,
-        RunStatus.SUCCEEDED,
-        start + dt.timedelta(minutes=2),
-        started_at=start,
-        exit_code=0,
-        output_bytes=offset,
-    )
-    store.close()
+    for first in range(0, len(chunks), 64):
+        await store.append_output(big.run_id, chunks[first : first + 64])
+    end = start + dt.timedelta(minutes=2)
+    done = RunEnd(RunStatus.SUCCEEDED, end, started_at=start, exit_code=0, output_bytes=offset)
+    await store.finish(big.run_id, done)
+    await store.close()
     last = chunks[-1].data.rstrip(b"\n").rsplit(b"\n", 1)[-1].decode()
-    return big, last
+    return big.run_id, last
 
 
 @contextlib.contextmanager

@@ -143,6 +143,29 @@ def test_bad_listen(text: str) -> None:
         parse_listen(text)
 
 
+def test_http_connection_limits(tmp_path: Path) -> None:
+    toml = write(tmp_path / "c.toml", '[daemon]\nheader_timeout = "1.5s"\nmax_connections = 50\n')
+    settings = load_config(toml).settings
+    assert (settings.header_timeout, settings.max_connections) == (1.5, 50)
+    defaults = load_config().settings
+    assert (defaults.header_timeout, defaults.max_connections) == (30, 1000)
+
+
+def test_bad_http_connection_limits_are_named(tmp_path: Path) -> None:
+    toml = write(
+        tmp_path / "c.toml",
+        '[daemon]\nheader_timeout = 0\nmax_connections = "many"\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(toml)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{toml}:2: header_timeout: must be more than 0 seconds",
+        f"{toml}:3: max_connections: expected a whole number >= 1",
+    ]
+    with pytest.raises(ConfigError, match="header_timeout: invalid duration 'soon'"):
+        load_config(write(tmp_path / "d.toml", '[daemon]\nheader_timeout = "soon"\n'))
+
+
 def test_the_viewer_token(tmp_path: Path) -> None:
     toml = write(tmp_path / "v.toml", '[daemon]\nviewer_token = "look-but-do-not-touch"\n')
     assert load_config(toml).settings.viewer_token == "look-but-do-not-touch"

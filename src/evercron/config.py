@@ -4,47 +4,39 @@ Everything is checked before anything is used: `load_config` either returns a co
 `Config` or raises `ConfigError` listing every problem found (file, line where known,
 reason), so a bad file never half-applies.
 
-```toml
-[daemon]                      # every key optional
-state_dir = "/var/lib/evercron"
-listen = "127.0.0.1:8467"
-token = "..."                 # else EVERCRON_TOKEN, else generated into the state dir
-viewer_token = "..."          # read-only; else EVERCRON_VIEWER_TOKEN, else none
-tls_cert = "cert.pem"
-tls_key = "key.pem"
-shutdown_grace = "30s"
-retention_runs = 1000         # finished runs kept per job
-retention_days = 30
-
-[[job]]
-name = "backup"
-schedule = "0 3 * * *"
-command = "backup --all"
-```
+Every key, its type, default and an example: docs/CONFIGURATION.md.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from evercron.crontab import read_crontab
 from evercron.model import Job, JobError
-from evercron.units import parse_duration
+from evercron.settings import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    Settings,
+    default_state_dir,
+    parse_listen,
+    read_settings,
+)
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8467
-DEFAULT_SHUTDOWN_GRACE = 30.0
-DEFAULT_UPGRADE_TIMEOUT = 60.0
-_DAEMON_KEYS = {
-    "state_dir", "listen", "token", "viewer_token", "tls_cert", "tls_key", "shutdown_grace",
-    "upgrade_timeout", "retention_runs", "retention_days",
-}  # fmt: skip
+__all__ = [
+    "DEFAULT_HOST",
+    "DEFAULT_PORT",
+    "Config",
+    "ConfigError",
+    "Problem",
+    "Settings",
+    "default_state_dir",
+    "load_config",
+    "parse_listen",
+]
 
 
 @dataclass(frozen=True)
@@ -69,51 +61,11 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class Settings:
-    """How the daemon runs (defaults per DESIGN.md section 4)."""
-
-    state_dir: Path
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    token: str | None = None
-    viewer_token: str | None = None
-    tls_cert: str | None = None
-    tls_key: str | None = None
-    shutdown_grace: float = DEFAULT_SHUTDOWN_GRACE
-    upgrade_timeout: float = DEFAULT_UPGRADE_TIMEOUT
-    retention_runs: int = 1000
-    retention_days: float = 30.0
-
-    @property
-    def listen(self) -> str:
-        """host:port as given to --listen."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-
-@dataclass(frozen=True)
 class Config:
     """Settings plus every job defined in config and crontab files."""
 
     settings: Settings
     jobs: list[Job] = field(default_factory=list)
-
-
-def default_state_dir() -> Path:
-    """/var/lib/evercron for root, else $XDG_STATE_HOME/evercron (~/.local/state)."""
-    if os.geteuid() == 0:
-        return Path("/var/lib/evercron")
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "evercron"
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """Split HOST:PORT (IPv6 as [::1]:PORT); raise ValueError with the reason."""
-    host, separator, port_text = text.rpartition(":")
-    if not separator or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ValueError(f'listen address "{text}": expected HOST:PORT with a port 0-65535')
-    host = host.strip("[]") or DEFAULT_HOST
-    return host, int(port_text)
 
 
 def load_config(
@@ -245,64 +197,10 @@ def _settings(
     lines: Mapping[str, int] | None = None,
     from_command_line: frozenset[str] | set[str] = frozenset(),
 ) -> Settings | None:
-    before = len(problems)
-
-    def fail(reason: str, key: str | None = None) -> None:
-        if key is not None and key in from_command_line:
+    def fail(reason: str, key: str) -> None:
+        if key in from_command_line:
             problems.append(Problem(f"--{key.replace('_', '-')}", None, reason))
         else:
-            problems.append(Problem(where, (lines or {}).get(key or ""), reason))
+            problems.append(Problem(where, (lines or {}).get(key), reason))
 
-    unknown = sorted(set(data) - _DAEMON_KEYS)
-    if unknown:
-        fail(f"[daemon]: unknown key(s): {', '.join(unknown)}", unknown[0])
-    host, port = DEFAULT_HOST, DEFAULT_PORT
-    if "listen" in data:
-        try:
-            host, port = parse_listen(str(data["listen"]))
-        except ValueError as error:
-            fail(str(error), "listen")
-    durations = {}
-    for key, default in (
-        ("shutdown_grace", DEFAULT_SHUTDOWN_GRACE),
-        ("upgrade_timeout", DEFAULT_UPGRADE_TIMEOUT),
-    ):
-        try:
-            durations[key] = parse_duration(data[key]) if key in data else default
-        except (ValueError, TypeError) as error:
-            fail(f"{key}: {error}", key)
-    retention_runs = data.get("retention_runs", 1000)
-    if (
-        not isinstance(retention_runs, int)
-        or isinstance(retention_runs, bool)
-        or retention_runs < 1
-    ):
-        fail("retention_runs: expected a whole number >= 1", "retention_runs")
-    retention_days = data.get("retention_days", 30)
-    if (
-        not isinstance(retention_days, int | float)
-        or isinstance(retention_days, bool)
-        or retention_days <= 0
-    ):
-        fail("retention_days: expected a number of days > 0", "retention_days")
-    viewer_token = data.get("viewer_token")
-    if viewer_token is not None and (not isinstance(viewer_token, str) or not viewer_token):
-        fail("viewer_token: expected a non-empty string", "viewer_token")
-    tls = (data.get("tls_cert"), data.get("tls_key"))
-    if (tls[0] is None) != (tls[1] is None):
-        fail("tls_cert and tls_key go together", "tls_cert" if tls[0] else "tls_key")
-    if len(problems) > before:
-        return None
-    return Settings(
-        state_dir=Path(data.get("state_dir") or default_state_dir()),
-        host=host,
-        port=port,
-        token=data.get("token") or None,
-        viewer_token=viewer_token,
-        tls_cert=tls[0],
-        tls_key=tls[1],
-        shutdown_grace=durations["shutdown_grace"],
-        upgrade_timeout=durations["upgrade_timeout"],
-        retention_runs=retention_runs,
-        retention_days=float(retention_days),
-    )
+    return read_settings(data, fail)

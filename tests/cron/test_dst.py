@@ -1,4 +1,4 @@
-"""Daylight-saving behaviour, one class per zone (Debian/vixie cron rules, DESIGN.md 4).
+"""Daylight-saving behaviour, one class per zone (Debian/vixie cron rules).
 
 Fixed-time jobs (hour and minute do not start with `*`) whose wall time is skipped run at
 the first instant after the gap, and run once, at the first occurrence, in an overlap.

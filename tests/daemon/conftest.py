@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -21,7 +23,15 @@ from playwright.sync_api import Browser, sync_playwright
 class DaemonProcess:
     """One daemon process under test, with an authenticated API client."""
 
-    def __init__(self, state_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        nofile: int | None = None,
+    ) -> None:
+        """Start `evercron serve ARGS...`; with `nofile`, under that descriptor limit
+        (soft and hard, so that the daemon cannot raise it)."""
         self.state_dir = state_dir
         self.log_path = state_dir.parent / f"daemon-{time.monotonic_ns()}.log"
         self.args = args
@@ -41,6 +51,8 @@ class DaemonProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
+            # Only setrlimit runs between fork and exec: safe with threads.
+            preexec_fn=None if nofile is None else functools.partial(_limit_nofile, nofile),  # noqa: PLW1509
         )
         self.url = self._wait_for_url()
         address = json.loads((state_dir / "daemon.json").read_text())
@@ -107,6 +119,10 @@ class DaemonProcess:
         return int(json.loads((self.state_dir / "daemon.json").read_text())["pid"])
 
 
+def _limit_nofile(limit: int) -> None:
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
+
+
 def is_running(pid: int) -> bool:
     """Whether `pid` exists and is not a zombie."""
     try:
@@ -131,9 +147,12 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
     started: list[DaemonProcess] = []
 
     def start(
-        *args: str, state_dir: Path | None = None, env: dict[str, str] | None = None
+        *args: str,
+        state_dir: Path | None = None,
+        env: dict[str, str] | None = None,
+        nofile: int | None = None,
     ) -> DaemonProcess:
-        daemon = DaemonProcess(state_dir or tmp_path / "state", *args, env=env)
+        daemon = DaemonProcess(state_dir or tmp_path / "state", *args, env=env, nofile=nofile)
         started.append(daemon)
         return daemon
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from evercron.config import DEFAULT_SHUTDOWN_GRACE
+from evercron.settings import Settings
 from evercron.units import parse_duration
 
 UNITS = Path(__file__).resolve().parents[2] / "docs" / "systemd"
@@ -31,7 +31,7 @@ def test_service_unit_matches_the_daemon() -> None:
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert service["KillMode"] == "mixed"
     assert service["Delegate"] == "yes"  # a cgroup per run below the service's
-    assert parse_duration(service["TimeoutStopSec"]) > DEFAULT_SHUTDOWN_GRACE
+    assert parse_duration(service["TimeoutStopSec"]) > Settings(state_dir=Path("/")).shutdown_grace
     assert service["ExecStart"].split()[1] == "serve"
 
 

@@ -11,19 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from evercron.model import Job, RunStatus, Trigger
+from evercron.model import Job, RunStatus
 from evercron.process import descriptors
 from evercron.process.cgroup import discover
-from evercron.scheduler.launcher import Firing, Launcher, _Slots, live_process_limit
-from evercron.scheduler.live import LiveOutput
-from evercron.store import SqliteStore
-from evercron.store.worker import StoreWorker
+from evercron.scheduler.slots import Slots, live_process_limit
 from tests.markers import Marker
+from tests.scheduler.harness import claim, launch_of, launcher_for, opened_store
 
 
 def test_slots_bound_hand_over_in_order_and_refuse_once_closed() -> None:
     async def scenario() -> list[object]:
-        slots = _Slots(1)
+        slots = Slots(1)
         order: list[object] = []
         assert await slots.acquire()
 
@@ -53,31 +51,23 @@ def test_live_process_limit_stays_inside_the_descriptor_limit() -> None:
         assert limit * 8 < soft
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> SqliteStore:
-    opened = SqliteStore(tmp_path / "db")
-    opened.migrate()
-    return opened
-
-
-def test_a_firing_that_waits_past_misfire_grace_is_recorded_missed(store: SqliteStore) -> None:
+def test_a_firing_that_waits_past_misfire_grace_is_recorded_missed(tmp_path: Path) -> None:
     job = Job.from_mapping(
         {"name": "j", "schedule": "@yearly", "command": "sleep 1", "misfire_grace": "0.3s"}
     )
 
     async def scenario() -> tuple[RunStatus, RunStatus, str]:
-        db = StoreWorker(store)
-        launcher = Launcher(store, db, "owner", LiveOutput(), lambda *_: None)
-        launcher._slots = _Slots(1)  # one process at a time: the second firing waits
+        store = await opened_store(tmp_path / "db")
+        launcher = launcher_for(store)
+        launcher._slots = Slots(1)  # one process at a time: the second firing waits
         now = dt.datetime.now(dt.UTC)
-        first = store.claim("j", now, Trigger.SCHEDULE, "owner")
-        second = store.claim("j", now + dt.timedelta(microseconds=1), Trigger.SCHEDULE, "owner")
-        assert first is not None and second is not None
-        launcher.launch(Firing(first, job, now, Trigger.SCHEDULE))
-        launcher.launch(Firing(second, job, now, Trigger.SCHEDULE))
+        first = await claim(store, "j", now)
+        second = await claim(store, "j", now + dt.timedelta(microseconds=1))
+        launcher.launch(launch_of(first, job, now))
+        launcher.launch(launch_of(second, job, now))
         assert await launcher.wait_all(30)
-        db.close()
-        one, two = store.get_run(first), store.get_run(second)
+        one, two = await store.get_run(first), await store.get_run(second)
+        await store.close()
         assert one is not None and two is not None
         return one.status, two.status, two.error or ""
 
@@ -88,7 +78,7 @@ def test_a_firing_that_waits_past_misfire_grace_is_recorded_missed(store: Sqlite
 
 
 def test_a_firing_waits_for_its_spawn_turn_and_is_missed_if_that_comes_too_late(
-    store: SqliteStore,
+    tmp_path: Path,
 ) -> None:
     def job(name: str, grace: str) -> Job:
         return Job.from_mapping(
@@ -96,24 +86,23 @@ def test_a_firing_waits_for_its_spawn_turn_and_is_missed_if_that_comes_too_late(
         )
 
     async def scenario() -> dict[str, tuple[RunStatus, str]]:
-        db = StoreWorker(store)
-        launcher = Launcher(store, db, "owner", LiveOutput(), lambda *_: None)
+        store = await opened_store(tmp_path / "db")
+        launcher = launcher_for(store)
         launcher._spawning = asyncio.Semaphore(1)
         await launcher._spawning.acquire()  # every spawn turn taken: both firings wait
         now = dt.datetime.now(dt.UTC)
         ids = {}
         for name, grace in (("short", "0.3s"), ("long", "30s")):
-            run_id = store.claim(name, now, Trigger.SCHEDULE, "owner")
-            assert run_id is not None
+            run_id = await claim(store, name, now)
             ids[name] = run_id
-            launcher.launch(Firing(run_id, job(name, grace), now, Trigger.SCHEDULE))
+            launcher.launch(launch_of(run_id, job(name, grace), now))
         await asyncio.sleep(0.6)
-        waiting = [store.get_run(run_id) for run_id in ids.values()]
+        waiting = [await store.get_run(run_id) for run_id in ids.values()]
         assert all(run is not None and run.pid is None for run in waiting)  # none spawned
         launcher._spawning.release()
         assert await launcher.wait_all(30)
-        db.close()
-        runs = {name: store.get_run(run_id) for name, run_id in ids.items()}
+        runs = {name: await store.get_run(run_id) for name, run_id in ids.items()}
+        await store.close()
         return {n: (r.status, r.error or "") for n, r in runs.items() if r is not None}
 
     outcome = asyncio.run(scenario())
@@ -122,36 +111,9 @@ def test_a_firing_waits_for_its_spawn_turn_and_is_missed_if_that_comes_too_late(
     assert status is RunStatus.SKIPPED and error.startswith("missed: it could start only")
 
 
-def test_submitted_store_calls_run_in_order_and_failures_are_logged(
-    store: SqliteStore, caplog: pytest.LogCaptureFixture
-) -> None:
-    # The launcher records a run's process without waiting for it: the finish, queued
-    # later and awaited, must still see it; a failing submitted call is logged.
-    async def scenario() -> tuple[object, object, object]:
-        db = StoreWorker(store)
-        now = dt.datetime.now(dt.UTC)
-        run_id = await db(store.claim, "j", now, Trigger.SCHEDULE, "owner")
-        assert run_id is not None
-        db.submit(store.mark_started, run_id, 4242, 17, now)
-
-        def broken() -> None:
-            raise RuntimeError("disk on fire")
-
-        db.submit(broken)
-        await db(store.finish, run_id, RunStatus.SUCCEEDED, now, exit_code=0)
-        db.close()
-        run = store.get_run(run_id)
-        assert run is not None
-        return run.pid, run.status, run.exit_code
-
-    with caplog.at_level("ERROR", logger="evercron.store"):
-        assert asyncio.run(scenario()) == (4242, RunStatus.SUCCEEDED, 0)
-    assert "store call broken failed: disk on fire" in caplog.text
-
-
 @pytest.mark.parametrize("crowded", [False, True])
 def test_a_crowded_instant_starts_shell_free_commands_at_it_without_a_shell(
-    store: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crowded: bool
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crowded: bool
 ) -> None:
     # The daemon's descriptors are sealed, so its commands start through posix_spawn.
     descriptors.seal_inherited_descriptors()
@@ -167,17 +129,14 @@ def test_a_crowded_instant_starts_shell_free_commands_at_it_without_a_shell(
     )
 
     async def scenario() -> tuple[float, list[str], int | None]:
-        db = StoreWorker(store)
-        launcher = Launcher(store, db, "owner", LiveOutput(), lambda *_: None)
+        store = await opened_store(tmp_path / "db")
+        launcher = launcher_for(store)
         fire_at = dt.datetime.fromtimestamp(time.time() + 0.5, dt.UTC)
-        run_id = store.claim("j", fire_at, Trigger.SCHEDULE, "owner")
-        assert run_id is not None
-        launcher.launch(
-            Firing(run_id, job, fire_at, Trigger.SCHEDULE), fire_at.timestamp(), crowded
-        )
+        run_id = await claim(store, "j", fire_at)
+        launcher.launch(launch_of(run_id, job, fire_at, fire_at.timestamp(), crowded))
         assert await launcher.wait_all(30)
-        db.close()
-        run = store.get_run(run_id)
+        run = await store.get_run(run_id)
+        await store.close()
         assert run is not None and run.status is RunStatus.SUCCEEDED
         assert run.started_at is not None and run.started_at >= fire_at  # never early
         return fire_at.timestamp(), out.read_text().split("\n"), run.pid
@@ -196,8 +155,8 @@ def test_a_crowded_instant_starts_shell_free_commands_at_it_without_a_shell(
             assert cgroup != unified and "evercron-runs" in cgroup
 
 
-def test_crowd_started_waits_for_the_crowded_starts_or_until_its_limit(
-    store: SqliteStore, monkeypatch: pytest.MonkeyPatch
+def test_direct_started_waits_for_the_crowded_starts_or_until_its_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The scheduler claims a crowded instant only once the previous one's processes are
     # started (they take every CPU), or at its latest moment.
@@ -208,22 +167,21 @@ def test_crowd_started_waits_for_the_crowded_starts_or_until_its_limit(
     )  # (a program, not the builtin: it starts at its instant, not ahead behind a shell)
 
     async def scenario() -> tuple[float, float, float]:
-        db = StoreWorker(store)
-        launcher = Launcher(store, db, "owner", LiveOutput(), lambda *_: None)
+        store = await opened_store(tmp_path / "db")
+        launcher = launcher_for(store)
         began = time.time()
-        await launcher.crowd_started(began + 5)  # nothing crowded: at once
+        await launcher.direct_started(began + 5)  # nothing crowded: at once
         at_once = time.time() - began
         fire_at = dt.datetime.fromtimestamp(time.time() + 0.6, dt.UTC)
-        run_id = store.claim("j", fire_at, Trigger.SCHEDULE, "owner")
-        assert run_id is not None
-        launcher.launch(Firing(run_id, job, fire_at, Trigger.SCHEDULE), fire_at.timestamp(), True)
+        run_id = await claim(store, "j", fire_at)
+        launcher.launch(launch_of(run_id, job, fire_at, fire_at.timestamp(), crowded=True))
         began = time.time()
-        await launcher.crowd_started(began + 0.2)  # its start is 0.6 s away: the limit
+        await launcher.direct_started(began + 0.2)  # its start is 0.6 s away: the limit
         limited = time.time() - began
-        await launcher.crowd_started(began + 5)
+        await launcher.direct_started(began + 5)
         started = time.time() - fire_at.timestamp()
         assert await launcher.wait_all(30)
-        db.close()
+        await store.close()
         return at_once, limited, started
 
     at_once, limited, started = asyncio.run(scenario())
@@ -233,7 +191,7 @@ def test_crowd_started_waits_for_the_crowded_starts_or_until_its_limit(
 
 
 def test_a_crowded_shell_free_run_still_times_out_and_is_killed_as_a_whole(
-    store: SqliteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Tracked by its session instead of a cgroup: the deadline and a kill still end it
     # with everything it started (here a `setsid -f` escapee, recognised by its run id).
@@ -252,21 +210,20 @@ def test_a_crowded_shell_free_run_still_times_out_and_is_killed_as_a_whole(
         return Job.from_mapping({**settings, "kill_grace": "2s"})
 
     async def scenario() -> tuple[RunStatus, RunStatus, float]:
-        db = StoreWorker(store)
-        launcher = Launcher(store, db, "owner", LiveOutput(), lambda *_: None)
+        store = await opened_store(tmp_path / "db")
+        launcher = launcher_for(store)
         fire_at = dt.datetime.fromtimestamp(time.time() + 0.3, dt.UTC)
-        timed = store.claim("timed", fire_at, Trigger.SCHEDULE, "owner")
-        killed = store.claim("killed", fire_at, Trigger.SCHEDULE, "owner")
-        assert timed is not None and killed is not None
+        timed = await claim(store, "timed", fire_at)
+        killed = await claim(store, "killed", fire_at)
         for run_id, name, timeout in ((timed, "timed", "1s"), (killed, "killed", None)):
-            firing = Firing(run_id, job(name, timeout), fire_at, Trigger.SCHEDULE)
-            launcher.launch(firing, fire_at.timestamp(), crowded=True)
+            launch = launch_of(run_id, job(name, timeout), fire_at, fire_at.timestamp(), True)
+            launcher.launch(launch)
         await asyncio.sleep(1.5)
-        assert await launcher.kill(killed)
+        assert launcher.kill(killed)
         assert await launcher.wait_all(30)
         ended = time.time() - fire_at.timestamp()
-        db.close()
-        first, second = store.get_run(timed), store.get_run(killed)
+        first, second = await store.get_run(timed), await store.get_run(killed)
+        await store.close()
         assert first is not None and second is not None
         return first.status, second.status, ended
 

@@ -9,18 +9,35 @@ from pathlib import Path
 
 import pytest
 
-from evercron.model import Job, RunStatus, Trigger
+from evercron.model import Job, Run, RunStatus, Trigger
 from evercron.process import descriptors
 from evercron.process.cgroup import discover
 from evercron.scheduler import Scheduler, boot, core
-from evercron.store import SqliteStore
-from evercron.store.worker import StoreWorker
+from evercron.store import RunQuery
+from tests.scheduler.harness import opened_store
 
 
-def make_store(path: Path) -> SqliteStore:
-    store = SqliteStore(path)
-    store.migrate()
-    return store
+def put_job(path: Path, job: Job, created: dt.datetime | None = None) -> None:
+    """Store `job` (created at `created`, default now)."""
+
+    async def put() -> None:
+        store = await opened_store(path)
+        await store.put_job(job, created or dt.datetime.now(dt.UTC))
+        await store.close()
+
+    asyncio.run(put())
+
+
+def runs_of(path: Path, job: str, status: RunStatus | None = None) -> list[Run]:
+    """The runs of `job`, newest first."""
+
+    async def read() -> list[Run]:
+        store = await opened_store(path)
+        runs = await store.list_runs(RunQuery(job, status, 1000))
+        await store.close()
+        return runs
+
+    return asyncio.run(read())
 
 
 def every_second_job(log: Path, **extra: object) -> Job:
@@ -36,13 +53,12 @@ def every_second_job(log: Path, **extra: object) -> Job:
 
 
 async def run_schedulers(store_path: Path, owners: list[str], seconds: float) -> None:
-    workers, schedulers, loops = [], [], []
+    stores, schedulers, loops = [], [], []
     for owner in owners:
-        store = make_store(store_path)
-        worker = StoreWorker(store)
-        scheduler = Scheduler(store, worker, owner)
+        store = await opened_store(store_path)
+        scheduler = Scheduler(store, owner)
         await scheduler.load()
-        workers.append(worker)
+        stores.append(store)
         schedulers.append(scheduler)
         loops.append(asyncio.create_task(scheduler.run()))
     await asyncio.sleep(seconds)
@@ -51,14 +67,14 @@ async def run_schedulers(store_path: Path, owners: list[str], seconds: float) ->
     await asyncio.gather(*loops)
     for scheduler in schedulers:
         await scheduler.launcher.wait_all(10)
-    for worker in workers:
-        worker.close()
+        await scheduler.close()
+    for store in stores:
+        await store.close()
 
 
 def test_every_second_fires_once_per_second(tmp_path: Path) -> None:
     log = tmp_path / "ticks"
-    store = make_store(tmp_path / "db")
-    store.put_job(every_second_job(log), dt.datetime.now(dt.UTC))
+    put_job(tmp_path / "db", every_second_job(log))
     asyncio.run(run_schedulers(tmp_path / "db", ["a"], 3.6))
     stamps = [line.split()[0] for line in log.read_text().splitlines()]
     counts = Counter(stamps)
@@ -69,7 +85,7 @@ def test_every_second_fires_once_per_second(tmp_path: Path) -> None:
         assert lateness >= 0, line  # never early
         if index > 0:  # the first may be a firing that passed while the scheduler started
             assert lateness < 0.5, line
-    runs = store.list_runs(job="tick")
+    runs = runs_of(tmp_path / "db", "tick")
     assert all(r.status is RunStatus.SUCCEEDED for r in runs)
     assert sorted(str(r.id) for r in runs) == sorted(
         line.split()[1] for line in log.read_text().splitlines()
@@ -86,12 +102,11 @@ def test_a_crowded_instant_runs_its_firings_without_a_shell(
     monkeypatch.setattr(descriptors, "_sealed", True)
     monkeypatch.setattr(core, "CROWD_PER_CPU", crowd_per_cpu)
     log = tmp_path / "ticks"
-    store = make_store(tmp_path / "db")
     job = {"command": f"cat /proc/self/cgroup >> {log}"}
-    store.put_job(every_second_job(log, **job), dt.datetime.now(dt.UTC))
+    put_job(tmp_path / "db", every_second_job(log, **job))
     asyncio.run(run_schedulers(tmp_path / "db", ["a"], 2.6))
     unified = [line for line in log.read_text().splitlines() if line.startswith("0::")]
-    runs = store.list_runs(job="tick")
+    runs = runs_of(tmp_path / "db", "tick")
     assert len(unified) == len(runs) >= 2
     assert all(r.status is RunStatus.SUCCEEDED for r in runs)
     in_run_groups = ["evercron-runs" in line for line in unified]
@@ -103,17 +118,15 @@ def test_a_crowded_instant_runs_its_firings_without_a_shell(
 
 def test_two_schedulers_share_the_work_exactly_once(tmp_path: Path) -> None:
     log = tmp_path / "ticks"
-    store = make_store(tmp_path / "db")
-    store.put_job(every_second_job(log), dt.datetime.now(dt.UTC))
+    put_job(tmp_path / "db", every_second_job(log))
     asyncio.run(run_schedulers(tmp_path / "db", ["a", "b", "c"], 3.6))
     counts = Counter(line.split()[0] for line in log.read_text().splitlines())
     assert len(counts) >= 3 and set(counts.values()) == {1}
-    owners = {r.owner for r in store.list_runs(job="tick")}
+    owners = {r.owner for r in runs_of(tmp_path / "db", "tick")}
     assert owners <= {"a", "b", "c"}
 
 
 def test_forbid_records_skipped_firings(tmp_path: Path) -> None:
-    store = make_store(tmp_path / "db")
     job = Job.from_mapping(
         {
             "name": "slow",
@@ -122,17 +135,16 @@ def test_forbid_records_skipped_firings(tmp_path: Path) -> None:
             "concurrency": "forbid",
         }
     )
-    store.put_job(job, dt.datetime.now(dt.UTC))
+    put_job(tmp_path / "db", job)
     asyncio.run(run_schedulers(tmp_path / "db", ["a"], 3.5))
-    statuses = Counter(r.status for r in store.list_runs(job="slow"))
+    statuses = Counter(r.status for r in runs_of(tmp_path / "db", "slow"))
     assert statuses[RunStatus.SKIPPED] >= 1
     assert statuses[RunStatus.SUCCEEDED] >= 1
-    skipped = store.list_runs(job="slow", status=RunStatus.SKIPPED)[0]
+    skipped = runs_of(tmp_path / "db", "slow", RunStatus.SKIPPED)[0]
     assert "concurrency=forbid" in (skipped.error or "")
 
 
 def test_misfire_run_once_after_downtime(tmp_path: Path) -> None:
-    store = make_store(tmp_path / "db")
     created = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)
     job = Job.from_mapping(
         {
@@ -144,19 +156,21 @@ def test_misfire_run_once_after_downtime(tmp_path: Path) -> None:
             "timezone": "UTC",
         }
     )
-    store.put_job(job, created)
+    put_job(tmp_path / "db", job, created)
     asyncio.run(run_schedulers(tmp_path / "db", ["a"], 1.0))
-    runs = store.list_runs(job="hourly")
-    assert [r.trigger for r in runs] == [Trigger.CATCH_UP]
+    runs = runs_of(tmp_path / "db", "hourly")
     latest_hour = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
-    assert runs[0].scheduled_at == latest_hour
+    ran = [r for r in runs if r.status is not RunStatus.SKIPPED]
+    assert [(r.trigger, r.scheduled_at) for r in ran] == [(Trigger.CATCH_UP, latest_hour)]
+    skipped = [r for r in runs if r.status is RunStatus.SKIPPED]
+    assert len(skipped) == 2 and all("misfire=run-once" in (r.error or "") for r in skipped)
 
 
 def test_misfire_run_all_and_skip(tmp_path: Path) -> None:
-    store = make_store(tmp_path / "db")
     created = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3, minutes=30)
     for name, policy in (("all", "run-all"), ("none", "skip")):
-        store.put_job(
+        put_job(
+            tmp_path / "db",
             Job.from_mapping(
                 {
                     "name": name,
@@ -175,16 +189,20 @@ def test_misfire_run_all_and_skip(tmp_path: Path) -> None:
         for h in range(1, 5)
     }
     missed = sorted(h for h in hours if created < h <= dt.datetime.now(dt.UTC))
-    assert sorted(r.scheduled_at for r in store.list_runs(job="all")) == missed
-    assert store.list_runs(job="none") == []
+    ran = runs_of(tmp_path / "db", "all")
+    assert sorted(r.scheduled_at for r in ran) == missed
+    assert {(r.trigger, r.status) for r in ran} == {(Trigger.CATCH_UP, RunStatus.SUCCEEDED)}
+    skipped = runs_of(tmp_path / "db", "none")
+    assert sorted(r.scheduled_at for r in skipped) == missed  # a row each, none run
+    assert all(r.status is RunStatus.SKIPPED and "misfire=skip" in (r.error or "") for r in skipped)
     # A restart does not run them again: the claims are in the store.
     asyncio.run(run_schedulers(tmp_path / "db", ["b"], 0.5))
-    assert len(store.list_runs(job="all")) == len(missed)
+    assert len(runs_of(tmp_path / "db", "all")) == len(missed)
 
 
 def test_retries_are_linked_to_the_original(tmp_path: Path) -> None:
-    store = make_store(tmp_path / "db")
-    store.put_job(
+    put_job(
+        tmp_path / "db",
         Job.from_mapping(
             {
                 "name": "flaky",
@@ -194,20 +212,19 @@ def test_retries_are_linked_to_the_original(tmp_path: Path) -> None:
                 "retry_backoff": 0.2,
             }
         ),
-        dt.datetime.now(dt.UTC),
     )
 
     async def scenario() -> None:
-        worker = StoreWorker(store)
-        scheduler = Scheduler(store, worker, "a")
+        store = await opened_store(tmp_path / "db")
+        scheduler = Scheduler(store, "a")
         await scheduler.load()
         await scheduler.trigger("flaky")
         await asyncio.sleep(1.5)
         await scheduler.launcher.wait_all(5)
-        worker.close()
+        await store.close()
 
     asyncio.run(scenario())
-    runs = sorted(store.list_runs(job="flaky"), key=lambda r: r.id)
+    runs = sorted(runs_of(tmp_path / "db", "flaky"), key=lambda r: r.id)
     assert [(r.trigger, r.attempt, r.status) for r in runs] == [
         (Trigger.MANUAL, 1, RunStatus.FAILED),
         (Trigger.RETRY, 2, RunStatus.FAILED),
@@ -225,9 +242,8 @@ def test_reboot_runs_once_per_boot_id_even_when_the_clock_moves(
     monkeypatch.setattr(boot, "BOOT_ID_PATH", boot_id)
     monkeypatch.setattr(boot, "PROC_STAT_PATH", proc_stat)
     marks = tmp_path / "marks"
-    store = make_store(tmp_path / "db")
     job = {"name": "at-boot", "schedule": "@reboot", "command": f"echo x >> {marks}"}
-    store.put_job(Job.from_mapping(job), dt.datetime.now(dt.UTC))
+    put_job(tmp_path / "db", Job.from_mapping(job))
 
     def restart(this_boot: str, btime: int) -> int:
         boot_id.write_text(f"{this_boot}\n")
@@ -239,5 +255,5 @@ def test_reboot_runs_once_per_boot_id_even_when_the_clock_moves(
     assert restart("boot-1", 1_700_000_000) == 1  # a restart
     assert restart("boot-1", 1_700_000_003) == 1  # the clock was stepped 3 s meanwhile
     assert restart("boot-2", 1_700_090_000) == 2  # a new boot
-    runs = store.list_runs(job="at-boot")
+    runs = runs_of(tmp_path / "db", "at-boot")
     assert [r.scheduled_at.timestamp() for r in runs] == [1_700_090_000, 1_700_000_000]

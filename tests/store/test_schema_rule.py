@@ -7,17 +7,19 @@ a store a newer one expanded, and that contract migrations wait for older genera
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from evercron.model import RunStatus, Trigger
-from evercron.store import SqliteStore
+from evercron.store import Claim, RunEnd, StoredChunk, StoreError
 from evercron.store.schema import MIGRATIONS, Migration
-from evercron.store.sqlite import StoredChunk, StoreError
+from evercron.store.sqlite import SqliteStore
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
 _EXPANDING = re.compile(
@@ -37,20 +39,43 @@ def test_every_expand_migration_only_adds(number: int) -> None:
             assert "DEFAULT" in statement.upper(), f"migration {number}: NOT NULL needs DEFAULT"
 
 
-def _exercise(store: SqliteStore) -> None:
-    """What a daemon does with its store, end to end."""
-    run_id = store.claim("job", NOW, Trigger.SCHEDULE, "owner-a")
-    assert run_id is not None
-    assert store.claim("job", NOW, Trigger.SCHEDULE, "owner-b") is None
-    store.mark_started(run_id, 123, 456, NOW)
-    store.append_output(run_id, [StoredChunk(0, "stdout", 1.0, b"hello")])
-    assert store.request_kill(run_id, NOW)
-    assert store.kill_requests("owner-a") == [run_id]
-    store.finish(run_id, RunStatus.SUCCEEDED, NOW, exit_code=0, output_bytes=5)
-    finished = store.get_run(run_id)
-    assert finished is not None and finished.status is RunStatus.SUCCEEDED
-    assert [c.data for c in store.read_output(run_id)] == [b"hello"]
-    assert store.kill_requests("owner-a") == []
+def migrate(
+    path: Path, migrations: Sequence[Migration] = MIGRATIONS, expand_only: bool = False
+) -> int:
+    """Open the store at `path`, migrate it, close it; the version it is at."""
+
+    async def go() -> int:
+        store = SqliteStore(path)
+        try:
+            return await store.migrate(expand_only=expand_only, migrations=migrations)
+        finally:
+            await store.close()
+
+    return asyncio.run(go())
+
+
+def exercise(path: Path) -> None:
+    """What a daemon does with its store, end to end, with this release's code."""
+
+    async def go() -> None:
+        store = SqliteStore(path)
+        (claimed,) = await store.claim([Claim("job", NOW, Trigger.SCHEDULE)], "owner-a")
+        run_id = claimed.run_id
+        assert run_id is not None
+        (again,) = await store.claim([Claim("job", NOW, Trigger.SCHEDULE)], "owner-b")
+        assert again.run_id is None
+        await store.mark_started(run_id, 123, 456, NOW)
+        await store.append_output(run_id, [StoredChunk(0, "stdout", 1.0, b"hello")])
+        assert await store.request_kill(run_id, NOW)
+        assert await store.kill_requests("owner-a") == [run_id]
+        await store.finish(run_id, RunEnd(RunStatus.SUCCEEDED, NOW, exit_code=0, output_bytes=5))
+        finished = await store.get_run(run_id)
+        assert finished is not None and finished.status is RunStatus.SUCCEEDED
+        assert [c.data for c in await store.read_output(run_id)] == [b"hello"]
+        assert await store.kill_requests("owner-a") == []
+        await store.close()
+
+    asyncio.run(go())
 
 
 def test_this_release_works_on_a_store_a_newer_release_expanded(tmp_path: Path) -> None:
@@ -63,25 +88,24 @@ def test_this_release_works_on_a_store_a_newer_release_expanded(tmp_path: Path) 
             "CREATE INDEX runs_owner ON runs (owner)"
         ),
     ]
-    assert SqliteStore(path).migrate(migrations=newer) == len(newer)
-    older = SqliteStore(path)  # this release, as the draining (or rolled back) generation
-    assert older.migrate() == len(newer)  # left as it is, not refused
-    _exercise(older)
+    assert migrate(path, newer) == len(newer)
+    # This release, as the draining (or rolled back) generation: left as it is, not refused.
+    assert migrate(path) == len(newer)
+    exercise(path)
 
 
 def test_contract_migrations_wait_while_an_older_generation_runs(tmp_path: Path) -> None:
     path = tmp_path / "evercron.db"
-    SqliteStore(path).migrate()
+    migrate(path)
     newer = [
         *MIGRATIONS,
         Migration("CREATE TABLE expanded (x INTEGER)"),
         Migration("DROP INDEX runs_status", oldest_reader=len(MIGRATIONS)),
         Migration("CREATE TABLE after_contract (x INTEGER)"),
     ]
-    successor = SqliteStore(path)
-    assert successor.migrate(expand_only=True, migrations=newer) == len(MIGRATIONS) + 1
-    _exercise(SqliteStore(path))  # the draining generation still works
-    assert successor.migrate(migrations=newer) == len(newer)
+    assert migrate(path, newer, expand_only=True) == len(MIGRATIONS) + 1
+    exercise(path)  # the draining generation still works
+    assert migrate(path, newer) == len(newer)
     with sqlite3.connect(path) as db:
         names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
     assert {"expanded", "after_contract"} <= names and "runs_status" not in names
@@ -90,9 +114,9 @@ def test_contract_migrations_wait_while_an_older_generation_runs(tmp_path: Path)
 def test_release_older_than_a_contract_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "evercron.db"
     newer = [*MIGRATIONS, Migration("DROP INDEX runs_status", oldest_reader=len(MIGRATIONS) + 1)]
-    SqliteStore(path).migrate(migrations=newer)
+    migrate(path, newer)
     with pytest.raises(StoreError, match="newer than this evercron can read"):
-        SqliteStore(path).migrate()
+        migrate(path)
 
 
 def test_a_store_from_the_first_release_is_brought_forward(tmp_path: Path) -> None:
@@ -101,6 +125,5 @@ def test_a_store_from_the_first_release_is_brought_forward(tmp_path: Path) -> No
         db.executescript(MIGRATIONS[0].sql)
         db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
         db.execute("INSERT INTO schema_version VALUES (1)")
-    store = SqliteStore(path)
-    assert store.migrate() == len(MIGRATIONS)
-    _exercise(store)
+    assert migrate(path) == len(MIGRATIONS)
+    exercise(path)

@@ -139,6 +139,13 @@ class CronExpr:
         return self._reboot
 
     @property
+    def is_fixed_time(self) -> bool:
+        """True when both the minute and the hour field are restricted (neither starts with
+        `*`): the schedule names wall-clock times of day, as Debian cron's "fixed-time"
+        jobs. Other schedules (and `@every`) follow elapsed time."""
+        return self._fixed
+
+    @property
     def every_seconds(self) -> int | None:
         """The period of an `@every` schedule, else None."""
         return self._every or None

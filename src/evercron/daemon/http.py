@@ -11,6 +11,10 @@ A connection accepted just before the drain began is waited for too: its protoco
 made a few loop steps after the accept, and a drain that missed it would end the process
 under a request already sent (the client sees a reset). A request still arriving (no
 response under way yet) is read and answered, never cut off by the close.
+
+HTTP/1.1 is served by uvicorn's h11 protocol whatever else is installed: the drain reads
+each connection's request state from it (`evercron.daemon.h11_protocol`). With a
+`ConnectionGuard`, idle and slow connections are bounded too (`evercron.daemon.connections`).
 """
 
 from __future__ import annotations
@@ -21,29 +25,50 @@ import logging
 import socket
 import time
 from collections.abc import Generator
-from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from evercron.daemon.connections import ConnectionGuard
+from evercron.daemon.h11_protocol import guarded_protocol, is_answering, is_idle
 
 log = logging.getLogger("evercron.daemon")
 DRAIN_IDLE_GRACE = 2.0
 DRAIN_TIMEOUT = 30.0
 _TICK = 0.05
+LISTEN_QUEUE = 4096
+"""Connections the kernel queues until they are accepted (they cost no descriptor here
+until then), whatever uvicorn's `backlog`, which also bounds how many asyncio accepts in
+one loop step."""
 # Loop steps from an accept to the protocol's connection_made (accept task, transport).
 _ACCEPT_STEPS = 3
 
 
 class HttpServer(uvicorn.Server):
-    """uvicorn without its own signal handling, with a graceful drain."""
+    """uvicorn on h11 without its own signal handling, with a graceful drain, and with
+    the connections kept within `guard`'s bounds when one is given. The config's `http`
+    must be "auto", "h11" or an `H11Protocol` subclass (and "auto" or "h11" with a
+    guard): it is set to the h11 protocol class served."""
 
-    def __init__(self, config: uvicorn.Config) -> None:
+    def __init__(self, config: uvicorn.Config, guard: ConnectionGuard | None = None) -> None:
+        config.http = _h11_protocol(config.http, guard)
         super().__init__(config)
+        self.guard = guard
         self.draining = False
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
         """The daemon handles signals itself."""
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        """Start serving `sockets` (with a queue of `LISTEN_QUEUE`); accept() running out
+        of descriptors is the guard's to handle."""
+        if self.guard is not None:
+            self.guard.watch_accept(asyncio.get_running_loop())
+        await super().startup(sockets)
+        for sock in sockets or ():
+            sock.listen(LISTEN_QUEUE)
 
     async def wait_serving(self, serving: asyncio.Task[None]) -> None:
         """Return once the server accepts connections; raise if it failed to start."""
@@ -65,8 +90,10 @@ class HttpServer(uvicorn.Server):
         """Stop: drain when handing over, else uvicorn's graceful shutdown."""
         if not self.draining:
             await super().shutdown(sockets)
-            return
-        await self._drain_connections(DRAIN_IDLE_GRACE, DRAIN_TIMEOUT)
+        else:
+            await self._drain_connections(DRAIN_IDLE_GRACE, DRAIN_TIMEOUT)
+        if self.guard is not None:
+            self.guard.closed_connections.flush()
 
     async def _drain_connections(self, idle_grace: float, timeout: float) -> None:
         began = time.monotonic()
@@ -76,11 +103,13 @@ class HttpServer(uvicorn.Server):
             elapsed = time.monotonic() - began
             for connection in list(self.server_state.connections):
                 if elapsed >= timeout:
-                    _cut(connection)
-                elif _is_idle(connection):
+                    connection.transport.close()
+                elif not isinstance(connection, H11Protocol):
+                    connection.shutdown()  # not served here: uvicorn's own shutdown
+                elif is_idle(connection):
                     if elapsed >= idle_grace:
                         connection.shutdown()  # idle: closes now
-                elif _answering(connection):
+                elif is_answering(connection):
                     connection.shutdown()  # closes once the response is sent
             if elapsed >= timeout:
                 log.warning("drain: connections still open after %gs were cut", timeout)
@@ -93,22 +122,12 @@ class HttpServer(uvicorn.Server):
                 await server.wait_closed()
 
 
-def _is_idle(connection: Any) -> bool:
-    """Between requests (no request being read or answered)."""
-    cycle = getattr(connection, "cycle", None)
-    if cycle is not None and not cycle.response_complete:
-        return False
-    parser = getattr(connection, "conn", None)  # h11: bytes of a next request arrived?
-    return not (parser is not None and getattr(parser, "trailing_data", (b"", False))[0])
-
-
-def _answering(connection: Any) -> bool:
-    """A request was read and its response is not complete yet."""
-    cycle = getattr(connection, "cycle", None)
-    return cycle is not None and not cycle.response_complete
-
-
-def _cut(connection: Any) -> None:
-    transport = getattr(connection, "transport", None)
-    if transport is not None:
-        transport.close()
+def _h11_protocol(
+    http: type[asyncio.Protocol] | str, guard: ConnectionGuard | None
+) -> type[H11Protocol]:
+    """The h11 protocol class to serve with, for uvicorn's `http` setting `http`."""
+    if http in ("auto", "h11"):
+        return H11Protocol if guard is None else guarded_protocol(guard)
+    if isinstance(http, type) and issubclass(http, H11Protocol) and guard is None:
+        return http
+    raise ValueError(f"HttpServer serves uvicorn's h11 protocol: http={http!r} cannot be used")

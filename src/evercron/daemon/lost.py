@@ -12,18 +12,19 @@ from pathlib import Path
 from evercron.daemon.state import owner_is_alive
 from evercron.model import RunStatus
 from evercron.process.procfs import read_stat, started_at_ticks
-from evercron.store import SqliteStore
+from evercron.store import RunEnd, Store
 
 log = logging.getLogger("evercron.daemon")
 
 
-def recover_lost_runs(store: SqliteStore, state_dir: Path) -> list[int]:
+async def recover_lost_runs(store: Store, state_dir: Path) -> list[int]:
     """Mark every running run whose owner is dead as lost and kill its leftover process
     group - only when the group leader's start time matches the recorded one, so a reused
     pid is never hit. Returns the ids marked lost."""
     lost = []
     now = dt.datetime.now(dt.UTC)
-    for run, start_ticks in store.running():
+    for running in await store.running():
+        run, start_ticks = running.run, running.pid_start_ticks
         if run.owner is not None and owner_is_alive(state_dir, run.owner):
             continue
         killed = ""
@@ -33,12 +34,8 @@ def recover_lost_runs(store: SqliteStore, state_dir: Path) -> list[int]:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(run.pid, signal.SIGKILL)
                     killed = "; its leftover processes were killed"
-        store.finish(
-            run.id,
-            RunStatus.LOST,
-            now,
-            error=f"the daemon process that ran it ({run.owner}) died{killed}",
-        )
+        error = f"the daemon process that ran it ({run.owner}) died{killed}"
+        await store.finish(run.id, RunEnd(RunStatus.LOST, now, error=error))
         log.warning("run %s of %s marked lost%s", run.id, run.job, killed)
         lost.append(run.id)
     return lost

@@ -1,19 +1,25 @@
-"""`evercron serve`: start, serve the API and the schedule, hand over, shut down.
+"""`evercron serve`: one daemon process (one generation), as a small state machine.
 
-Startup: config (every problem listed, nothing touched), state dir and locks, store and
-migrations, runs lost by a dead daemon, config jobs reconciled into the store, the
-listening sockets (bound, adopted from systemd, or inherited from the generation before),
-then scheduling and serving.
+    starting --> serving --> stopping --> stopped
+        |           |                        ^
+        |           +--> draining -----------+
+        +------------------------------------+  (start-up failed)
 
-Shutdown (SIGTERM/SIGINT or the API): stop scheduling and accepting, finish in-flight
-requests, let running jobs finish within `shutdown_grace` (a second signal ends them at
-once), record every result, exit 0.
+- starting: config (checked before we get here), state dir and locks, the store and its
+  migrations, runs lost by a dead daemon, config jobs reconciled into the store, the
+  listening sockets (bound, adopted from systemd, or inherited from the generation
+  before), the scheduler's plan. A successor touches shared state only once the old
+  process has let go.
+- serving: the API and the schedule.
+- stopping (SIGTERM/SIGINT, the API): stop scheduling and accepting, finish in-flight
+  requests, let running jobs finish within `shutdown_grace` (a second signal ends them at
+  once), record every result.
+- draining (after a hot upgrade handed over: SIGHUP, the API, `evercron upgrade`): stop
+  accepting and claiming, drain connections, end live streams, let running jobs finish
+  normally (kills asked through the successor still reach them) and record them.
+- stopped: everything recorded and closed; the process exits 0.
 
-Hot upgrade (SIGHUP, the API, `evercron upgrade`): start the successor with the sockets
-inherited and wait until it serves (see `evercron.daemon.upgrade`); then stop accepting
-and scheduling, drain the connections, end live streams, let running jobs finish normally
-(kills asked through the successor still reach them), record them and exit 0. A successor
-writes shared state only once the old process has let go.
+Each signal has one handler method (`_handle_<signal>`), as in gunicorn's arbiter.
 """
 
 from __future__ import annotations
@@ -37,7 +43,9 @@ import uvicorn
 
 from evercron import __version__
 from evercron.config import Config
-from evercron.daemon import collector, init, listeners, logs, state
+from evercron.daemon import chores, collector, init, listeners, logs, state
+from evercron.daemon.connections import ACCEPT_BACKLOG, ConnectionGuard
+from evercron.daemon.control import Control
 from evercron.daemon.http import HttpServer
 from evercron.daemon.lost import recover_lost_runs
 from evercron.daemon.notify import Notifier
@@ -46,19 +54,35 @@ from evercron.daemon.upgrade import Handover, Predecessor, UpgradeBusy, UpgradeE
 from evercron.process.descriptors import seal_inherited_descriptors
 from evercron.process.procfs import read_stat
 from evercron.scheduler import Scheduler
+from evercron.scheduler.slots import reserved_descriptors
 from evercron.server.app import create_app
-from evercron.server.context import DaemonContext
-from evercron.store import SqliteStore
-from evercron.store.worker import StoreWorker
+from evercron.server.context import ApiContext, GenerationInfo
+from evercron.store import RetryPolicy, Store, open_store
 
 log = logging.getLogger("evercron.daemon")
-_PRUNE_EVERY = 3600.0
-_KILL_REQUESTS_EVERY = 0.25
-_CONTRACT_CHECK_EVERY = 1.0
 
 
 class ServeError(RuntimeError):
     """The daemon cannot start; the message says why."""
+
+
+class Phase(enum.Enum):
+    """Where a daemon process is in its life (see the module text)."""
+
+    STARTING = "starting"
+    SERVING = "serving"
+    DRAINING = "draining"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+
+
+_NEXT: dict[Phase, set[Phase]] = {
+    Phase.STARTING: {Phase.SERVING, Phase.STOPPED},
+    Phase.SERVING: {Phase.DRAINING, Phase.STOPPING},
+    Phase.DRAINING: {Phase.STOPPED},
+    Phase.STOPPING: {Phase.STOPPED},
+    Phase.STOPPED: set(),
+}
 
 
 @dataclass(frozen=True)
@@ -72,18 +96,14 @@ class ServeOptions:
 
 
 @dataclass(frozen=True)
-class _Running:
-    """The parts of a serving daemon a handover or shutdown acts on."""
+class _Serving:
+    """The parts of a serving daemon that draining and stopping act on."""
 
-    context: DaemonContext
-    server: HttpServer
+    store: Store
     scheduler: Scheduler
+    server: HttpServer
+    control: Control
     started: dt.datetime
-
-
-class _Ending(enum.Enum):
-    STOP = "stop"
-    HANDOVER = "handover"
 
 
 def _raise_open_file_limit() -> None:
@@ -104,17 +124,20 @@ class Daemon:
         self.state_dir = self.settings.state_dir
         self.predecessor = predecessor
         self.generation = predecessor.generation if predecessor else 1
+        self.phase = Phase.STARTING
         self.notifier = Notifier.from_environ()
-        self._ending: _Ending | None = None
-        self._end = asyncio.Event()
-        self._hurry = asyncio.Event()
-        self._signals = 0
+        self._ended = asyncio.Event()  # left serving (to draining or stopping)
+        self._hurry = asyncio.Event()  # a further stop signal: end running jobs now
+        self._stop_signals = 0
         self._sockets: dict[str, socket.socket] = {}
         self._serve_lock = state.FileLock(self.state_dir / "serve.lock")
         self._upgrader: Upgrader | None = None
-        self._running: _Running | None = None
+        self._serving: _Serving | None = None
         self._handover: Handover | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._http: asyncio.Task[None] | None = None
+        self._schedule: asyncio.Task[None] | None = None
+        self._signals: SignalRouter | None = None
         if predecessor is not None and "supervisor" in predecessor.fds:
             self._supervisor: int | None = predecessor.fds["supervisor"]
             os.set_inheritable(self._supervisor, False)
@@ -123,11 +146,17 @@ class Daemon:
         stat = read_stat(os.getpid())
         self.owner = f"{os.getpid()}-{stat.start_ticks if stat else 0}"
 
+    def _enter(self, phase: Phase) -> None:
+        if phase not in _NEXT[self.phase]:
+            raise RuntimeError(f"daemon phase {self.phase.value} cannot go to {phase.value}")
+        self.phase = phase
+
+    # -- the life of the process -------------------------------------------------------
+
     async def run(self) -> None:
         """Serve until asked to stop or handed over; raises `ServeError` when it cannot
         start (a successor reports that error to the old process)."""
-        settings = self.settings
-        token = settings.token or os.environ.get("EVERCRON_TOKEN") or None
+        token = self.settings.token or os.environ.get("EVERCRON_TOKEN") or None
         if token is not None and self._viewer_token() == token:
             raise ServeError("the viewer token must differ from the API token")
         _raise_open_file_limit()
@@ -138,75 +167,70 @@ class Daemon:
         self._take_serve_lock()
         owner_lock = state.FileLock(self.state_dir / "owners" / f"{self.owner}.lock")
         owner_lock.try_acquire()
-        state.write_generation(
-            self.state_dir, self.owner, self._generation_info(dt.datetime.now(dt.UTC), "starting")
-        )
+        now = dt.datetime.now(dt.UTC)
+        state.write_generation(self.state_dir, self.owner, self._generation_info(now))
         try:
             self._sockets = self._listening_sockets()
-            for sock in self._sockets.values():
-                host = listeners.address_of(sock)[0]
-                if token is None and not listeners.is_loopback(host):
-                    raise ServeError(
-                        f"listening on {host} (not loopback) needs a token: set "
-                        "EVERCRON_TOKEN or [daemon] token"
-                    )
-            await self._serve(token or state.load_or_create_token(self.state_dir))
+            self._check_token(token)
+            await self._live(token or state.load_or_create_token(self.state_dir))
         finally:
             for sock in self._sockets.values():
                 sock.close()
             state.remove_generation(self.state_dir, self.owner)
             owner_lock.release(remove=True)
             self._serve_lock.release()
+            self.phase = Phase.STOPPED
         log.info("stopped")
 
-    def _viewer_token(self) -> str | None:
-        """The read-only token: [daemon] viewer_token, else EVERCRON_VIEWER_TOKEN."""
-        return self.settings.viewer_token or os.environ.get("EVERCRON_VIEWER_TOKEN") or None
+    async def _live(self, token: str) -> None:
+        serving = self._serving = await self._start(token)
+        try:
+            await self._serve(serving, token)
+            await self._ended.wait()
+            await self._finish(serving)
+        finally:
+            await self._tear_down(serving)
 
-    async def _serve(self, token: str) -> None:
+    async def _start(self, token: str) -> _Serving:
+        """The starting phase, up to the first accepted connection."""
         # Nothing this process inherited reaches a job, which lets jobs start through
         # posix_spawn (the listening sockets go to a successor through pass_fds).
         seal_inherited_descriptors()
-        store = SqliteStore(self.state_dir / "evercron.db")
+        store = open_store(self.state_dir)
         try:
             # A successor only expands the schema: the old generation still uses it.
-            store.migrate(expand_only=self.predecessor is not None)
+            await store.migrate(expand_only=self.predecessor is not None)
+            if self.predecessor is None:
+                await self._recover_and_reconcile(store)
+            scheduler = Scheduler(
+                store,
+                self.owner,
+                retry=RetryPolicy(self.settings.store_retry_interval),
+                owner_alive=lambda owner: state.owner_is_alive(self.state_dir, owner),
+            )
+            await scheduler.load()
         except Exception as error:
-            store.close()
+            await store.close()
             raise ServeError(str(error)) from None
-        if self.predecessor is None:
-            with store.batch():  # one commit for a thousand config jobs, not one each
-                self._recover_and_reconcile(store)
-        db = StoreWorker(store)
-        scheduler = Scheduler(store, db, self.owner)
-        await scheduler.load()
         started = dt.datetime.now(dt.UTC)
-        context = DaemonContext(
+        control = Control(
+            store, self.state_dir, self.owner, self._me, self.request_stop, self.upgrade
+        )
+        context = ApiContext(
             store,
-            db,
             scheduler,
+            scheduler.live,
+            scheduler.launcher.lag,
+            control,
             token,
-            self.state_dir,
             started,
-            self.request_stop,
-            self.upgrade,
-            self.owner,
-            self.generation,
+            str(self.state_dir),
             viewer_token=self._viewer_token(),
         )
-        tls = self.settings.tls_cert is not None
-        server = HttpServer(
-            uvicorn.Config(
-                create_app(context),
-                log_level="warning",
-                lifespan="off",
-                access_log=False,
-                ssl_certfile=self.settings.tls_cert,
-                ssl_keyfile=self.settings.tls_key,
-                timeout_graceful_shutdown=10,
-            )
+        guard = ConnectionGuard.within_descriptors(
+            self.settings.header_timeout, self.settings.max_connections, reserved_descriptors()
         )
-        url = listeners.url_of(next(iter(self._sockets.values())), tls)
+        server = HttpServer(self._http_config(context), guard)
         self._upgrader = Upgrader(
             list(self.options.arguments),
             self.generation,
@@ -214,38 +238,43 @@ class Daemon:
             self._inheritance,
             self._successor_environment,
         )
-        self._running = _Running(context, server, scheduler, started)
-        signals = self._install_signals()
-        serving = asyncio.create_task(server.serve(sockets=list(self._sockets.values())))
-        scheduling = asyncio.create_task(scheduler.run())
+        return _Serving(store, scheduler, server, control, started)
+
+    async def _serve(self, serving: _Serving, token: str) -> None:
+        """Enter the serving phase: accept, schedule, tell whoever waits."""
+        tls = self.settings.tls_cert is not None
+        url = listeners.url_of(next(iter(self._sockets.values())), tls)
+        sockets = list(self._sockets.values())
+        self._http = asyncio.create_task(serving.server.serve(sockets=sockets))
         try:
-            await server.wait_serving(serving)
+            await serving.server.wait_serving(self._http)
         except Exception as error:
-            signals.close()
-            scheduler.stop()
-            await scheduling
-            db.close()
-            store.close()
             raise ServeError(f"cannot serve on {url}: {error}") from None
-        self._spawn(self._serve_kill_requests(store, db, scheduler))
+        self._schedule = asyncio.create_task(serving.scheduler.run())
+        self._install_signals()
+        self._enter(Phase.SERVING)
+        store, scheduler = serving.store, serving.scheduler
+        self._spawn(chores.serve_kill_requests(store, scheduler, self.owner))
         if self.predecessor is not None:
             if await self.predecessor.report_ready():
                 log.info("generation %d: the old process let go", self.generation)
-            for name in await db(self._recover_and_reconcile, store):
+            for name in await self._recover_and_reconcile(store):
                 await scheduler.reload(name)
-            self._spawn(self._contract_when_alone(store, db))
-        self._spawn(self._prune_forever(store, db))
+            self._spawn(chores.contract_when_alone(store, self.state_dir, self.owner))
+        self._spawn(
+            chores.prune_forever(store, self.settings.retention_runs, self.settings.retention_days)
+        )
         self._spawn(logs.flush_forever())
-        self._publish(url, token, started, "serving")
-        if self.predecessor is None:
-            self.notifier.ready()
-        detail = f"pid {os.getpid()} generation {self.generation} on {url}"
-        await db(store.add_event, "start", detail, started)
+        self._publish(url, token, serving.started)
+        await store.add_event(
+            "start", f"pid {os.getpid()} generation {self.generation} on {url}", serving.started
+        )
         log.info(
-            "evercron %s (generation %d) serving %s (state dir %s, %d jobs)",
+            "evercron %s (generation %d) serving %s (%s, state dir %s, %d jobs)",
             os.getpid(),
             self.generation,
             url,
+            store.description,
             self.state_dir,
             len(scheduler.next_fires),
         )
@@ -253,26 +282,40 @@ class Daemon:
         logs.flush_all()  # what was logged so far comes before the lines below
         print(f"evercron listening on {url} (state dir {self.state_dir})", flush=True)
         print(f"web page: {url}/ (`evercron web` prints a link that signs you in)", flush=True)
-        try:
-            await self._end.wait()
-            if self._ending is _Ending.STOP:
-                self._shut_down(context, server, scheduler)
-            await scheduling
-            await serving
-            await self._finish_jobs(scheduler, self._ending is _Ending.HANDOVER)
-        finally:
-            signals.close()
-            for task in list(self._tasks):
-                task.cancel()
-            db.close()  # its thread is done: the store is ours alone again
-            store.add_event("stop", f"pid {os.getpid()}", dt.datetime.now(dt.UTC))
-            store.close()
-            if self._handover is None:  # else they are the successor's now
+
+    async def _finish(self, serving: _Serving) -> None:
+        """Stopping or draining: wait for the server and the schedule to wind down, then
+        for the running jobs (as long as they take after a handover, else within
+        `shutdown_grace`)."""
+        if self._schedule is not None:
+            await self._schedule
+        if self._http is not None:
+            await self._http
+        await self._finish_jobs(serving.scheduler, self.phase is Phase.DRAINING)
+
+    async def _tear_down(self, serving: _Serving) -> None:
+        """Close everything, record the stop, and leave the shared files to a successor."""
+        if self._signals is not None:
+            self._signals.close()
+        serving.scheduler.stop()
+        for task in (self._http, self._schedule):
+            if task is not None and not task.done():
+                serving.server.should_exit = True
+                with contextlib.suppress(Exception):
+                    await task
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await serving.scheduler.close()
+        with contextlib.suppress(Exception):
+            await serving.store.add_event("stop", f"pid {os.getpid()}", dt.datetime.now(dt.UTC))
+        await serving.store.close()
+        if self._handover is None:  # else they are the successor's now
+            with contextlib.suppress(OSError):
+                (self.state_dir / "daemon.json").unlink()
+            if self.options.pid_file is not None:
                 with contextlib.suppress(OSError):
-                    (self.state_dir / "daemon.json").unlink()
-                if self.options.pid_file is not None:
-                    with contextlib.suppress(OSError):
-                        self.options.pid_file.unlink()
+                    self.options.pid_file.unlink()
 
     # -- requests from signals and the API ---------------------------------------------
 
@@ -280,15 +323,16 @@ class Daemon:
         """Begin a graceful shutdown (as SIGTERM); a starting upgrade is abandoned."""
         if self._upgrader is not None:
             self._upgrader.abort()
-        if self._ending is None:
-            self._ending = _Ending.STOP
-            self._end.set()
+        if self.phase is Phase.SERVING and self._serving is not None:
+            self._enter(Phase.STOPPING)
+            self._shut_down()
+            self._ended.set()
 
     async def upgrade(self) -> Handover:
         """Hand over to a new process started from the code and config on disk; returns
         once it serves. Raises `UpgradeError` (the old process keeps serving) when the new
         one fails, and `UpgradeBusy` while another upgrade is starting."""
-        if self._upgrader is None or self._ending is not None:
+        if self._upgrader is None or self.phase is not Phase.SERVING:
             raise UpgradeBusy("this daemon process is stopping; it cannot upgrade")
         if not self._upgrader.in_progress and self._upgrader.successor is None:
             self.notifier.reloading()
@@ -297,12 +341,12 @@ class Daemon:
         except UpgradeBusy:
             raise  # the upgrade under way reports its own outcome
         except UpgradeError as error:
-            if self._ending is None:
+            if self.phase is Phase.SERVING:
                 log.error("upgrade failed, still serving: %s", error)
                 self.notifier.ready()
             await self._recover_after_failed_successor()
             raise
-        if self._ending is not None:  # stopping meanwhile: the successor is on its own
+        if self.phase is not Phase.SERVING:  # stopping meanwhile: the successor is alone
             log.warning("upgrade finished while stopping; pid %d serves", handover.pid)
         self.notifier.ready(handover.pid)
         log.info(
@@ -315,69 +359,78 @@ class Daemon:
         # The successor holds the serve lock through the descriptor it inherited; drop
         # ours, so that if it dies while this process drains, a restart can take over.
         self._serve_lock.release()
-        if self._ending is None:
-            self._ending = _Ending.HANDOVER
-            assert self._running is not None
-            self._let_go(self._running)
-        self._end.set()
+        if self.phase is Phase.SERVING:
+            self._enter(Phase.DRAINING)
+            self._let_go()
+        self._ended.set()
         return handover
 
     async def _recover_after_failed_successor(self) -> None:
         """A killed successor may have started firings before it was ready: mark its runs
         lost and end what they left running, as a restart would."""
-        if self._running is None:
+        serving = self._serving
+        if serving is None:
             return
-        context = self._running.context
-        for run_id in await context.db(recover_lost_runs, context.store, self.state_dir):
+        for run_id in await recover_lost_runs(serving.store, self.state_dir):
             log.warning("run %d of the failed new process marked lost", run_id)
 
-    def _install_signals(self) -> SignalRouter:
-        router = SignalRouter(asyncio.get_running_loop())
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            router.route(signum, self._on_stop_signal)
-        router.route(signal.SIGHUP, self._on_hangup)
-        return router
+    # -- signals: one handler each -----------------------------------------------------
 
-    def _on_stop_signal(self, signum: int) -> None:
-        self._signals += 1
-        name = signal.Signals(signum).name
-        if self._signals == 1 and self._ending is not _Ending.HANDOVER:
+    def _install_signals(self) -> None:
+        router = SignalRouter(asyncio.get_running_loop())
+        router.route(signal.SIGTERM, self._handle_term)
+        router.route(signal.SIGINT, self._handle_int)
+        router.route(signal.SIGHUP, self._handle_hup)
+        self._signals = router
+
+    def _handle_term(self, _signum: int) -> None:
+        self._stop_signal("SIGTERM")
+
+    def _handle_int(self, _signum: int) -> None:
+        self._stop_signal("SIGINT")
+
+    def _handle_hup(self, _signum: int) -> None:
+        log.info("SIGHUP: hot upgrade")
+        self._spawn(self._upgrade_logged())
+
+    def _stop_signal(self, name: str) -> None:
+        """The first stop signal shuts down gracefully (a draining process goes on
+        draining); the next one ends running jobs."""
+        self._stop_signals += 1
+        if self._stop_signals == 1 and self.phase is Phase.SERVING:
             log.info("%s: graceful shutdown", name)
             self.request_stop()
         else:
             log.info("%s: ending running jobs (after shutdown_grace when draining)", name)
             self._hurry.set()
 
-    def _on_hangup(self, _signum: int) -> None:
-        log.info("SIGHUP: hot upgrade")
-        self._spawn(self._upgrade_logged())
-
     async def _upgrade_logged(self) -> None:
         with contextlib.suppress(UpgradeError):  # logged by upgrade()
             await self.upgrade()
 
-    # -- ending ------------------------------------------------------------------------
+    # -- leaving the serving phase -----------------------------------------------------
 
-    def _shut_down(self, context: DaemonContext, server: HttpServer, scheduler: Scheduler) -> None:
+    def _shut_down(self) -> None:
+        serving = self._serving
+        assert serving is not None
         log.info("shutting down: no new firings or connections")
         self.notifier.stopping()
-        scheduler.stop()
-        scheduler.live.close_all()
-        context.draining = True
-        server.should_exit = True
+        serving.scheduler.stop()
+        serving.scheduler.live.close_all()
+        serving.control.draining = True
+        serving.server.should_exit = True
 
-    def _let_go(self, running: _Running) -> None:
+    def _let_go(self) -> None:
         """The handover, from the old side: stop accepting and claiming, tell the
         successor it may write shared state, end live streams, drain."""
-        assert self._upgrader is not None
-        running.context.draining = True
-        running.server.drain()
-        running.scheduler.hand_over()
+        serving = self._serving
+        assert serving is not None and self._upgrader is not None
+        serving.control.draining = True
+        serving.server.drain()
+        serving.scheduler.hand_over()
         self._upgrader.acknowledge()
-        running.scheduler.live.close_all()
-        state.write_generation(
-            self.state_dir, self.owner, self._generation_info(running.started, "draining")
-        )
+        serving.scheduler.live.close_all()
+        state.write_generation(self.state_dir, self.owner, self._generation_info(serving.started))
 
     async def _finish_jobs(self, scheduler: Scheduler, handed_over: bool) -> None:
         """Let running jobs finish: after a handover for as long as they take (with their
@@ -443,6 +496,19 @@ class Daemon:
         except listeners.ListenError as error:
             raise ServeError(str(error)) from None
 
+    def _viewer_token(self) -> str | None:
+        """The read-only token: [daemon] viewer_token, else EVERCRON_VIEWER_TOKEN."""
+        return self.settings.viewer_token or os.environ.get("EVERCRON_VIEWER_TOKEN") or None
+
+    def _check_token(self, token: str | None) -> None:
+        for sock in self._sockets.values():
+            host = listeners.address_of(sock)[0]
+            if token is None and not listeners.is_loopback(host):
+                raise ServeError(
+                    f"listening on {host} (not loopback) needs a token: set "
+                    "EVERCRON_TOKEN or [daemon] token"
+                )
+
     def _inheritance(self) -> dict[str, int]:
         fds = {f"listen:{name}": sock.fileno() for name, sock in self._sockets.items()}
         fds["serve-lock"] = self._serve_lock.fileno()
@@ -456,79 +522,57 @@ class Daemon:
 
     # -- shared state ------------------------------------------------------------------
 
-    def _recover_and_reconcile(self, store: SqliteStore) -> list[str]:
+    async def _recover_and_reconcile(self, store: Store) -> list[str]:
         """Mark runs of dead daemons lost and make the store's config jobs exactly the
         config's; the names of the jobs that changed."""
-        for run_id in recover_lost_runs(store, self.state_dir):
-            store.add_event("lost", f"run {run_id}", dt.datetime.now(dt.UTC))
-        return self._reconcile(store)
-
-    def _reconcile(self, store: SqliteStore) -> list[str]:
-        """Make the store's config-file jobs exactly those of the current config; the
-        names of the jobs added, changed or removed."""
         now = dt.datetime.now(dt.UTC)
-        changed = []
-        wanted = {job.name: job for job in self.options.config.jobs}
-        for stored in store.list_jobs():
-            if stored.job.source != "api" and stored.job.name not in wanted:
-                store.delete_job(stored.job.name)
-                changed.append(stored.job.name)
-        for job in wanted.values():
-            existing = store.get_job(job.name)
-            if existing is not None and existing.job.source == "api":
-                log.warning("config job %s replaces the API job of the same name", job.name)
-            if existing is None or existing.job != job:
-                store.put_job(job, now)
-                changed.append(job.name)
-        return changed
+        for run_id in await recover_lost_runs(store, self.state_dir):
+            await store.add_event("lost", f"run {run_id}", now)
+        return await store.reconcile_jobs(self.options.config.jobs, now)
 
-    def _publish(self, url: str, token: str, started: dt.datetime, role: str) -> None:
+    def _publish(self, url: str, token: str, started: dt.datetime) -> None:
         state.write_address(self.state_dir, url, token)
         if self.options.pid_file is not None:
             state.write_pid_file(self.options.pid_file)
-        state.write_generation(self.state_dir, self.owner, self._generation_info(started, role))
+        state.write_generation(self.state_dir, self.owner, self._generation_info(started))
         init.report_serving(self._supervisor)
+        if self.predecessor is None:
+            self.notifier.ready()
 
-    def _generation_info(self, started: dt.datetime, role: str) -> dict[str, object]:
+    def _generation_info(self, started: dt.datetime) -> dict[str, object]:
         return {
             "pid": os.getpid(),
             "generation": self.generation,
             "started_at": started.isoformat(),
-            "role": role,
+            "role": self.phase.value,
             "version": __version__,
         }
 
-    # -- background work ---------------------------------------------------------------
+    def _me(self) -> GenerationInfo:
+        serving = self._serving
+        return GenerationInfo(
+            pid=os.getpid(),
+            generation=self.generation,
+            role="draining" if self.phase is Phase.DRAINING else "serving",
+            version=__version__,
+            started_at=serving.started if serving else dt.datetime.now(dt.UTC),
+            running_runs=sorted(serving.scheduler.launcher.running) if serving else [],
+        )
 
-    async def _serve_kill_requests(
-        self, store: SqliteStore, db: StoreWorker, scheduler: Scheduler
-    ) -> None:
-        """Kill runs of this process that another one (the successor) was asked to kill."""
-        done: set[int] = set()
-        while True:
-            await asyncio.sleep(_KILL_REQUESTS_EVERY)
-            if not scheduler.launcher.running:
-                done.clear()
-                continue
-            for run_id in await db(store.kill_requests, self.owner):
-                if run_id not in done and await scheduler.launcher.kill(run_id):
-                    log.info("run %d: killed as asked through another process", run_id)
-                    done.add(run_id)
+    # -- plumbing ----------------------------------------------------------------------
 
-    async def _contract_when_alone(self, store: SqliteStore, db: StoreWorker) -> None:
-        """Apply contract migrations once no older generation uses the store."""
-        while set(await asyncio.to_thread(state.living_generations, self.state_dir)) - {self.owner}:
-            await asyncio.sleep(_CONTRACT_CHECK_EVERY)
-        await db(store.migrate)
-
-    async def _prune_forever(self, store: SqliteStore, db: StoreWorker) -> None:
-        """Apply the retention settings now and every hour."""
-        while True:
-            cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=self.settings.retention_days)
-            removed = await db(store.prune, self.settings.retention_runs, cutoff)
-            if removed:
-                log.info("retention: removed %d old run(s) and their output", removed)
-            await asyncio.sleep(_PRUNE_EVERY)
+    def _http_config(self, context: ApiContext) -> uvicorn.Config:
+        return uvicorn.Config(
+            create_app(context),
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            ssl_certfile=self.settings.tls_cert,
+            ssl_keyfile=self.settings.tls_key,
+            timeout_graceful_shutdown=10,
+            backlog=ACCEPT_BACKLOG,
+            ws="none",  # no WebSocket: every connection stays one the guard counts
+        )
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

@@ -27,6 +27,7 @@ _Request = tuple[
     asyncio.AbstractEventLoop,
     Callable[[], Any],
     "asyncio.Future[Any]",
+    threading.Event,
     Callable[[Any | None], None] | None,
     Callable[[Any], None] | None,
 ]
@@ -60,8 +61,12 @@ class BulkStarter:
         skipped). A result that cannot reach its loop at all (closed meanwhile) goes to
         `orphaned`, on the worker thread: nothing else will ever undo it."""
         future: asyncio.Future[T] = loop.create_future()
+        # Workers never touch the future (asyncio objects belong to their loop): they
+        # learn of a cancellation through this event, set on the loop.
+        cancelled = threading.Event()
+        future.add_done_callback(lambda done: cancelled.set() if done.cancelled() else None)
         with self._ready:
-            self._waiting.append((loop, function, future, abandoned, orphaned))
+            self._waiting.append((loop, function, future, cancelled, abandoned, orphaned))
             if self._idle:
                 self._ready.notify()
             elif self._threads < self._workers:
@@ -83,9 +88,9 @@ class BulkStarter:
             by_loop: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
             orphans: dict[asyncio.AbstractEventLoop, list[tuple[Any, Callable[[Any], None]]]]
             orphans = {}
-            for loop, function, future, abandoned, orphaned in batch:
+            for loop, function, future, cancelled, abandoned, orphaned in batch:
                 outcome: _Outcome
-                if future.cancelled() or loop.is_closed():  # nobody waits: start nothing
+                if cancelled.is_set() or loop.is_closed():  # nobody waits: start nothing
                     outcome = (future, None, None, abandoned)
                 else:
                     try:

@@ -10,6 +10,10 @@ exactly one (the shell reads its line byte by byte), so they all start at once.
 Those reads take the pipe's lock one member at a time, so closing the pipe right after
 the release waits for most of them: 120-160 ms for 300 members, measured on the event
 loop's thread. The group's descriptors are therefore closed on a helper thread.
+
+The release is two steps so that its instant does not depend on the event loop: `fire()`
+(any thread, e.g. a clock's instants thread) makes the write, and `release()` (on the
+loop) tells the members when they were let run.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import contextlib
 import os
 import queue
 import threading
+import time
 from collections.abc import Callable
 
 _closing: queue.SimpleQueue[int] | None = None
@@ -45,7 +50,8 @@ def _close_forever(descriptors: queue.SimpleQueue[int]) -> None:
 
 class HeldGroup:
     """Commands prepared to start together: pass the group as `start(..., held=group)`,
-    then `release()` it once. A member that joins after the release (its spawn took
+    then `release()` it once (or `fire()` it from any thread at the instant, then
+    `release()` on the loop). A member that joins after the release (its spawn took
     longer) is released as soon as it is started. Members of a group are released only
     with it. `close()` gives the group up instead: its members exit without running
     anything (as they do if this process ends first)."""
@@ -54,9 +60,10 @@ class HeldGroup:
         reader, writer = os.pipe()
         self._reader: int | None = reader
         self._writer: int | None = writer
-        self._members: list[Callable[[], None]] = []
+        self._members: list[Callable[[float], None]] = []
         self._starting = 0
-        self._released = False
+        self._fired_at: float | None = None
+        self._lock = threading.Lock()  # between `fire()` on another thread and the loop
 
     def starting(self) -> int:
         """A member is being started: the descriptor its process gets as stdin, kept open
@@ -66,41 +73,55 @@ class HeldGroup:
         self._starting += 1
         return self._reader
 
-    def joined(self, on_release: Callable[[], None]) -> None:
-        """A member was started; `on_release` is called when it is released (at once if
-        the group already was)."""
-        self._starting -= 1
-        if self._released:
-            self._write(1)
-            on_release()
-        elif self._writer is not None:
-            self._members.append(on_release)
+    def joined(self, on_release: Callable[[float], None]) -> None:
+        """A member was started; `on_release` is called with the time it was let run
+        (POSIX) when it is released (at once if the group already was)."""
+        with self._lock:
+            self._starting -= 1
+            fired_at = self._fired_at
+            if fired_at is not None:
+                self._write(1)
+            elif self._writer is not None:
+                self._members.append(on_release)
+        if fired_at is not None:
+            on_release(time.time())
         self._close_when_done()
 
     def abandoned(self) -> None:
         """A member could not be started."""
-        self._starting -= 1
+        with self._lock:
+            self._starting -= 1
         self._close_when_done()
 
+    def fire(self) -> None:
+        """Let every member started so far run now: one write, safe on any thread (no
+        effect the second time, or after `close()`). Call `release()` on the loop after."""
+        with self._lock:
+            if self._fired_at is not None or self._writer is None:
+                return
+            self._fired_at = time.time()
+            self._write(len(self._members))
+
     def release(self) -> None:
-        """Let every member run now (no effect the second time, or after `close()`)."""
-        if self._released or self._writer is None:
-            return
-        self._released = True
-        members, self._members = self._members, []
-        self._write(len(members))
-        for on_release in members:
-            on_release()
+        """`fire()` if that was not done, then tell the members when they were let run."""
+        self.fire()
+        with self._lock:
+            members, self._members = self._members, []
+            fired_at = self._fired_at
+        if fired_at is not None:
+            for on_release in members:
+                on_release(fired_at)
         self._close_when_done()
 
     def close(self) -> None:
         """Give the group up unreleased: its members see end of file and exit without
         running anything (no effect once released)."""
-        if self._released or self._writer is None:
-            return
-        _close_in_background([self._writer])
-        self._writer = None
-        self._members = []
+        with self._lock:
+            if self._fired_at is not None or self._writer is None:
+                return
+            _close_in_background([self._writer])
+            self._writer = None
+            self._members = []
         self._close_when_done()
 
     def _write(self, count: int) -> None:
@@ -111,10 +132,13 @@ class HeldGroup:
                 os.write(self._writer, b"\n" * count)
 
     def _close_when_done(self) -> None:
-        over = self._released or self._writer is None
-        if over and not self._starting:
-            _close_in_background([d for d in (self._writer, self._reader) if d is not None])
+        with self._lock:
+            over = self._fired_at is not None or self._writer is None
+            if not over or self._starting:
+                return
+            descriptors = [d for d in (self._writer, self._reader) if d is not None]
             self._writer = self._reader = None
+        _close_in_background(descriptors)
 
     def __del__(self) -> None:
         for descriptor in (self._writer, self._reader):

@@ -171,6 +171,7 @@ class Reaper:
         """Reap every dead child that is not ours to leave (see the module docstring);
         only among `candidates` (unwatched children) when given."""
         everything = os.getpid() == 1
+        reaped: list[tuple[Accountant, ExitInfo]] = []
         with self._lock:
             if self._in_flight:
                 return  # a child being spawned may look like a stray: scan next time
@@ -193,7 +194,9 @@ class Reaper:
                     continue
                 accountant = self._by_pid.pop(pid, None) or self._by_session.get(stat.session)
                 if accountant is not None:
-                    accountant(ExitInfo(pid, status, usage))
+                    reaped.append((accountant, ExitInfo(pid, status, usage)))
+        for accountant, info in reaped:  # outside the lock: an accountant may call back in
+            accountant(info)
 
     def reap_strays_now_and_then(self) -> None:
         """`reap_strays()`, at most every few milliseconds while other commands of ours

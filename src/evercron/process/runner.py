@@ -275,21 +275,25 @@ class RunningProcess:
         else:
             callback(self._started_at.timestamp())
 
-    def _released(self) -> None:
+    def _released(self, at: float | None = None) -> None:
+        """The command was let run at `at` (POSIX time; now when None)."""
         if self._main_exited or self._done.done():
             return  # ended (killed) while held: it never ran
+        now = time.time()
+        at = now if at is None else min(at, now)
         self._held_in_group = False
-        self._started_at = dt.datetime.now(dt.UTC)
-        self._started = time.monotonic()
-        self._arm_deadline()
+        self._started_at = dt.datetime.fromtimestamp(at, dt.UTC)
+        self._started = time.monotonic() - (now - at)
+        self._arm_deadline(already=now - at)
         callbacks, self._on_release = self._on_release, []
         for callback in callbacks:
-            callback(self._started_at.timestamp())
+            callback(at)
 
-    def _arm_deadline(self) -> None:
+    def _arm_deadline(self, already: float = 0.0) -> None:
+        """Start the timeout, `already` seconds of which have passed."""
         if self.command.timeout is not None and not self._main_exited:
             self._deadline = self._loop.call_later(
-                self.command.timeout, self._stop, Status.TIMED_OUT
+                max(0.0, self.command.timeout - already), self._stop, Status.TIMED_OUT
             )
 
     def send_signal(self, signum: int) -> None:

@@ -1,104 +1,151 @@
-"""The timing loop: one heap of (next fire time, job), one timer, claims, policies.
+"""The timing loop: one plan of (next fire time, job), one timer, every firing through
+the one firing path (`evercron.scheduler.firing`).
 
-The store is the source of truth: jobs are read from it and every firing is claimed in it
-(one INSERT, unique per job, scheduled time and attempt) before anything is spawned, so a
-firing runs exactly once whoever else schedules the same jobs (an upgrade's successor, a
-restarted daemon, another node). The timer is capped so clock steps are noticed.
+The store is the source of truth: jobs are read from it and every firing is claimed in
+it before anything is spawned, so a firing runs exactly once whoever else schedules the
+same jobs (an upgrade's successor, a restarted daemon, another node). The timer is capped
+so wall-clock steps are noticed; firings whose time passed while nothing could run them
+(an outage, a stall, a store refusing writes) follow the misfire rules of
+`evercron.scheduler.timing`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
+import dataclasses
 import datetime as dt
-import heapq
-import itertools
+import enum
+import logging
 import os
-import random
-import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from evercron.model import Concurrency, Job, RunStatus, Trigger
+from evercron.model import Concurrency, RunStatus, Trigger
 from evercron.scheduler.boot import current_boot
-from evercron.scheduler.launcher import Firing, Launcher
+from evercron.scheduler.clock import Clock, SystemClock
+from evercron.scheduler.firing import Firing, FiringPath
+from evercron.scheduler.launcher import Launch, Launcher
 from evercron.scheduler.live import LiveOutput
-from evercron.scheduler.timing import missed_firings, next_fire
-from evercron.store import SqliteStore, StoredJob
-from evercron.store.worker import StoreWorker
+from evercron.scheduler.plan import Plan
+from evercron.scheduler.timing import (
+    BIG_STEP,
+    Due,
+    Planned,
+    due_between,
+    next_fire,
+    plan_gap,
+    plan_step,
+)
+from evercron.store import RetryPolicy, RunEnd, Store, StoredJob, persist
 
+log = logging.getLogger("evercron.scheduler")
 TIMER_CAP = 5.0  # wake at least this often to notice wall-clock steps
 CROWD_PER_CPU = 100  # firings at one instant per CPU beyond which CPU bounds their start
 CROWDED_LEAD = 0.25  # a crowded instant is claimed this early at the latest
 PREPARE_LEAD = 1.0  # concurrency=allow: claim and prepare the process this early
 CLAIM_LEAD = 0.05  # other policies: decide and claim this close to the fire time
+STEP_TOLERANCE = 2.0  # wall-clock steps smaller than this are not told apart from noise
+_JUST_BEFORE = dt.timedelta(microseconds=1)
 
 
 class ForbiddenConcurrency(RuntimeError):
-    """A manual trigger refused because the job forbids overlapping runs."""
+    """A manual trigger recorded as skipped: the job forbids overlap and is running."""
+
+    def __init__(self, message: str, run_id: int | None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+
+
+class KillOutcome(enum.Enum):
+    """What a kill request did."""
+
+    KILLING = "killing"
+    """The run's process here is being ended; the run ends `killed`."""
+    ASKED = "asked"
+    """Another live daemon process owns the run: it was asked through the store."""
+    ENDED = "ended"
+    """Nothing was left to kill: the run was recorded as ended."""
+    NOT_RUNNING = "not running"
 
 
 class Scheduler:
     """Schedules every job in the store and launches its firings."""
 
     def __init__(
-        self, store: SqliteStore, db: StoreWorker, owner: str, live: LiveOutput | None = None
+        self,
+        store: Store,
+        owner: str,
+        *,
+        clock: Clock | None = None,
+        live: LiveOutput | None = None,
+        retry: RetryPolicy | None = None,
+        owner_alive: Callable[[str], bool] = lambda owner: False,
     ) -> None:
         self.store = store
-        self.db = db
         self.owner = owner
+        self.clock = clock or SystemClock()
         self.live = live or LiveOutput()
-        self.launcher = Launcher(store, db, owner, self.live, self._retry_later)
+        self.retry = retry or RetryPolicy()
+        self._owner_alive = owner_alive
+        self.launcher = Launcher(store, self.live, self.clock, self.retry, self._retry_later)
         self._jobs: dict[str, StoredJob] = {}
-        self._heap: list[tuple[float, int, str, dt.datetime, int]] = []
-        self._generation: dict[str, int] = {}
-        self._sequence = itertools.count()
+        self._path = FiringPath(store, owner, self.launcher, self._jobs.get, self.clock, self.retry)
+        self._plan = Plan()
         self._wake = asyncio.Event()
         self._stopping = False
         self._keep_retries = False
         self._tasks: set[asyncio.Task[None]] = set()
-        self.next_fires: dict[str, dt.datetime] = {}
+        self._waiting: set[asyncio.Task[Any]] = set()  # tasks asleep until a later time
+        self._last_wall = self._last_mono = 0.0
+        self._outage_since: float | None = None
+
+    @property
+    def next_fires(self) -> dict[str, dt.datetime]:
+        """Each planned job's next fire time."""
+        return self._plan.next_fires
+
+    def running_runs(self) -> list[int]:
+        """Ids of the runs this daemon process is running."""
+        return list(self.launcher.running)
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Read every job, run what was missed while nobody scheduled, plan the rest."""
-        now = dt.datetime.now(dt.UTC)
-        for stored in await self.db(self.store.list_jobs):
+        """Read every job, settle what was missed while nobody scheduled, plan the rest."""
+        now = self.clock.time()
+        for stored in await self.store.list_jobs():
             self._jobs[stored.job.name] = stored
             await self._catch_up(stored, now)
-            self._plan(stored.job.name, now)
+            self._plan_next(stored.job.name, now)
 
     async def run(self) -> None:
-        """The timing loop; returns after `stop()`."""
+        """The timing loop; returns after `stop()` or `hand_over()`."""
+        self._last_wall, self._last_mono = self.clock.time(), self.clock.monotonic()
         while not self._stopping:
-            delay = TIMER_CAP
-            if self._heap:
-                delay = min(delay, self._heap[0][0] - PREPARE_LEAD - time.time())
-            if delay > 0:
+            jump = self._notice_clock()
+            if self.retry.failing:
+                # The store refuses writes: claim nothing now. The firings that come due
+                # meanwhile are settled together (misfire rules) once it accepts them.
+                self._outage_since = self._outage_since or self.clock.time()
+                await self.clock.wait(self._wake, self.retry.max_interval)
                 self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
                 continue
-            prepared: list[tuple[str, dt.datetime]] = []
-            limit = time.time() + PREPARE_LEAD
-            while self._heap and self._heap[0][0] <= limit:
-                _, _, name, fire_at, generation = heapq.heappop(self._heap)
-                if self._generation.get(name) != generation:
-                    continue  # superseded by an edit, pause or deletion
-                self._plan(name, fire_at)
-                if self._preparable(name):
-                    prepared.append((name, fire_at))
-                else:
-                    self._spawn(self._fire(name, fire_at, Trigger.SCHEDULE))
-            if prepared:
-                self._spawn(self._fire_prepared(prepared))
+            now = self.clock.time()
+            earliest = self._plan.earliest()
+            delay = TIMER_CAP if earliest is None else min(TIMER_CAP, earliest - PREPARE_LEAD - now)
+            if delay > 0 and jump is None:
+                await self.clock.wait(self._wake, delay)
+                self._wake.clear()
+                continue
+            self._take_due(now, jump)
+            self._outage_since = None
 
     def stop(self) -> None:
-        """Stop scheduling new firings (running ones are not touched)."""
+        """Stop scheduling new firings and retries (running ones are not touched)."""
         self._stopping = True
         self._keep_retries = False
+        self._path.closed = True
         self.launcher.stop()
         self._wake.set()
 
@@ -108,7 +155,26 @@ class Scheduler:
         happen: the claim rule leaves them to nobody else."""
         self._stopping = True
         self._keep_retries = True
+        self._path.closed = True
         self._wake.set()
+
+    def working(self) -> bool:
+        """Whether a firing is being decided, claimed or run right now (tasks asleep
+        until a later fire time or retry do not count, nor commands held until theirs)."""
+        now = self.clock.time()
+        if any((lch.release_at or 0.0) <= now for lch, _ in self.launcher.running.values()):
+            return True
+        return any(not t.done() and t not in self._waiting for t in self._tasks)
+
+    async def _sleep(self, seconds: float) -> None:
+        """Sleep on the clock, known as waiting (see `working`)."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting.add(task)
+        try:
+            await self.clock.sleep(seconds)
+        finally:
+            self._waiting.discard(task)
 
     async def wait_idle(self) -> None:
         """Return once nothing is pending here: no firing being claimed or waiting for
@@ -119,197 +185,235 @@ class Scheduler:
                 return
             await asyncio.wait(pending)
 
+    async def close(self) -> None:
+        """Give up what waits (firings not claimed yet, retries not due yet): each retry
+        is recorded skipped. Call after `stop()` once runs are over."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+
     async def reload(self, name: str) -> None:
         """Re-read one job from the store after it was added, edited, paused or deleted."""
-        stored = await self.db(self.store.get_job, name)
+        stored = await self.store.get_job(name)
+        now = self.clock.time()
         if stored is None:
             self._jobs.pop(name, None)
-            self._generation[name] = self._generation.get(name, 0) + 1
-            self.next_fires.pop(name, None)
+            self._plan.set(name, None)
         else:
             fresh = name not in self._jobs
             self._jobs[name] = stored
             if fresh:
-                await self._catch_up(stored, dt.datetime.now(dt.UTC))
-            self._plan(name, dt.datetime.now(dt.UTC))
+                await self._catch_up(stored, now)
+            self._plan_next(name, now)
         self._wake.set()
 
-    # -- planning ----------------------------------------------------------------------
-
-    def _plan(self, name: str, after: dt.datetime) -> None:
-        generation = self._generation.get(name, 0) + 1
-        self._generation[name] = generation
-        stored = self._jobs.get(name)
-        self.next_fires.pop(name, None)
-        if stored is None or stored.paused or not stored.job.enabled:
-            return
-        if stored.job.schedule.is_reboot:
-            self._spawn(self._fire_reboot(stored.job))
-            return
-        fire_at = next_fire(stored.job, after)
-        if fire_at is None:
-            return
-        self.next_fires[name] = fire_at
-        heapq.heappush(
-            self._heap, (fire_at.timestamp(), next(self._sequence), name, fire_at, generation)
-        )
-        self._wake.set()
-
-    async def _catch_up(self, stored: StoredJob, now: dt.datetime) -> None:
-        job = stored.job
-        if stored.paused or not job.enabled or job.schedule.is_reboot:
-            return
-        last = await self.db(self.store.last_scheduled, job.name)
-        since = max(last or stored.created_at, stored.created_at)
-        missed, on_time = missed_firings(job, since, now)
-        for fire_at in missed:
-            self._spawn(self._fire(job.name, fire_at, Trigger.CATCH_UP))
-        if on_time is not None:
-            self._spawn(self._fire(job.name, on_time, Trigger.SCHEDULE))
-
-    # -- firing ------------------------------------------------------------------------
-
-    def _preparable(self, name: str) -> bool:
-        """Whether firings of `name` are claimed and prepared ahead, with no decision left
-        for the fire time (overlap allowed, no jitter)."""
-        stored = self._jobs.get(name)
-        return stored is not None and _prepared_ahead(stored.job)
-
-    async def _fire_prepared(self, due: list[tuple[str, dt.datetime]]) -> None:
-        """Scheduled firings of preparable jobs, due together: claimed in one store call
-        (a thousand jobs a second make a thousand claims a second), then launched."""
-        wanted: list[tuple[Job, dt.datetime]] = []
-        for name, fire_at in due:
-            stored = self._jobs.get(name)
-            if stored is None or stored.paused or not stored.job.enabled:
-                continue
-            late = time.time() - fire_at.timestamp()
-            if late > stored.job.misfire_grace:
-                self.launcher.lag.missed(name, late)  # overloaded, or the clock jumped
-                continue
-            wanted.append((stored.job, fire_at))
-        at_once = collections.Counter(fire_at for _, fire_at in wanted)
-        crowd = crowded_instant()
-        crowded = [fire_at for fire_at, count in at_once.items() if count > crowd]
-        if crowded:
-            # The previous crowded instant's starts use every CPU; claiming and preparing
-            # this one's meanwhile would only make them later. Its starts need no lead.
-            await self.launcher.crowd_started(min(crowded).timestamp() - CROWDED_LEAD)
-        if self._stopping or not wanted:
-            return  # not claimed: whoever schedules next runs them (or counts them missed)
-        claims = [(job.name, fire_at) for job, fire_at in wanted]
-        run_ids = await self.db(self.store.claim_scheduled, claims, self.owner)
-        for (job, fire_at), run_id in zip(wanted, run_ids, strict=True):
-            if run_id is not None:  # else another process owns this firing
-                firing = Firing(run_id, job, fire_at, Trigger.SCHEDULE)
-                self.launcher.launch(firing, fire_at.timestamp(), at_once[fire_at] > crowd)
-
-    async def _fire(self, name: str, fire_at: dt.datetime, trigger: Trigger) -> None:
-        stored = self._jobs.get(name)
-        if stored is None or stored.paused or not stored.job.enabled:
-            return
-        job = stored.job
-        prepare = _prepared_ahead(job)
-        if not prepare:
-            # Whether an earlier run is still going is decided at the fire time itself.
-            early = fire_at.timestamp() - CLAIM_LEAD - time.time()
-            if early > 0:
-                await asyncio.sleep(early)
-            stored = self._jobs.get(name)
-            if stored is None or stored.paused or not stored.job.enabled:
-                return
-            job = stored.job
-        late = time.time() - fire_at.timestamp()
-        if trigger is Trigger.SCHEDULE and late > job.misfire_grace:
-            # Overloaded (or the clock jumped): this firing is missed, not queued forever.
-            self.launcher.lag.missed(name, late)
-            return
-        busy = [] if prepare else await self._busy_runs(job)
-        if self._stopping:
-            return  # not claimed: whoever schedules next runs it (or counts it missed)
-        if busy and job.concurrency is Concurrency.FORBID:
-            await self.db(
-                self.store.claim,
-                name,
-                fire_at,
-                trigger,
-                self.owner,
-                status=RunStatus.SKIPPED,
-                error=f"concurrency=forbid: run {busy[0]} is still running",
-            )
-            return
-        run_id = await self.db(self.store.claim, name, fire_at, trigger, self.owner)
-        if run_id is None:
-            return  # another process owns this firing
-        if busy and job.concurrency is Concurrency.REPLACE:
-            for other in busy:
-                await self.launcher.kill(other)
-        release_at = fire_at.timestamp()
-        if job.jitter:
-            release_at += random.uniform(0, job.jitter)
-        self.launcher.launch(Firing(run_id, job, fire_at, trigger), release_at)
-
-    async def _fire_reboot(self, job: Job) -> None:
-        # Keyed by the boot's start time as first recorded for this boot id: once per
-        # machine boot, whoever restarts, even after the clock was stepped.
-        boot_id, boot_time = current_boot()
-        booted = await self.db(self.store.boot_time, boot_id, boot_time)
-        run_id = await self.db(self.store.claim, job.name, booted, Trigger.SCHEDULE, self.owner)
-        if run_id is not None:
-            self.launcher.launch(Firing(run_id, job, booted, Trigger.SCHEDULE))
+    # -- requests ----------------------------------------------------------------------
 
     async def trigger(self, name: str) -> int:
         """Start a manual run now; its run id. Raises KeyError for an unknown job and
-        `ForbiddenConcurrency` when the job forbids overlap and is running."""
-        stored = self._jobs.get(name) or await self.db(self.store.get_job, name)
+        `ForbiddenConcurrency` when the job forbids overlap and is running (the refused
+        firing is recorded skipped)."""
+        stored = self._jobs.get(name) or await self.store.get_job(name)
         if stored is None:
             raise KeyError(name)
-        busy = await self._busy_runs(stored.job)
-        if busy and stored.job.concurrency is Concurrency.FORBID:
-            raise ForbiddenConcurrency(f"run {busy[0]} of {name} is still running")
-        now = dt.datetime.now(dt.UTC)
-        run_id = await self.db(self.store.claim, name, now, Trigger.MANUAL, self.owner)
-        assert run_id is not None  # manual runs never collide
-        if busy and stored.job.concurrency is Concurrency.REPLACE:
-            for other in busy:
-                await self.launcher.kill(other)
-        self.launcher.launch(Firing(run_id, stored.job, now, Trigger.MANUAL))
-        return run_id
+        self._jobs.setdefault(name, stored)
+        now = dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
+        (outcome,) = await self._path.fire([Firing(name, now, Trigger.MANUAL)])
+        if outcome.run_id is None:
+            raise RuntimeError("this daemon process is stopping; it starts nothing")
+        if outcome.status is RunStatus.SKIPPED:
+            raise ForbiddenConcurrency(outcome.error or "not started", outcome.run_id)
+        return outcome.run_id
 
-    async def _busy_runs(self, job: Job) -> list[int]:
-        runs = await self.db(self.store.list_runs, job.name, RunStatus.RUNNING, 50)
-        return [run.id for run in runs]
-
-    def _retry_later(self, firing: Firing, backoff: float) -> None:
-        self._spawn(self._retry(firing, backoff))
-
-    async def _retry(self, firing: Firing, backoff: float) -> None:
-        await asyncio.sleep(backoff)
-        if self._stopping and not self._keep_retries:
-            return
-        stored = self._jobs.get(firing.job.name)
-        job = stored.job if stored else firing.job
-        attempt = firing.attempt + 1
-        run_id = await self.db(
-            self.store.claim,
-            job.name,
-            firing.scheduled_at,
-            Trigger.RETRY,
-            self.owner,
-            attempt=attempt,
-            retry_of=firing.retry_of or firing.run_id,
+    async def kill(self, run_id: int) -> KillOutcome:
+        """End a running run wherever it runs: here (its process tree), in another live
+        daemon process (asked through the store), or nowhere any more (recorded)."""
+        if self.launcher.kill(run_id):
+            return KillOutcome.KILLING
+        run = await self.store.get_run(run_id)
+        if run is None or run.status.finished:
+            return KillOutcome.NOT_RUNNING
+        if run.owner is not None and run.owner != self.owner and self._owner_alive(run.owner):
+            at = dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
+            asked = await self.store.request_kill(run_id, at)
+            return KillOutcome.ASKED if asked else KillOutcome.NOT_RUNNING
+        mine = run.owner == self.owner
+        end = RunEnd(
+            RunStatus.KILLED if mine else RunStatus.LOST,
+            dt.datetime.fromtimestamp(self.clock.time(), dt.UTC),
+            error="killed: its process was already gone"
+            if mine
+            else f"the daemon process that ran it ({run.owner}) is gone",
         )
-        if run_id is not None:
-            self.launcher.launch(
-                Firing(
-                    run_id,
-                    job,
-                    firing.scheduled_at,
-                    Trigger.RETRY,
-                    attempt,
-                    firing.retry_of or firing.run_id,
-                )
+        await persist(self.retry, f"end of run {run_id}", lambda: self.store.finish(run_id, end))
+        self.live.end(run_id, str(end.status), run.output_bytes)
+        return KillOutcome.ENDED
+
+    # -- planning ----------------------------------------------------------------------
+
+    def _plan_next(self, name: str, after: float) -> None:
+        stored = self._jobs.get(name)
+        if stored is None or stored.paused or not stored.job.enabled:
+            self._plan.set(name, None)
+            return
+        if stored.job.schedule.is_reboot:
+            self._plan.set(name, None)
+            self._spawn(self._fire_reboot(stored))
+            return
+        moment = dt.datetime.fromtimestamp(after, dt.UTC)
+        self._plan.set(name, next_fire(stored.job, moment))
+        self._wake.set()
+
+    async def _catch_up(self, stored: StoredJob, now: float) -> None:
+        """Settle the firings that came due while no daemon scheduled this job."""
+        job = stored.job
+        if stored.paused or not job.enabled or job.schedule.is_reboot:
+            return
+        last = await self.store.last_scheduled(job.name)
+        since = max(last or stored.created_at, stored.created_at)
+        due = due_between(job, since, now)
+        if due.count:
+            cause = f"no daemon was scheduling it after {since.isoformat()}"
+            self._spawn(self._fire_planned(job.name, plan_gap(job, due, now, cause)))
+
+    def _notice_clock(self) -> tuple[float, float] | None:
+        """Compare the wall clock with elapsed time since the last look: a forward step
+        is returned as (wall time where it began, seconds); a big backward step replans
+        every job from the new time (a small one needs nothing: the claim key keeps
+        every firing from running twice)."""
+        wall, mono = self.clock.time(), self.clock.monotonic()
+        elapsed = mono - self._last_mono
+        step = (wall - self._last_wall) - elapsed
+        began = self._last_wall + elapsed
+        self._last_wall, self._last_mono = wall, mono
+        if step > STEP_TOLERANCE:
+            log.warning("the wall clock stepped forward by %.1fs", step)
+            return began, step
+        if step < -STEP_TOLERANCE:
+            log.warning("the wall clock stepped back by %.1fs", -step)
+            if -step >= BIG_STEP:
+                for name in list(self._jobs):
+                    self._plan_next(name, wall)
+        return None
+
+    def _take_due(self, now: float, jump: tuple[float, float] | None) -> None:
+        prepared: list[tuple[str, dt.datetime]] = []
+        for name, fire_at in self._plan.take_due(now + PREPARE_LEAD):
+            stored = self._jobs.get(name)
+            if stored is None:
+                continue
+            if fire_at.timestamp() <= now:
+                self._spawn(self._fire_planned(name, self._settle_late(stored, fire_at, now, jump)))
+                self._plan_next(name, now)
+                continue
+            self._plan_next(name, fire_at.timestamp())
+            if _prepared_ahead(stored):
+                prepared.append((name, fire_at))
+            else:
+                self._spawn(self._fire_when_due(name, fire_at))
+        if prepared:
+            self._spawn(self._fire_prepared(prepared))
+
+    def _settle_late(
+        self, stored: StoredJob, fire_at: dt.datetime, now: float, jump: tuple[float, float] | None
+    ) -> list[Planned]:
+        """The fates of a job's firings from `fire_at` to now: normal lateness (misfire
+        rules) up to a clock step, cronie's rules for what the step jumped over."""
+        job = stored.job
+        after = fire_at - _JUST_BEFORE
+        cause = self._gap_cause(now)
+        if jump is None or jump[0] >= now:
+            return plan_gap(job, due_between(job, after, now), now, cause)
+        began, step = jump
+        # Up to the step: ordinary lateness. What the step jumped over: cronie's rules.
+        # The last `misfire_grace` before now: ordinary lateness again (the firing that
+        # is due at the new time runs, as cron runs the current minute after a step).
+        recent = max(began, now - job.misfire_grace)
+        plans = plan_gap(job, due_between(job, after, began), now, cause)
+        jumped_from = max(after, _utc(began))
+        plans += plan_step(job, due_between(job, jumped_from, recent), step)
+        plans += plan_gap(job, due_between(job, max(after, _utc(recent)), now), now, cause)
+        return plans
+
+    def _gap_cause(self, now: float) -> str:
+        if self._outage_since is not None:
+            return f"the store refused writes from {_iso(self._outage_since)}"
+        return "the daemon could not claim it in time (stopped, stalled or overloaded)"
+
+    # -- firing ------------------------------------------------------------------------
+
+    async def _fire_planned(self, name: str, plans: list[Planned]) -> None:
+        """Settle a gap: skipped rows and late firings are claimed at once. Catch-ups of
+        a `forbid` job run one after the other, each claimed when the one before ended
+        (run-all means each of them runs)."""
+        firings = [
+            Firing(
+                name, p.scheduled_at, p.trigger, skip_reason=p.skip_reason, stands_for=p.stands_for
             )
+            for p in plans
+        ]
+        stored = self._jobs.get(name)
+        one_by_one = stored is not None and stored.job.concurrency is Concurrency.FORBID
+        queued = [
+            f for f in firings if one_by_one and f.trigger is Trigger.CATCH_UP and not f.skip_reason
+        ]
+        await self._path.fire([f for f in firings if f not in queued])
+        for firing in queued:
+            for run_id in self.launcher.running_of(name):
+                await self.launcher.finished(run_id)
+            (outcome,) = await self._path.fire([firing])
+            if outcome.owned and outcome.run_id is not None:
+                await self.launcher.finished(outcome.run_id)
+
+    async def _fire_prepared(self, due: list[tuple[str, dt.datetime]]) -> None:
+        """Scheduled firings of preparable jobs, due together: claimed in one store call
+        (a thousand jobs a second make a thousand claims a second), then launched held."""
+        at_once = collections.Counter(fire_at for _, fire_at in due)
+        crowd = crowded_instant()
+        crowded = {fire_at for fire_at, count in at_once.items() if count > crowd}
+        if crowded:
+            # The previous crowded instant's starts use every CPU; claiming and preparing
+            # this one's meanwhile would only make them later. Its starts need no lead.
+            await self.launcher.direct_started(min(crowded).timestamp() - CROWDED_LEAD)
+        await self._path.fire([Firing(n, at, Trigger.SCHEDULE) for n, at in due], crowded)
+
+    async def _fire_when_due(self, name: str, fire_at: dt.datetime) -> None:
+        # Whether an earlier run is still going is decided at the fire time itself. A
+        # wake-up that comes late (a stall) is judged by the misfire rules like any gap.
+        await self._sleep(fire_at.timestamp() - CLAIM_LEAD - self.clock.time())
+        stored = self._jobs.get(name)
+        if stored is None:
+            return
+        now = self.clock.time()
+        due = Due(1, fire_at, (fire_at,))
+        await self._fire_planned(name, plan_gap(stored.job, due, now, self._gap_cause(now)))
+
+    async def _fire_reboot(self, stored: StoredJob) -> None:
+        # Keyed by the boot's start time as first recorded for this boot id: once per
+        # machine boot, whoever restarts, even after the clock was stepped.
+        boot_id, boot_time = current_boot()
+        booted = await self.store.boot_time(boot_id, boot_time)
+        await self._path.fire([Firing(stored.job.name, booted, Trigger.SCHEDULE)])
+
+    def _retry_later(self, launch: Launch, backoff: float) -> None:
+        self._spawn(self._retry(launch, backoff))
+
+    async def _retry(self, launch: Launch, backoff: float) -> None:
+        retry = Firing(
+            launch.job.name,
+            launch.scheduled_at,
+            Trigger.RETRY,
+            launch.attempt + 1,
+            launch.retry_of or launch.run_id,
+        )
+        stopped = dataclasses.replace(retry, skip_reason="the daemon stopped before this retry")
+        try:
+            await self._sleep(backoff)
+        except asyncio.CancelledError:
+            await asyncio.shield(self._path.fire([stopped]))
+            raise
+        await self._path.fire([stopped if self._stopping and not self._keep_retries else retry])
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -318,15 +422,23 @@ class Scheduler:
 
 
 def crowded_instant() -> int:
-    """How many firings due at the same instant make it crowded (see `Launcher.launch`):
+    """How many firings due at the same instant make it crowded (see `LaunchMode.DIRECT`):
     100 per CPU. Below that, preparing each behind a waiting /bin/sh buys precision with
-    CPU that is free; far above it, that shell's exec (0.6 ms of CPU here, as much as a
-    `date`) is what makes firings late, and a thousand a second no longer fit on 2
-    CPUs (docs/BENCHMARKS.md)."""
+    CPU that is free; far above it, that shell's exec is what makes firings late
+    (docs/BENCHMARKS.md)."""
     return CROWD_PER_CPU * len(os.sched_getaffinity(0))
 
 
-def _prepared_ahead(job: Job) -> bool:
-    """Whether a firing of `job` is claimed and its process prepared `PREPARE_LEAD` ahead:
-    nothing is left to decide at the fire time (overlap allowed, no jitter)."""
+def _prepared_ahead(stored: StoredJob) -> bool:
+    """Whether a firing is claimed and its process prepared `PREPARE_LEAD` ahead: nothing
+    is left to decide at the fire time (overlap allowed, no jitter)."""
+    job = stored.job
     return job.concurrency is Concurrency.ALLOW and not job.jitter
+
+
+def _utc(moment: float) -> dt.datetime:
+    return dt.datetime.fromtimestamp(moment, dt.UTC)
+
+
+def _iso(moment: float) -> str:
+    return dt.datetime.fromtimestamp(moment, dt.UTC).isoformat(timespec="seconds")

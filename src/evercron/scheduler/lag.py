@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable
 
 log = logging.getLogger("evercron.scheduler")
@@ -38,6 +39,8 @@ class LagMonitor:
         """Scheduled firings that started more than `threshold` late, since start."""
         self.missed_total = 0
         """Scheduled firings not run because they could only start after their grace."""
+        self.missed_by_job: Counter[str] = Counter()
+        """`missed_total` by job name."""
         self._warned_at: float | None = None
         self._late = self._missed = 0
         self._worst = 0.0
@@ -52,10 +55,12 @@ class LagMonitor:
         self._worst = max(self._worst, lag)
         self._maybe_warn(f"a firing of {job} started {lag:.1f}s late")
 
-    def missed(self, job: str, lag: float) -> None:
-        """A scheduled firing of `job` was not run: it could start only `lag` s late."""
-        self.missed_total += 1
-        self._missed += 1
+    def missed(self, job: str, lag: float, count: int = 1) -> None:
+        """`count` scheduled firings of `job` were not run: recorded skipped, the
+        latest `lag` seconds late."""
+        self.missed_total += count
+        self.missed_by_job[job] += count
+        self._missed += count
         self._worst = max(self._worst, lag)
         self._maybe_warn(f"a firing of {job} was missed ({lag:.1f}s late)")
 

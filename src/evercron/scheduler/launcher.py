@@ -1,99 +1,72 @@
-"""Running one claimed firing: its process, its output into the store and to followers,
-its result, and its retries."""
+"""Running claimed firings: their processes, their output, their results.
+
+The one rule here: every run handed to `Launcher.launch` reaches a final status in the
+store, whatever fails where - a start that raises, a cancelled task, a store that refuses
+writes for a while (the result waits and is written when it accepts them).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import datetime as dt
+import enum
 import logging
-import resource
-import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from evercron.model import Job, RunStatus, Trigger
-from evercron.process import Command, HeldGroup, OutputChunk, Result, RunningProcess, start
+from evercron.process import Command, HeldGroup, Result, RunningProcess, start
 from evercron.process.spawn import runs_without_shell
+from evercron.scheduler.clock import Clock
 from evercron.scheduler.lag import LagMonitor
-from evercron.scheduler.live import LiveEvent, LiveOutput
-from evercron.store import SqliteStore, StoredChunk
-from evercron.store.worker import StoreWorker
+from evercron.scheduler.live import LiveOutput
+from evercron.scheduler.output import OutputSink
+from evercron.scheduler.slots import Slots, live_process_limit
+from evercron.store import RetryPolicy, RunEnd, Store, StoreError, persist
 
 log = logging.getLogger("evercron.jobs")
-_FLUSH_BYTES = 64 * 1024
-_FLUSH_SECONDS = 0.5
-_RELEASE_EARLY = 0.004
-_FDS_PER_PROCESS = 8
-_RESERVED_FDS = 512  # the daemon's own: store, sockets, connections
-_MIN_LIVE = 64
-_MAX_LIVE = 16384
 _SPAWNING = 64  # firings handed to the spawning threads at once (see `_spawn_turn`)
+_STOPPED = "the daemon stopped before it started"
 
 
-def live_process_limit() -> int:
-    """How many firings may have a process at once: each holds a few descriptors (pipes,
-    a pidfd) and more while it is being spawned, so stay well inside RLIMIT_NOFILE."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:
-        return _MAX_LIVE
-    return max(_MIN_LIVE, min(_MAX_LIVE, (soft - _RESERVED_FDS) // _FDS_PER_PROCESS))
+class LaunchMode(enum.Enum):
+    """How a claimed firing's process is started."""
+
+    NOW = "now"
+    """At once (a manual run, a retry, a catch-up, a late firing)."""
+    HELD = "held"
+    """Prepared now behind a waiting /bin/sh and released at `release_at`, together with
+    every other firing due then (one write releases them all)."""
+    DIRECT = "direct"
+    """At a crowded instant: started at `release_at` itself, without a shell - one exec
+    per run instead of two, when CPU rather than timing bounds how soon firings run.
+    Tracked by its session and `EVERCRON_RUN_ID` (only a shell could join a cgroup
+    before the command runs)."""
 
 
-class _Slots:
-    """A bound on firings with a live process, first come first served; waiting ones are
-    refused once closed (the daemon is stopping)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._used = 0
-        self._waiting: deque[asyncio.Future[bool]] = deque()
-        self._closed = False
-
-    async def acquire(self) -> bool:
-        """Take a slot, waiting for one; False once closed."""
-        if self._closed:
-            return False
-        if self._used < self.limit and not self._waiting:
-            self._used += 1
-            return True
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._waiting.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.result():
-                self.release()  # it was handed a slot just as it was cancelled
-            raise
-
-    def release(self) -> None:
-        """Give a slot back (to the first waiter, if any)."""
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(True)  # the slot passes on; `_used` stays
-                return
-        self._used -= 1
-
-    def close(self) -> None:
-        """Refuse every waiter and every later request."""
-        self._closed = True
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_result(False)
+def launch_mode(
+    command: Command, release_at: float | None, now: float, crowded: bool
+) -> LaunchMode:
+    """The one place a launch mode is chosen: held until a future instant, directly at a
+    crowded future instant when the command needs no shell, else now."""
+    if release_at is None or release_at <= now:
+        return LaunchMode.NOW
+    if crowded and runs_without_shell(command):
+        return LaunchMode.DIRECT
+    return LaunchMode.HELD
 
 
 @dataclass(frozen=True)
-class Firing:
-    """A claimed run to start: which job, which run row, for which scheduled time."""
+class Launch:
+    """A claimed run to start: its row, its job, its command and how to start it."""
 
     run_id: int
     job: Job
     scheduled_at: dt.datetime
     trigger: Trigger
+    command: Command
+    mode: LaunchMode = LaunchMode.NOW
+    release_at: float | None = None
     attempt: int = 1
     retry_of: int | None = None
 
@@ -104,64 +77,71 @@ class Firing:
         return self.trigger is Trigger.SCHEDULE and not self.job.schedule.is_reboot
 
 
+RetryHook = Callable[[Launch, float], None]
+"""Called with a failed launch and the backoff before its next attempt."""
+
+
 class Launcher:
     """Starts claimed firings and records everything about them."""
 
     def __init__(
         self,
-        store: SqliteStore,
-        db: StoreWorker,
-        owner: str,
+        store: Store,
         live: LiveOutput,
-        claim_retry: Callable[[Firing, float], None],
+        clock: Clock,
+        retry: RetryPolicy,
+        on_retry: RetryHook,
     ) -> None:
         self._store = store
-        self._db = db
-        self._owner = owner
         self._live = live
-        self._claim_retry = claim_retry
-        self.running: dict[int, tuple[Firing, RunningProcess | None]] = {}
+        self._clock = clock
+        self._retry = retry
+        self._on_retry = on_retry
+        self.running: dict[int, tuple[Launch, RunningProcess | None]] = {}
+        """This process's runs that have not ended, with their process once started."""
         self._tasks: set[asyncio.Task[None]] = set()
+        self._by_run: dict[int, asyncio.Task[None]] = {}
         self._kills: set[asyncio.Task[Result]] = set()
         self._release_groups: dict[float, HeldGroup] = {}
         self._instants: dict[float, asyncio.Event] = {}
-        self._crowd: set[int] = set()  # firings of crowded instants not started yet
-        self._crowd_started = asyncio.Event()
-        self._crowd_started.set()
+        self._direct: set[int] = set()  # DIRECT launches whose process is not started yet
+        self._direct_started = asyncio.Event()
+        self._direct_started.set()
         self._kill_when_started: set[int] = set()
         self._stopping = False
-        self._slots = _Slots(live_process_limit())
+        self._slots = Slots(live_process_limit())
         # Firings being spawned: the rest wait here, cheaply (no process object, no
         # cgroup yet), and are checked against misfire_grace when their turn comes.
         self._spawning = asyncio.Semaphore(_SPAWNING)
         self.lag = LagMonitor()
         """How late scheduled firings start (and how many were missed)."""
 
-    def launch(
-        self, firing: Firing, release_at: float | None = None, crowded: bool = False
-    ) -> None:
-        """Run `firing` in the background; with `release_at` (POSIX time) its process is
-        prepared now and released at that instant, together with the others due then.
-        `crowded` says that instant has so many firings that CPU, not timing, bounds how
-        soon they run: a command that needs no shell is then started at the instant
-        itself, without one (see `process.runs_without_shell`), instead of behind a
-        waiting /bin/sh - one exec per run instead of two. Such a run is tracked by its
-        session rather than by a cgroup (which only a shell could join before the
-        command runs)."""
-        self.running[firing.run_id] = (firing, None)
-        self._live.begin(firing.run_id)
-        if crowded:
-            self._crowd.add(firing.run_id)
-            self._crowd_started.clear()
-        task = asyncio.get_running_loop().create_task(self._run(firing, release_at, crowded))
+    # -- the interface -----------------------------------------------------------------
+
+    def launch(self, launch: Launch) -> None:
+        """Run `launch` in the background until its result is recorded."""
+        self.running[launch.run_id] = (launch, None)
+        self._live.begin(launch.run_id)
+        if launch.mode is LaunchMode.DIRECT:
+            self._direct.add(launch.run_id)
+            self._direct_started.clear()
+        task = asyncio.get_running_loop().create_task(self._run(launch))
         self._tasks.add(task)
+        self._by_run[launch.run_id] = task
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _: self._by_run.pop(launch.run_id, None))
+
+    async def finished(self, run_id: int) -> None:
+        """Return once run `run_id` of this launcher is recorded (at once if it is)."""
+        task = self._by_run.get(run_id)
+        if task is not None:
+            await asyncio.wait([task])
 
     def running_of(self, job: str) -> list[int]:
         """Ids of this process's running runs of `job`."""
-        return [run_id for run_id, (f, _) in self.running.items() if f.job.name == job]
+        return [run_id for run_id, (lch, _) in self.running.items() if lch.job.name == job]
 
-    async def kill(self, run_id: int) -> bool:
+    def kill(self, run_id: int) -> bool:
         """End a run of this process (status `killed`); False when it is not running here.
         A run still being started is killed as soon as its process exists."""
         entry = self.running.get(run_id)
@@ -197,266 +177,233 @@ class Launcher:
     async def kill_all(self) -> None:
         """End every running firing and wait until each is recorded."""
         for run_id in list(self.running):
-            await self.kill(run_id)
+            self.kill(run_id)
         await self.wait_all(None)
 
+    async def direct_started(self, until: float) -> None:
+        """Return once every DIRECT launch has its process (or ended without one), or at
+        `until` (wall time) at the latest."""
+        if not self._direct_started.is_set():
+            await self._clock.wait(self._direct_started, until - self._clock.time())
+
+    # -- one run -----------------------------------------------------------------------
+
+    async def _run(self, launch: Launch) -> None:
+        end: RunEnd | None = None
+        cancelled = False
+        try:
+            end = await self._run_to_end(launch)
+        except asyncio.CancelledError:
+            cancelled = True
+            end = self._ended(RunStatus.KILLED, "the daemon ended it while it was starting")
+        except Exception as error:
+            log.exception("run %s of %s could not be run", launch.run_id, launch.job.name)
+            end = self._ended(RunStatus.FAILED, f"internal error: {error!r}")
+        finally:
+            self._started_direct(launch.run_id)
+            # Recorded even when this task is being cancelled: a claimed run always ends.
+            await asyncio.shield(self._record(launch, end or self._ended(RunStatus.FAILED, "")))
+        if cancelled:
+            raise asyncio.CancelledError
+
+    def _ended(self, status: RunStatus, error: str) -> RunEnd:
+        return RunEnd(status, dt.datetime.fromtimestamp(self._clock.time(), dt.UTC), error=error)
+
+    async def _run_to_end(self, launch: Launch) -> RunEnd:
+        if not await self._slots.acquire():
+            return self._ended(RunStatus.SKIPPED, _STOPPED)
+        try:
+            return await self._start_and_wait(launch)
+        finally:
+            self._slots.release()
+
+    async def _start_and_wait(self, launch: Launch) -> RunEnd:
+        release_at = launch.release_at
+        if self._stopping and (release_at is None or release_at > self._clock.time() + 0.5):
+            return self._ended(RunStatus.SKIPPED, _STOPPED)
+        if launch.mode is LaunchMode.DIRECT and release_at is not None:
+            await self._instant(release_at)
+        missed = await self._spawn_turn(launch)
+        if missed is not None:
+            return missed
+        sink = OutputSink(
+            self._store, self._retry, self._live, launch.run_id, launch.job.max_output
+        )
+        try:
+            process = await start(
+                launch.command,
+                sink.add,
+                held=self._held_group(launch),
+                # Scheduled firings come in bulk (a second's worth at a time): never block
+                # the loop on their spawns; a manual trigger starts right away.
+                in_bulk=launch.release_at is not None,
+            )
+        finally:
+            self._spawning.release()
+            self._started_direct(launch.run_id)
+        self.running[launch.run_id] = (launch, process)
+        if launch.run_id in self._kill_when_started:
+            self._kill_when_started.discard(launch.run_id)
+            self.kill(launch.run_id)
+        try:
+            released = await self._note_start(launch, process)
+            result = await process.wait()  # (cancelled, it ends the tree first)
+        except BaseException:
+            if process.result is None:
+                await asyncio.shield(process.kill())
+            raise
+        await sink.close(result)
+        if launch.job.log_output and result.output.total_bytes:
+            log.info(
+                "run %s of %s output:\n%s", launch.run_id, launch.job.name, result.output.text()
+            )
+        return _end_of(result, released, sink)
+
+    def _held_group(self, launch: Launch) -> HeldGroup | bool:
+        at = launch.release_at
+        if launch.mode is not LaunchMode.HELD or at is None or at <= self._clock.time():
+            return False
+        return self._held_until(at)
+
+    async def _spawn_turn(self, launch: Launch) -> RunEnd | None:
+        """Wait until this firing may be spawned; a skipped end (no turn held) when that
+        came later than its `misfire_grace`: overloaded, it is recorded, not run late."""
+        await self._spawning.acquire()
+        late = self._clock.time() - launch.scheduled_at.timestamp()
+        grace = launch.job.misfire_grace
+        if not launch.on_schedule or late <= grace:
+            return None
+        self._spawning.release()
+        self.lag.missed(launch.job.name, late)
+        return self._ended(
+            RunStatus.SKIPPED,
+            f"missed: it could start only {late:.1f}s late (misfire_grace {grace:g}s);"
+            " the daemon was overloaded",
+        )
+
+    async def _note_start(self, launch: Launch, process: RunningProcess) -> list[float]:
+        """Record the start (awaited: the result must come after it); the list gets the
+        time the command was let run once it is."""
+        released: list[float] = []
+        if process.pid is None:
+            return released
+        process.when_released(released.append)
+        if launch.on_schedule:
+            due = launch.release_at or launch.scheduled_at.timestamp()
+            job = launch.job.name
+            process.when_released(lambda at: self.lag.started(job, at - due))
+        began = max(launch.release_at or 0.0, self._clock.time())
+        await persist(
+            self._retry,
+            f"start of run {launch.run_id}",
+            lambda: self._store.mark_started(
+                launch.run_id,
+                process.pid,
+                process.pid_start_ticks,
+                dt.datetime.fromtimestamp(began, dt.UTC),
+            ),
+        )
+        return released
+
+    async def _record(self, launch: Launch, end: RunEnd) -> None:
+        """Write the result (waiting for the store as long as it takes), then tell
+        followers, the log and the retry policy."""
+        try:
+            recorded = await persist(
+                self._retry,
+                f"result of run {launch.run_id}",
+                lambda: self._store.finish(launch.run_id, end),
+            )
+        except StoreError as error:  # refused for good: record at least that it ended
+            log.error("run %s: its result could not be recorded: %s", launch.run_id, error)
+            end = RunEnd(
+                end.status, end.finished_at, error=f"the result could not be recorded: {error}"
+            )
+            recorded = await persist(
+                self._retry,
+                f"end of run {launch.run_id}",
+                lambda: self._store.finish(launch.run_id, end),
+            )
+        self.running.pop(launch.run_id, None)
+        self._live.end(launch.run_id, str(end.status), end.output_bytes)
+        job = launch.job
+        if not recorded:
+            log.warning("run %s of %s had already ended elsewhere", launch.run_id, job.name)
+            return
+        log.info(
+            "run %s of %s %s (exit %s%s)",
+            launch.run_id,
+            job.name,
+            end.status,
+            end.exit_code,
+            f", {end.signal}" if end.signal else "",
+        )
+        if end.status in (RunStatus.FAILED, RunStatus.TIMED_OUT) and launch.attempt <= job.retries:
+            self._on_retry(launch, job.retry_backoff * (2 ** (launch.attempt - 1)))
+
+    # -- instants ----------------------------------------------------------------------
+
     def _held_until(self, at: float) -> HeldGroup:
-        """The group of processes released together at `at` (POSIX time)."""
+        """The group of processes released together at `at` (wall time)."""
         group = self._release_groups.get(at)
         if group is None:
             group = self._release_groups[at] = HeldGroup()
-            # asyncio timers wake up to a millisecond late: wake a little early instead
-            # and wait out the rest precisely (a few ms of the loop, once per instant).
-            delay = max(0.0, at - time.time() - _RELEASE_EARLY)
-            asyncio.get_running_loop().call_later(delay, self._release_group, at)
+            loop = asyncio.get_running_loop()
+
+            def release() -> None:  # on the clock's instants thread, at the instant
+                group.fire()
+                loop.call_soon_threadsafe(self._release_group, at)
+
+            self._clock.at(at, release)
         return group
 
     def _release_group(self, at: float) -> None:
-        _sleep_until(at)
         group = self._release_groups.pop(at, None)
         if group is not None:
-            group.release()  # one write for all; late members are released on arrival
+            group.release()  # late members are released as they join
 
     async def _instant(self, at: float) -> None:
-        """Return at `at` (POSIX time), as precisely as `_held_until`'s release."""
+        """Return at `at` (wall time), as precisely as a held group's release."""
         arrival = self._instants.get(at)
         if arrival is None:
             arrival = self._instants[at] = asyncio.Event()
-            delay = max(0.0, at - time.time() - _RELEASE_EARLY)
-            asyncio.get_running_loop().call_later(delay, self._arrive, at)
+            loop = asyncio.get_running_loop()
+
+            def arrive() -> None:  # on the clock's instants thread
+                loop.call_soon_threadsafe(self._arrive, at)
+
+            self._clock.at(at, arrive)
         await arrival.wait()
 
     def _arrive(self, at: float) -> None:
-        _sleep_until(at)
         arrival = self._instants.pop(at, None)
         if arrival is not None:
             arrival.set()
 
-    async def crowd_started(self, until: float) -> None:
-        """Return once every firing launched as `crowded` has its process (or ended
-        without one), or at `until` (POSIX time) at the latest."""
-        if not self._crowd_started.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._crowd_started.wait(), until - time.time())
-
-    def _started_in_crowd(self, run_id: int) -> None:
-        self._crowd.discard(run_id)
-        if not self._crowd:
-            self._crowd_started.set()
-
-    async def _run(self, firing: Firing, release_at: float | None, crowded: bool) -> None:
-        try:
-            if not await self._slots.acquire():
-                await self._skip(firing, "the daemon stopped before it started")
-                return
-            try:
-                await self._run_process(firing, release_at, crowded)
-            finally:
-                self._slots.release()
-        finally:
-            self._started_in_crowd(firing.run_id)
-
-    async def _spawn_turn(self, firing: Firing) -> bool:
-        """Wait until this firing may be spawned; False (recorded as missed, no turn
-        held) when that came later than its `misfire_grace`."""
-        await self._spawning.acquire()
-        late = time.time() - firing.scheduled_at.timestamp()
-        grace = firing.job.misfire_grace
-        if not firing.on_schedule or late <= grace:
-            return True
-        # Overloaded: it waited too long for a slot or a spawn. Recorded, not run late.
-        self._spawning.release()
-        self.lag.missed(firing.job.name, late)
-        await self._skip(
-            firing,
-            f"missed: it could start only {late:.1f}s late (misfire_grace {grace:g}s);"
-            " the daemon was overloaded",
-        )
-        return False
-
-    async def _skip(self, firing: Firing, reason: str) -> None:
-        await self._db(
-            self._store.finish,
-            firing.run_id,
-            RunStatus.SKIPPED,
-            dt.datetime.now(dt.UTC),
-            error=reason,
-        )
-        self._live.end(firing.run_id, str(RunStatus.SKIPPED), 0)
-        self.running.pop(firing.run_id, None)
-
-    async def _run_process(self, firing: Firing, release_at: float | None, crowded: bool) -> None:
-        job = firing.job
-        sink = _OutputSink(self._store, self._db, self._live, firing.run_id, job.max_output)
-        command = Command(
-            job.command,
-            shell=job.shell,
-            cwd=job.cwd,
-            env={
-                **job.env,
-                "EVERCRON_JOB": job.name,
-                "EVERCRON_SCHEDULED_AT": firing.scheduled_at.astimezone(dt.UTC).isoformat(),
-                "EVERCRON_ATTEMPT": str(firing.attempt),
-            },
-            umask=job.umask,
-            nice=job.nice,
-            limits=dict(job.limits),
-            user=job.user,
-            group=job.group,
-            timeout=job.timeout,
-            kill_grace=job.kill_grace,
-            max_output=job.max_output,
-            kill_mode="main" if job.kill_mode == "main" else "group",
-            run_id=str(firing.run_id),
-            tracking="session" if crowded else "auto",
-        )
-        direct = crowded and release_at is not None and runs_without_shell(command)
-        if crowded and not direct:  # (rare: built for the usual case)
-            command = dataclasses.replace(command, tracking="auto")
-        result: Result | None = None
-        released: list[float] = []
-        if self._stopping and (release_at is None or release_at > time.time() + 0.5):
-            await self._skip(firing, "the daemon stopped before it started")
-            return
-        if direct and release_at is not None and release_at > time.time():
-            await self._instant(release_at)
-        if not await self._spawn_turn(firing):
-            return
-        try:
-            try:
-                held = not direct and release_at is not None and release_at > time.time()
-                group = self._held_until(release_at) if held and release_at is not None else False
-                # Scheduled firings come in bulk (a second's worth at a time): never block
-                # the loop on their spawns; a manual trigger starts right away.
-                process = await start(command, sink.add, held=group, in_bulk=release_at is not None)
-            finally:
-                self._spawning.release()
-                self._started_in_crowd(firing.run_id)
-            self.running[firing.run_id] = (firing, process)
-            if firing.run_id in self._kill_when_started:
-                self._kill_when_started.discard(firing.run_id)
-                await self.kill(firing.run_id)
-            if process.pid is not None:
-                process.when_released(released.append)  # the start time, fixed when it ends
-                began = max(release_at or 0.0, time.time())
-                if firing.on_schedule:
-                    due = release_at if release_at is not None else firing.scheduled_at.timestamp()
-                    process.when_released(lambda at: self.lag.started(job.name, at - due))
-                # Not awaited: the store runs calls in order, so the finish comes after.
-                self._db.submit(
-                    self._store.mark_started,
-                    firing.run_id,
-                    process.pid,
-                    process.pid_start_ticks,
-                    dt.datetime.fromtimestamp(began, dt.UTC),
-                )
-            result = await process.wait()
-        except Exception as error:
-            log.exception("run %s of %s could not be run", firing.run_id, job.name)
-            await self._db(
-                self._store.finish,
-                firing.run_id,
-                RunStatus.FAILED,
-                dt.datetime.now(dt.UTC),
-                error=f"internal error: {error}",
-            )
-            self._live.end(firing.run_id, str(RunStatus.FAILED), sink.total)
-            self.running.pop(firing.run_id, None)
-            return
-        await sink.close(result)
-        status = RunStatus(str(result.status))
-        await self._db(
-            self._store.finish,
-            firing.run_id,
-            status,
-            result.finished_at,
-            started_at=dt.datetime.fromtimestamp(released[0], dt.UTC) if released else None,
-            exit_code=result.exit_code,
-            signal=result.signal,
-            cpu_user=result.cpu_user,
-            cpu_system=result.cpu_system,
-            max_rss_kb=result.max_rss_kb,
-            output_bytes=result.output.total_bytes,
-            output_truncated=result.output.truncated,
-            error=result.error,
-        )
-        self.running.pop(firing.run_id, None)
-        self._live.end(firing.run_id, str(status), result.output.total_bytes)
-        if job.log_output and result.output.total_bytes:
-            log.info("run %s of %s output:\n%s", firing.run_id, job.name, result.output.text())
-        log.info(
-            "run %s of %s %s (exit %s%s)",
-            firing.run_id,
-            job.name,
-            status,
-            result.exit_code,
-            f", {result.signal}" if result.signal else "",
-        )
-        if status in (RunStatus.FAILED, RunStatus.TIMED_OUT) and firing.attempt <= job.retries:
-            backoff = job.retry_backoff * (2 ** (firing.attempt - 1))
-            self._claim_retry(firing, backoff)
+    def _started_direct(self, run_id: int) -> None:
+        self._direct.discard(run_id)
+        if not self._direct:
+            self._direct_started.set()
 
 
-def _sleep_until(at: float) -> None:
-    """Block until `at` (POSIX time): the last few milliseconds before an instant, which an
-    asyncio timer would overshoot."""
-    remaining = at - time.time()
-    if remaining > 0:
-        time.sleep(remaining)
-
-
-class _OutputSink:
-    """Output of one run: to followers at once, to the store in batches - the first half
-    of `max_output` as it comes, the last half from the capture when the run ends."""
-
-    def __init__(
-        self, store: SqliteStore, db: StoreWorker, live: LiveOutput, run_id: int, max_output: int
-    ) -> None:
-        self._store = store
-        self._db = db
-        self._live = live
-        self._run_id = run_id
-        self._head_limit = max_output - max_output // 2
-        self._pending: list[StoredChunk] = []
-        self._pending_bytes = 0
-        self._flusher: asyncio.TimerHandle | None = None
-        self._writes: set[asyncio.Task[None]] = set()
-        self.total = 0
-
-    def add(self, chunk: OutputChunk) -> None:
-        self._live.publish(self._run_id, LiveEvent(chunk.stream, chunk.offset, chunk.data))
-        self.total = chunk.offset + len(chunk.data)
-        if chunk.offset < self._head_limit:
-            data = chunk.data[: self._head_limit - chunk.offset]
-            self._pending.append(StoredChunk(chunk.offset, chunk.stream, chunk.at, data))
-            self._pending_bytes += len(data)
-            if self._pending_bytes >= _FLUSH_BYTES:
-                self._flush()
-            elif self._flusher is None:
-                self._flusher = asyncio.get_running_loop().call_later(_FLUSH_SECONDS, self._flush)
-
-    def _flush(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            self._flusher = None
-        if not self._pending:
-            return
-        batch, self._pending, self._pending_bytes = self._pending, [], 0
-        task = asyncio.get_running_loop().create_task(
-            self._db(self._store.append_output, self._run_id, batch)
-        )
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
-
-    async def close(self, result: Result) -> None:
-        self._flush()
-        tail = [
-            StoredChunk(c.offset, c.stream, c.at, c.data)
-            for c in result.output.tail
-            if c.offset + len(c.data) > self._head_limit
-        ]
-        if tail:
-            await self._db(self._store.append_output, self._run_id, tail)
-        if self._writes:
-            with contextlib.suppress(Exception):
-                await asyncio.gather(*self._writes)
+def _end_of(result: Result, released: list[float], sink: OutputSink) -> RunEnd:
+    """The stored end of a finished process; output the store refused is told."""
+    error = result.error
+    truncated = result.output.truncated
+    if sink.lost_bytes:
+        truncated = True
+        lost = f"{sink.lost_bytes} bytes of output could not be stored: {sink.lost_reason}"
+        error = f"{error}; {lost}" if error else lost
+    return RunEnd(
+        RunStatus(str(result.status)),
+        result.finished_at,
+        started_at=dt.datetime.fromtimestamp(released[0], dt.UTC) if released else None,
+        exit_code=result.exit_code,
+        signal=result.signal,
+        cpu_user=result.cpu_user,
+        cpu_system=result.cpu_system,
+        max_rss_kb=result.max_rss_kb,
+        output_bytes=result.output.total_bytes,
+        output_truncated=truncated,
+        error=error,
+    )

@@ -13,14 +13,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from evercron import __version__
 from evercron.server import access, jobs, runs, schedule, system, web
-from evercron.server.context import DaemonContext
+from evercron.server.context import ApiContext
 from evercron.server.errors import install_error_handlers
 
 MAX_BODY_BYTES = 1024 * 1024
 Message = MutableMapping[str, Any]
 
 
-def create_app(context: DaemonContext) -> FastAPI:
+def create_app(context: ApiContext) -> FastAPI:
     """The API and web page app for a running daemon."""
     app = FastAPI(
         title="evercron",
@@ -46,7 +46,7 @@ class _CloseWhileDraining:
     """Once this process handed over, every response says `Connection: close`: the
     client's next request opens a connection, which the successor accepts."""
 
-    def __init__(self, app: ASGIApp, context: DaemonContext) -> None:
+    def __init__(self, app: ASGIApp, context: ApiContext) -> None:
         self.app = app
         self.context = context
 
@@ -56,7 +56,7 @@ class _CloseWhileDraining:
             return
 
         async def send_closing(message: Message) -> None:
-            if message["type"] == "http.response.start" and self.context.draining:
+            if message["type"] == "http.response.start" and self.context.daemon.draining:
                 headers = [h for h in message.get("headers", []) if h[0].lower() != b"connection"]
                 message = {**message, "headers": [*headers, (b"connection", b"close")]}
             await send(message)

@@ -1,36 +1,117 @@
-"""What the HTTP handlers need from the daemon."""
+"""What the HTTP handlers get from the daemon: narrow faces, nothing more.
+
+The daemon builds the app and serves it (`evercron.daemon` imports `evercron.server`,
+never the other way): it hands the app an `ApiContext` whose parts are protocols the
+daemon's objects satisfy - the store, the scheduler's `JobControl`, the live output and
+`DaemonControl` for status, stop and upgrade.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Protocol
 
-from evercron.daemon.upgrade import Handover
-from evercron.scheduler import Scheduler
-from evercron.store import SqliteStore
-from evercron.store.worker import StoreWorker
+from fastapi import Request
+
+from evercron.scheduler import KillOutcome, LiveOutput
+from evercron.scheduler.lag import LagMonitor
+from evercron.store import Store
 
 
-@dataclass
-class DaemonContext:
-    """The running daemon as the API sees it.
+class JobControl(Protocol):
+    """The scheduler as requests use it."""
 
-    `draining` is set once this process handed over to a successor: every response then
-    carries `Connection: close` and live streams end, so clients move to the successor.
-    `viewer_token`, when set, reads the API but changes nothing (`evercron.server.access`).
-    """
+    @property
+    def next_fires(self) -> dict[str, dt.datetime]:
+        """Each planned job's next fire time."""
+        ...
 
-    store: SqliteStore
-    db: StoreWorker
-    scheduler: Scheduler
-    token: str
-    state_dir: Path
-    started_at: dt.datetime
-    request_stop: Callable[[], None]
-    upgrade: Callable[[], Awaitable[Handover]]
-    owner: str
+    async def reload(self, name: str) -> None:
+        """Take a change of job `name` in the store into account now."""
+        ...
+
+    async def trigger(self, name: str) -> int:
+        """Start a manual run; its id (see `Scheduler.trigger` for the errors)."""
+        ...
+
+    async def kill(self, run_id: int) -> KillOutcome:
+        """End a running run wherever it runs."""
+        ...
+
+    def running_runs(self) -> list[int]:
+        """Ids of the runs this daemon process is running."""
+        ...
+
+
+@dataclass(frozen=True)
+class GenerationInfo:
+    """One daemon process sharing the state dir: serving, starting, or draining."""
+
+    pid: int
     generation: int
-    draining: bool = False
+    role: str
+    version: str
+    started_at: dt.datetime
+    running_runs: list[int]
+
+
+@dataclass(frozen=True)
+class UpgradeDone:
+    """A completed hot upgrade: the new process serves; this one drains and exits."""
+
+    pid: int
+    generation: int
+    seconds: float
+
+
+class UpgradeRefused(RuntimeError):
+    """The upgrade did not happen; `busy` when another one is under way (or this process
+    is stopping), else the new process failed and this one keeps serving."""
+
+    def __init__(self, message: str, busy: bool) -> None:
+        super().__init__(message)
+        self.busy = busy
+
+
+class DaemonControl(Protocol):
+    """The daemon process as requests use it."""
+
+    @property
+    def draining(self) -> bool:
+        """Whether this process handed over and is draining (responses close)."""
+        ...
+
+    def request_stop(self) -> None:
+        """Begin a graceful shutdown."""
+        ...
+
+    async def upgrade(self) -> UpgradeDone:
+        """Hot-upgrade; raises `UpgradeRefused`."""
+        ...
+
+    async def generations(self) -> list[GenerationInfo]:
+        """Every daemon process of this state dir, this one first."""
+        ...
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """Everything a request handler may use. `viewer_token`, when set, reads the API but
+    changes nothing (`evercron.server.access`)."""
+
+    store: Store
+    jobs: JobControl
+    live: LiveOutput
+    lag: LagMonitor
+    daemon: DaemonControl
+    token: str
+    started_at: dt.datetime
+    state_dir: str
     viewer_token: str | None = None
+
+
+def context_of(request: Request) -> ApiContext:
+    """The context of the app serving `request`."""
+    context: ApiContext = request.app.state.context
+    return context

@@ -9,6 +9,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from evercron.store import StoreUnavailable
+
 log = logging.getLogger("evercron.server")
 
 
@@ -52,6 +54,14 @@ def install_error_handlers(app: FastAPI) -> None:
                 else str(item.get("msg", "invalid"))
             )
         return JSONResponse({"error": "; ".join(problems) or "invalid request"}, status_code=422)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(_: Request, error: StoreUnavailable) -> JSONResponse:
+        return JSONResponse(
+            {"error": f"the store refuses writes for now ({error}); try again"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, error: Exception) -> JSONResponse:

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request, Response
 from evercron.model import Job, JobError
 from evercron.scheduler import ForbiddenConcurrency
 from evercron.server.access import reads_secrets
-from evercron.server.context import DaemonContext
+from evercron.server.context import ApiContext, context_of
 from evercron.server.convert import job_out, run_out
 from evercron.server.errors import ApiError
 from evercron.server.schemas import ErrorOut, JobOut, JobPatch, JobSpec, RunOut
@@ -22,13 +22,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _context(request: Request) -> DaemonContext:
-    context: DaemonContext = request.app.state.context
-    return context
-
-
-async def _stored(context: DaemonContext, name: str) -> StoredJob:
-    stored = await context.db(context.store.get_job, name)
+async def _stored(context: ApiContext, name: str) -> StoredJob:
+    stored = await context.store.get_job(name)
     if stored is None:
         raise ApiError(404, f'no job named "{name}"')
     return stored
@@ -51,72 +46,71 @@ def _from_api(data: dict[str, Any]) -> Job:
 @router.get("", response_model=list[JobOut], responses=_ERRORS)
 async def list_jobs(request: Request) -> list[JobOut]:
     """Every job, by name, with its next fire time."""
-    context = _context(request)
-    fires = context.scheduler.next_fires
+    context = context_of(request)
+    fires = context.jobs.next_fires
     shown = reads_secrets(request)
     return [
         job_out(s, fires.get(s.job.name), show_secrets=shown)
-        for s in await context.db(context.store.list_jobs)
+        for s in await context.store.list_jobs()
     ]
 
 
 @router.post("", response_model=JobOut, status_code=201, responses=_ERRORS)
 async def create_job(spec: JobSpec, request: Request) -> JobOut:
     """Create a job: 409 if the name exists, 422 with the reason for a bad definition."""
-    context = _context(request)
+    context = context_of(request)
     job = _from_api(spec.model_dump(exclude_none=True))
-    if await context.db(context.store.get_job, job.name) is not None:
+    if not await context.store.create_job(job, dt.datetime.now(dt.UTC)):
         raise ApiError(409, f'a job named "{job.name}" already exists')
-    await context.db(context.store.put_job, job, dt.datetime.now(dt.UTC))
-    await context.scheduler.reload(job.name)
+    await context.jobs.reload(job.name)
     stored = await _stored(context, job.name)
-    return job_out(stored, context.scheduler.next_fires.get(job.name))
+    return job_out(stored, context.jobs.next_fires.get(job.name))
 
 
 @router.get("/{name}", response_model=JobOut, responses=_ERRORS)
 async def get_job(name: str, request: Request) -> JobOut:
     """One job."""
-    context = _context(request)
-    fire = context.scheduler.next_fires.get(name)
+    context = context_of(request)
+    fire = context.jobs.next_fires.get(name)
     return job_out(await _stored(context, name), fire, show_secrets=reads_secrets(request))
 
 
 @router.patch("/{name}", response_model=JobOut, responses=_ERRORS)
 async def change_job(name: str, patch: JobPatch, request: Request) -> JobOut:
     """Change some fields of an API-made job; takes effect at once."""
-    context = _context(request)
+    context = context_of(request)
     stored = await _stored(context, name)
     _refuse_config_job(stored, "changed")
     data = {**stored.job.to_mapping(), **patch.model_dump(exclude_unset=True)}
     data = {key: value for key, value in data.items() if value is not None}
     job = _from_api(data)
-    await context.db(context.store.put_job, job, dt.datetime.now(dt.UTC))
-    await context.scheduler.reload(name)
-    return job_out(await _stored(context, name), context.scheduler.next_fires.get(name))
+    await context.store.put_job(job, dt.datetime.now(dt.UTC))
+    await context.jobs.reload(name)
+    return job_out(await _stored(context, name), context.jobs.next_fires.get(name))
 
 
 @router.delete("/{name}", status_code=204, responses=_ERRORS)
 async def delete_job(name: str, request: Request) -> Response:
     """Delete an API-made job (its run history stays)."""
-    context = _context(request)
+    context = context_of(request)
     _refuse_config_job(await _stored(context, name), "deleted")
-    await context.db(context.store.delete_job, name)
-    await context.scheduler.reload(name)
+    await context.store.delete_job(name)
+    await context.jobs.reload(name)
     return Response(status_code=204)
 
 
 @router.post("/{name}/trigger", response_model=RunOut, status_code=202, responses=_ERRORS)
 async def trigger_job(name: str, request: Request) -> RunOut:
     """Start a run now; 409 when the job forbids overlap and a run is going."""
-    context = _context(request)
+    context = context_of(request)
     await _stored(context, name)
     try:
-        run_id = await context.scheduler.trigger(name)
+        run_id = await context.jobs.trigger(name)
     except ForbiddenConcurrency as error:
-        raise ApiError(409, f"concurrency=forbid: {error}") from None
+        raise ApiError(409, f"{error} (recorded as skipped run {error.run_id})") from None
     except KeyError:
         raise ApiError(404, f'no job named "{name}"') from None
-    run = await context.db(context.store.get_run, run_id)
+    run = await context.store.get_run(run_id)
     assert run is not None
     return run_out(run)
 
@@ -134,11 +128,11 @@ async def resume_job(name: str, request: Request) -> JobOut:
 
 
 async def _set_paused(name: str, request: Request, paused: bool) -> JobOut:
-    context = _context(request)
+    context = context_of(request)
     await _stored(context, name)
-    await context.db(context.store.set_paused, name, paused)
-    await context.scheduler.reload(name)
-    return job_out(await _stored(context, name), context.scheduler.next_fires.get(name))
+    await context.store.set_paused(name, paused)
+    await context.jobs.reload(name)
+    return job_out(await _stored(context, name), context.jobs.next_fires.get(name))
 
 
 def _refuse_config_job(stored: StoredJob, action: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import json
 from typing import Annotated, Any
@@ -10,25 +9,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from evercron.daemon import state
 from evercron.model import RunStatus
+from evercron.scheduler import KillOutcome
 from evercron.server import output_stream
-from evercron.server.context import DaemonContext
+from evercron.server.context import context_of
 from evercron.server.convert import run_out
 from evercron.server.errors import ApiError
 from evercron.server.schemas import ErrorOut, JobRuns, RunOut
-from evercron.store.sqlite import RunMark
+from evercron.store import RunMark, RunQuery
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 422)
 }
 RunId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A run id")]
-
-
-def _context(request: Request) -> DaemonContext:
-    context: DaemonContext = request.app.state.context
-    return context
 
 
 @router.get("", response_model=list[RunOut], responses=_ERRORS)
@@ -52,9 +46,8 @@ async def list_runs(
 ) -> list[RunOut]:
     """Runs, newest first, filtered by job, status, scheduled time (a time without an
     offset is UTC) and original run. The next page of a listing: `before` = the last id."""
-    context = _context(request)
-    runs = await context.db(
-        context.store.list_runs,
+    context = context_of(request)
+    query = RunQuery(
         job,
         status,
         limit,
@@ -63,6 +56,7 @@ async def list_runs(
         until=_utc("until", until),
         retry_of=retry_of,
     )
+    runs = await context.store.list_runs(query)
     return [run_out(run) for run in runs]
 
 
@@ -72,8 +66,8 @@ async def latest_runs(
 ) -> Response:
     """The newest `per_job` runs of every job (newest first), briefly: a status strip
     for each job of a long list in one request."""
-    context = _context(request)
-    latest = await context.db(context.store.latest_runs, per_job)
+    context = context_of(request)
+    latest = await context.store.latest_runs(per_job)
     # Written directly: with a thousand jobs, model validation would cost more than the
     # store reads.
     body = [{"job": job, "runs": [_brief(run) for run in runs]} for job, runs in latest.items()]
@@ -109,8 +103,8 @@ def _utc(name: str, moment: dt.datetime | None) -> dt.datetime | None:
 @router.get("/{run_id}", response_model=RunOut, responses=_ERRORS)
 async def get_run(run_id: RunId, request: Request) -> RunOut:
     """One run."""
-    context = _context(request)
-    run = await context.db(context.store.get_run, run_id)
+    context = context_of(request)
+    run = await context.store.get_run(run_id)
     if run is None:
         raise ApiError(404, f"no run {run_id}")
     return run_out(run)
@@ -118,25 +112,17 @@ async def get_run(run_id: RunId, request: Request) -> RunOut:
 
 @router.post("/{run_id}/kill", response_model=RunOut, status_code=202, responses=_ERRORS)
 async def kill_run(run_id: RunId, request: Request) -> RunOut:
-    """End a running run's whole process tree; it ends with status `killed`."""
-    context = _context(request)
-    run = await context.db(context.store.get_run, run_id)
+    """End a running run's whole process tree, whichever daemon process runs it; it ends
+    with status `killed` (or `lost` when the process that ran it is gone)."""
+    context = context_of(request)
+    run = await context.store.get_run(run_id)
     if run is None:
         raise ApiError(404, f"no run {run_id}")
     if run.status is not RunStatus.RUNNING:
         raise ApiError(409, f"run {run_id} is not running (it {run.status})")
-    if await context.scheduler.launcher.kill(run_id):
-        return run_out(run)
-    # Run by another daemon process (one draining after an upgrade): ask it via the store.
-    if run.owner is None or not await asyncio.to_thread(
-        state.owner_is_alive, context.state_dir, run.owner
-    ):
-        raise ApiError(
-            409, f"run {run_id} belongs to a daemon process that is gone; it will be marked lost"
-        )
-    if not await context.db(context.store.request_kill, run_id, dt.datetime.now(dt.UTC)):
+    if await context.jobs.kill(run_id) is KillOutcome.NOT_RUNNING:
         raise ApiError(409, f"run {run_id} is not running")
-    return run_out(run)
+    return run_out(await context.store.get_run(run_id) or run)
 
 
 @router.get(
@@ -181,14 +167,14 @@ async def run_output(
     on after that chunk (`tail` is then ignored). A Last-Event-ID that is not a whole
     number from 0 to 2^63-1 is a 400. With `tail=N` a stream starts at the tail as above
     (and says nothing of what comes before it)."""
-    context = _context(request)
+    context = context_of(request)
     if follow and download:
         raise ApiError(422, "download: a download is the stored output, it cannot follow")
     after = output_stream.resume_after(last_event_id) if follow else -1
-    run = await context.db(context.store.get_run, run_id)
+    run = await context.store.get_run(run_id)
     if run is None:
         raise ApiError(404, f"no run {run_id}")
-    start = 0 if tail is None else await context.db(context.store.tail_start, run_id, tail)
+    start = 0 if tail is None else await context.store.tail_start(run_id, tail)
     if follow:
         return StreamingResponse(
             output_stream.follow(context, request, run_id, after, start),

@@ -95,4 +95,11 @@ MIGRATIONS: list[Migration] = [
     Migration("ALTER TABLE runs ADD COLUMN kill_requested_at TEXT"),
     # 3: the boot time first seen for each boot id (@reboot jobs; btime moves with the clock).
     Migration("CREATE TABLE boots (boot_id TEXT PRIMARY KEY, booted_at TEXT NOT NULL)"),
+    # 4: concurrency=forbid held by the store itself: at most one running exclusive run
+    # per job, whichever process claims it; running runs of a job found by index.
+    Migration("""
+    ALTER TABLE runs ADD COLUMN exclusive INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX runs_running ON runs (job) WHERE status = 'running';
+    CREATE UNIQUE INDEX runs_exclusive ON runs (job) WHERE status = 'running' AND exclusive = 1
+    """),
 ]

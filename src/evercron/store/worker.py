@@ -1,59 +1,59 @@
-"""Store calls from the event loop, made on one worker thread with group commits.
+"""The SQLite store's one thread: every call to the database, with group commits.
 
-SQLite blocks on disk, so calls never run on the event loop. Calls queued while the
-thread is busy are run together in one transaction (`SqliteStore.batch`): a thousand
-claims due in the same second cost one commit, not a thousand. Each call's result is
-delivered only after its group has committed, so a claim is durable before anything is
-spawned for it.
+SQLite blocks on disk, so calls never run on the event loop. Writes queued while the
+thread is busy run together in one transaction: a thousand claims due in the same second
+cost one commit, not a thousand. Each call's result is delivered only after its group has
+committed, so a claim is durable before anything is spawned for it. Reads run outside the
+write transaction, so a lock held by another process delays writes, not reads.
+
+Failure rules: a call that raises fails alone (its own changes undone); a passing failure
+(`StoreUnavailable`: disk full, lock held past the busy timeout) fails every write of the
+group with it and commits nothing, since SQLite may already have rolled the transaction
+back; the callers retry (`evercron.store.retry`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
-from evercron.store.sqlite import SqliteStore
+from evercron.store.records import StoreUnavailable
+from evercron.store.sqlite_database import SqliteDatabase, translated_errors
 
-P = ParamSpec("P")
 T = TypeVar("T")
 _MAX_GROUP = 2000
-log = logging.getLogger("evercron.store")
 
 
 @dataclass
 class _Call:
     method: Callable[..., Any]
     args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    loop: asyncio.AbstractEventLoop | None
-    future: asyncio.Future[Any] | None
+    write: bool
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
     outcome: tuple[bool, Any] = (False, None)
 
 
 class StoreWorker:
-    """Runs blocking store methods on a single thread, in submission order."""
+    """Runs `SqliteDatabase` methods on one thread, in submission order per kind."""
 
-    def __init__(self, store: SqliteStore) -> None:
-        self._store = store
+    def __init__(self, database: SqliteDatabase) -> None:
+        self._database = database
         self._queue: queue.SimpleQueue[_Call | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._work, name="evercron-store", daemon=True)
         self._thread.start()
 
-    async def __call__(self, method: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    async def call(self, method: Callable[..., T], *args: Any, write: bool) -> T:
+        """Run `method(*args)` on the store thread (in a write transaction when `write`)
+        and return its result, or raise what it raised."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Call(method, args, kwargs, loop, future))
+        self._queue.put(_Call(method, args, write, loop, future))
         return await future
-
-    def submit(self, method: Callable[P, Any], *args: P.args, **kwargs: P.kwargs) -> None:
-        """Queue a call whose result nobody waits for: it runs in order with the others
-        (a later awaited call sees its effect); a failure is logged."""
-        self._queue.put(_Call(method, args, kwargs, None, None))
 
     def close(self) -> None:
         """Finish queued calls and stop the thread."""
@@ -81,30 +81,44 @@ class StoreWorker:
                 return
 
     def _run_group(self, group: list[_Call]) -> None:
-        try:
-            with self._store.batch():
-                for call in group:
-                    try:
-                        call.outcome = (True, call.method(*call.args, **call.kwargs))
-                    except Exception as error:
-                        call.outcome = (False, error)
-        except Exception as error:
-            for call in group:
-                call.outcome = (False, error)
+        writes = []
+        for call in group:
+            if call.write:
+                writes.append(call)
+            else:
+                self._run(call)
+        if writes:
+            self._run_writes(writes)
         by_loop: dict[asyncio.AbstractEventLoop, list[_Call]] = {}
         for call in group:
-            if call.loop is not None:
-                by_loop.setdefault(call.loop, []).append(call)
-            elif not call.outcome[0]:
-                log.error("store call %s failed: %s", call.method.__name__, call.outcome[1])
+            by_loop.setdefault(call.loop, []).append(call)
         for loop, calls in by_loop.items():
             if not loop.is_closed():
                 loop.call_soon_threadsafe(_deliver, calls)
 
+    def _run(self, call: _Call) -> None:
+        try:
+            with translated_errors(self._database.path):
+                call.outcome = (True, call.method(*call.args))
+        except Exception as error:
+            call.outcome = (False, error)
+
+    def _run_writes(self, writes: list[_Call]) -> None:
+        try:
+            with self._database.write():
+                for call in writes:
+                    self._run(call)
+                    if not call.outcome[0] and isinstance(call.outcome[1], StoreUnavailable):
+                        raise call.outcome[1]
+        except Exception as error:
+            failure = error if isinstance(error, StoreUnavailable) else StoreUnavailable(str(error))
+            for call in writes:
+                call.outcome = (False, failure)
+
 
 def _deliver(calls: list[_Call]) -> None:
     for call in calls:
-        if call.future is None or call.future.done():
+        if call.future.done():
             continue
         ok, value = call.outcome
         if ok:

@@ -1,0 +1,182 @@
+"""The one path every firing takes: decide, claim, launch.
+
+Scheduled, prepared ahead, crowded, late, caught up, retried, triggered by hand or by a
+boot - every firing is decided by `decide()` (the job's state and policies, applied once),
+claimed in the store (which holds `concurrency = "forbid"` itself, whichever process runs
+the other run) and, when owned, handed to the launcher with the launch mode chosen by
+`launch_mode()`. A firing that does not run is a `skipped` row with its reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, replace
+
+from evercron.model import Concurrency, Job, RunStatus, Trigger
+from evercron.scheduler.clock import Clock
+from evercron.scheduler.command import command_for
+from evercron.scheduler.launcher import Launch, Launcher, LaunchMode, launch_mode
+from evercron.store import Claim, Claimed, RetryPolicy, Store, StoredJob, persist
+
+MANUAL_PATIENCE = 5.0
+"""Seconds a manual trigger waits for a store that refuses writes before it is refused."""
+
+
+@dataclass(frozen=True)
+class Firing:
+    """A firing before its claim: which job, for which time, why, which attempt.
+    `skip_reason` marks one already decided not to run (e.g. missed in an outage)."""
+
+    job: str
+    scheduled_at: dt.datetime
+    trigger: Trigger
+    attempt: int = 1
+    retry_of: int | None = None
+    skip_reason: str | None = None
+    stands_for: int = 1
+    """How many firings a skipped one stands for (a gap's summary row)."""
+
+
+def decide(firing: Firing, stored: StoredJob | None, now: float) -> Claim | None:
+    """The claim for `firing` given its job as it is now (None: deleted), or None when
+    nothing is to be recorded (a scheduled firing of a job that is gone or paused does
+    not exist). Applies, once: the job's state, `misfire_grace` for scheduled firings,
+    and the concurrency policy (as flags the store acts on)."""
+    claim = Claim(firing.job, firing.scheduled_at, firing.trigger, firing.attempt, firing.retry_of)
+    if firing.skip_reason is not None:
+        return replace(claim, skip_reason=firing.skip_reason)
+    inactive = _inactive(stored, firing.trigger)
+    if inactive is not None:
+        if firing.trigger in (Trigger.RETRY, Trigger.MANUAL):
+            return replace(claim, skip_reason=inactive)
+        return None
+    assert stored is not None
+    job = stored.job
+    late = now - firing.scheduled_at.timestamp()
+    on_schedule = firing.trigger is Trigger.SCHEDULE and not job.schedule.is_reboot
+    if on_schedule and late > job.misfire_grace:
+        return replace(
+            claim,
+            skip_reason=f"missed: it could be claimed only {late:.1f}s late "
+            f"(misfire_grace {job.misfire_grace:g}s)",
+        )
+    return replace(
+        claim,
+        exclusive=job.concurrency is Concurrency.FORBID,
+        replace=job.concurrency is Concurrency.REPLACE,
+    )
+
+
+def _inactive(stored: StoredJob | None, trigger: Trigger) -> str | None:
+    """Why the job cannot fire now, or None. A paused job may still be run by hand."""
+    if stored is None:
+        return "the job was deleted before this firing"
+    if stored.paused and trigger is not Trigger.MANUAL:
+        return "the job was paused before this firing"
+    if not stored.job.enabled and trigger is not Trigger.MANUAL:
+        return "the job was disabled before this firing"
+    return None
+
+
+def release_time(firing: Firing, job: Job, rng: random.Random) -> float | None:
+    """When a scheduled firing's command is let run (its time plus jitter); None for
+    every other trigger: at once."""
+    if firing.trigger is not Trigger.SCHEDULE or job.schedule.is_reboot:
+        return None
+    at = firing.scheduled_at.timestamp()
+    return at + rng.uniform(0, job.jitter) if job.jitter else at
+
+
+class FiringPath:
+    """Decides, claims and launches firings; see the module text."""
+
+    def __init__(
+        self,
+        store: Store,
+        owner: str,
+        launcher: Launcher,
+        jobs: Callable[[str], StoredJob | None],
+        clock: Clock,
+        retry: RetryPolicy,
+    ) -> None:
+        self._store = store
+        self._owner = owner
+        self._launcher = launcher
+        self._jobs = jobs
+        self._clock = clock
+        self._retry = retry
+        self._rng = random.Random()
+        self.closed = False
+        """Set once this process stops claiming (stopping or handed over)."""
+
+    async def fire(
+        self, firings: Sequence[Firing], crowded: Collection[dt.datetime] = ()
+    ) -> list[Claimed]:
+        """Decide, claim (one store call for all) and launch `firings`; what became of
+        each, in order (`Claimed(None)`: not claimed). Firings due at an instant in
+        `crowded` are so many that CPU bounds how soon they run (see
+        `LaunchMode.DIRECT`). Once `closed`, only retries are claimed: their keys belong
+        to this process's runs, nobody else claims them."""
+        now = self._clock.time()
+        results = [Claimed(None) for _ in firings]
+        wanted = [
+            (index, firing, claim)
+            for index, firing in enumerate(firings)
+            if (not self.closed or firing.trigger is Trigger.RETRY)
+            and (claim := decide(firing, self._jobs(firing.job), now)) is not None
+        ]
+        if not wanted:
+            return results
+        # Someone waits for a manual run: tell them the store is unavailable rather
+        # than keep them waiting. Every other firing waits for the store.
+        by_hand = all(firing.trigger is Trigger.MANUAL for _, firing, _ in wanted)
+        outcomes = await persist(
+            self._retry,
+            f"claim of {len(wanted)} firing(s)",
+            lambda: self._store.claim([claim for _, _, claim in wanted], self._owner),
+            give_up_after=MANUAL_PATIENCE if by_hand else None,
+        )
+        for (index, firing, claim), outcome in zip(wanted, outcomes, strict=True):
+            results[index] = outcome
+            self._act_on(firing, claim, outcome, firing.scheduled_at in crowded)
+        return results
+
+    def _act_on(self, firing: Firing, claim: Claim, outcome: Claimed, crowded: bool) -> None:
+        if outcome.run_id is None:
+            return  # another process owns this firing
+        if outcome.status is RunStatus.SKIPPED:
+            if (outcome.error or "").startswith("missed"):
+                late = self._clock.time() - claim.scheduled_at.timestamp()
+                self._launcher.lag.missed(firing.job, late, firing.stands_for)
+            return
+        stored = self._jobs(firing.job)
+        assert stored is not None  # decide() claimed nothing running for a missing job
+        for other in outcome.replaced:
+            self._launcher.kill(other)  # (another process's are asked through the store)
+        job = stored.job
+        command = command_for(
+            job,
+            outcome.run_id,
+            firing.scheduled_at,
+            firing.attempt,
+            tracking="session" if crowded else "auto",
+        )
+        release_at = release_time(firing, job, self._rng)
+        mode = launch_mode(command, release_at, self._clock.time(), crowded)
+        if crowded and mode is not LaunchMode.DIRECT:  # (rare: a command line that needs a shell)
+            command = command_for(job, outcome.run_id, firing.scheduled_at, firing.attempt)
+        self._launcher.launch(
+            Launch(
+                outcome.run_id,
+                job,
+                firing.scheduled_at,
+                firing.trigger,
+                command,
+                mode,
+                release_at,
+                firing.attempt,
+                firing.retry_of,
+            )
+        )

@@ -1,0 +1,27 @@
+"""Stores to test against: every backend the `Store` contract suite runs on."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from evercron.store import Store
+from evercron.store.sqlite import SqliteStore
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(params=["sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    """A migrated, empty store of each backend."""
+    opened = SqliteStore(tmp_path / "evercron.db")
+    await opened.migrate()
+    try:
+        yield opened
+    finally:
+        await opened.close()

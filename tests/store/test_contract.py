@@ -1,0 +1,340 @@
+"""The `Store` contract: what every backend promises (evercron.store.api).
+
+Each test runs against every backend of the `store` fixture; a new backend is done when
+this file passes on it unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import zoneinfo
+
+import pytest
+
+from evercron.model import Job, RunStatus, Trigger
+from evercron.store import BrokenJob, Claim, RunEnd, RunQuery, Store, StoredChunk
+
+pytestmark = pytest.mark.anyio
+NOW = dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)
+
+
+def a_job(name: str = "backup", **extra: object) -> Job:
+    return Job.from_mapping({"name": name, "schedule": "*/5 * * * *", "command": "true", **extra})
+
+
+def at(minutes: int) -> dt.datetime:
+    return NOW + dt.timedelta(minutes=minutes)
+
+
+async def claim_one(store: Store, claim: Claim, owner: str = "owner-a") -> int | None:
+    (outcome,) = await store.claim([claim], owner)
+    return outcome.run_id
+
+
+class TestJobs:
+    async def test_put_get_list_delete(self, store: Store) -> None:
+        assert await store.put_job(a_job(timeout="90s", env={"A": "1"}), NOW) is True
+        assert await store.put_job(a_job(timeout="2m"), NOW + dt.timedelta(seconds=1)) is False
+        stored = await store.get_job("backup")
+        assert stored is not None
+        assert stored.job.timeout == 120 and stored.job.env == {}
+        assert stored.created_at == NOW and stored.updated_at > NOW
+        await store.put_job(a_job("another"), NOW)
+        assert [s.job.name for s in await store.list_jobs()] == ["another", "backup"]
+        assert await store.delete_job("backup") is True
+        assert await store.delete_job("backup") is False
+        assert await store.get_job("backup") is None
+
+    async def test_create_refuses_a_taken_name(self, store: Store) -> None:
+        assert await store.create_job(a_job(description="first"), NOW) is True
+        assert await store.create_job(a_job(description="second"), NOW) is False
+        stored = await store.get_job("backup")
+        assert stored is not None and stored.job.description == "first"
+
+    async def test_concurrent_creations_of_one_name_make_one_job(self, store: Store) -> None:
+        jobs = [a_job(description=str(n)) for n in range(10)]
+        created = await asyncio.gather(*(store.create_job(job, NOW) for job in jobs))
+        assert sorted(created) == [False] * 9 + [True]
+
+    async def test_pause_survives_an_update(self, store: Store) -> None:
+        await store.put_job(a_job(), NOW)
+        assert await store.set_paused("backup", True)
+        await store.put_job(a_job(description="changed"), NOW)
+        stored = await store.get_job("backup")
+        assert stored is not None and stored.paused and stored.job.description == "changed"
+        assert await store.set_paused("missing", True) is False
+
+    async def test_reconcile_makes_file_jobs_exactly_the_given_ones(self, store: Store) -> None:
+        from_file = a_job("nightly", description="old").to_mapping()
+        await store.put_job(Job.from_mapping(from_file, source="/etc/evercron.toml"), NOW)
+        await store.put_job(Job.from_mapping(a_job("gone").to_mapping(), source="crontab"), NOW)
+        await store.put_job(a_job("made-by-api"), NOW)
+        wanted = [
+            Job.from_mapping({**from_file, "description": "new"}, source="/etc/evercron.toml"),
+            Job.from_mapping(a_job("fresh").to_mapping(), source="crontab"),
+        ]
+        changed = await store.reconcile_jobs(wanted, NOW)
+        assert sorted(changed) == ["fresh", "gone", "nightly"]
+        names = [s.job.name for s in await store.list_jobs()]
+        assert names == ["fresh", "made-by-api", "nightly"]
+        assert await store.reconcile_jobs(wanted, NOW) == []  # idempotent
+
+
+class TestClaims:
+    async def test_a_firing_is_claimed_once(self, store: Store) -> None:
+        first = await claim_one(store, Claim("backup", NOW, Trigger.SCHEDULE))
+        assert first is not None
+        assert await claim_one(store, Claim("backup", NOW, Trigger.SCHEDULE), "owner-b") is None
+        retry = Claim("backup", NOW, Trigger.RETRY, attempt=2, retry_of=first)
+        assert await claim_one(store, retry, "owner-b") is not None
+        assert await claim_one(store, Claim("other", NOW, Trigger.SCHEDULE), "owner-b") is not None
+
+    async def test_many_firings_are_claimed_in_one_call(self, store: Store) -> None:
+        taken = await claim_one(store, Claim("b", NOW, Trigger.SCHEDULE))
+        claims = [
+            Claim(job, when, Trigger.SCHEDULE)
+            for job, when in [("a", at(0)), ("b", at(0)), ("c", at(0)), ("a", at(1))]
+        ]
+        outcomes = await store.claim(claims, "owner-b")
+        ids = [outcome.run_id for outcome in outcomes]
+        assert ids[1] is None  # claimed already: the same rule as one claim at a time
+        assert None not in (ids[0], ids[2], ids[3]) and len({ids[0], ids[2], ids[3]}) == 3
+        assert [o.run_id for o in await store.claim(claims, "owner-c")] == [None] * 4
+        for claim, run_id in zip(claims, ids, strict=True):
+            if run_id is None:
+                continue
+            run = await store.get_run(run_id)
+            assert run is not None and run.id != taken
+            assert (run.job, run.scheduled_at, run.trigger) == (
+                claim.job,
+                claim.scheduled_at,
+                Trigger.SCHEDULE,
+            )
+            assert (run.status, run.attempt, run.owner) == (RunStatus.RUNNING, 1, "owner-b")
+
+    async def test_manual_runs_never_collide(self, store: Store) -> None:
+        ids = {await claim_one(store, Claim("backup", NOW, Trigger.MANUAL)) for _ in range(3)}
+        assert None not in ids and len(ids) == 3
+
+    async def test_run_ids_are_never_reused(self, store: Store) -> None:
+        first = await claim_one(store, Claim("backup", NOW, Trigger.SCHEDULE))
+        assert first is not None
+        await store.finish(first, RunEnd(RunStatus.SUCCEEDED, NOW))
+        await store.prune(0, NOW + dt.timedelta(days=1))
+        assert await store.get_run(first) is None
+        second = await claim_one(store, Claim("backup", at(5), Trigger.SCHEDULE))
+        assert second is not None and second > first
+
+    async def test_a_skipped_claim_is_a_finished_row(self, store: Store) -> None:
+        claim = Claim("backup", NOW, Trigger.SCHEDULE, skip_reason="missed: the daemon was down")
+        (outcome,) = await store.claim([claim], "a")
+        assert outcome.run_id is not None and outcome.status is RunStatus.SKIPPED
+        assert not outcome.owned
+        run = await store.get_run(outcome.run_id)
+        assert run is not None and run.status is RunStatus.SKIPPED
+        assert run.finished_at is not None and run.error == "missed: the daemon was down"
+        assert await claim_one(store, Claim("backup", NOW, Trigger.SCHEDULE)) is None
+
+
+class TestForbidAndReplace:
+    async def test_an_exclusive_claim_is_skipped_while_the_job_runs(self, store: Store) -> None:
+        first = await claim_one(store, Claim("j", at(0), Trigger.SCHEDULE, exclusive=True))
+        assert first is not None
+        (second,) = await store.claim([Claim("j", at(1), Trigger.SCHEDULE, exclusive=True)], "b")
+        assert second.run_id is not None and second.status is RunStatus.SKIPPED
+        assert f"run {first} is still running" in (second.error or "")
+        manual = await store.claim([Claim("j", at(1), Trigger.MANUAL, exclusive=True)], "b")
+        assert manual[0].status is RunStatus.SKIPPED  # every path, by hand too
+        await store.finish(first, RunEnd(RunStatus.SUCCEEDED, at(1)))
+        third = await store.claim([Claim("j", at(2), Trigger.SCHEDULE, exclusive=True)], "b")
+        assert third[0].owned
+
+    async def test_exclusive_claims_in_one_call_let_one_run(self, store: Store) -> None:
+        claims = [Claim("j", at(n), Trigger.CATCH_UP, exclusive=True) for n in range(5)]
+        outcomes = await store.claim(claims, "a")
+        assert [o.status for o in outcomes].count(RunStatus.RUNNING) == 1
+
+    async def test_a_non_exclusive_run_also_blocks_a_forbid_claim(self, store: Store) -> None:
+        await claim_one(store, Claim("j", at(0), Trigger.MANUAL))  # claimed while "allow"
+        (blocked,) = await store.claim([Claim("j", at(1), Trigger.SCHEDULE, exclusive=True)], "a")
+        assert blocked.status is RunStatus.SKIPPED
+
+    async def test_replace_asks_the_running_runs_to_end(self, store: Store) -> None:
+        old = await claim_one(store, Claim("j", at(0), Trigger.SCHEDULE), "owner-a")
+        (new,) = await store.claim([Claim("j", at(1), Trigger.SCHEDULE, replace=True)], "owner-b")
+        assert new.owned and new.replaced == (old,)
+        assert await store.kill_requests("owner-a") == [old]
+        assert await store.kill_requests("owner-b") == []
+
+
+class TestRuns:
+    async def test_lifecycle(self, store: Store) -> None:
+        run_id = await claim_one(store, Claim("backup", NOW, Trigger.SCHEDULE))
+        assert run_id is not None
+        await store.mark_started(run_id, 4242, 123, NOW)
+        running = await store.running("owner-a")
+        assert [(r.run.id, r.pid_start_ticks) for r in running] == [(run_id, 123)]
+        end = RunEnd(
+            RunStatus.FAILED,
+            at(3),
+            exit_code=2,
+            cpu_user=0.5,
+            cpu_system=0.25,
+            max_rss_kb=1000,
+            output_bytes=10,
+            output_truncated=True,
+            error="boom",
+        )
+        assert await store.finish(run_id, end) is True
+        run = await store.get_run(run_id)
+        assert run is not None
+        assert (run.status, run.exit_code, run.pid, run.error) == (
+            RunStatus.FAILED,
+            2,
+            4242,
+            "boom",
+        )
+        assert run.output_truncated and run.output_bytes == 10
+        assert run.finished_at == at(3) and run.started_at == NOW
+        assert await store.running() == []
+
+    async def test_a_finished_run_is_not_finished_again(self, store: Store) -> None:
+        run_id = await claim_one(store, Claim("backup", NOW, Trigger.SCHEDULE))
+        assert run_id is not None
+        assert await store.finish(run_id, RunEnd(RunStatus.LOST, at(1), error="owner died"))
+        assert not await store.finish(run_id, RunEnd(RunStatus.SUCCEEDED, at(2)))
+        run = await store.get_run(run_id)
+        assert run is not None and run.status is RunStatus.LOST
+
+    async def test_list_filters_newest_first_and_pages(self, store: Store) -> None:
+        for minute in range(5):
+            run_id = await claim_one(
+                store, Claim("a" if minute % 2 else "b", at(minute), Trigger.SCHEDULE)
+            )
+            assert run_id is not None
+            if minute < 3:
+                await store.finish(run_id, RunEnd(RunStatus.SUCCEEDED, NOW))
+        everything = await store.list_runs(RunQuery())
+        assert [r.job for r in everything] == ["b", "a", "b", "a", "b"]
+        assert len(await store.list_runs(RunQuery(job="a"))) == 2
+        assert len(await store.list_runs(RunQuery(status=RunStatus.RUNNING))) == 2
+        page = await store.list_runs(RunQuery(limit=2))
+        rest = await store.list_runs(RunQuery(before=page[-1].id))
+        assert [r.id for r in page + rest] == [r.id for r in everything]
+
+    async def test_list_by_scheduled_time_and_by_original(self, store: Store) -> None:
+        ids = [await claim_one(store, Claim("a", at(m), Trigger.SCHEDULE)) for m in range(6)]
+        retry = await claim_one(store, Claim("a", NOW, Trigger.RETRY, attempt=2, retry_of=ids[0]))
+        window = await store.list_runs(RunQuery(since=at(2), until=at(4)))
+        assert [r.id for r in window] == [ids[3], ids[2]]  # since inclusive, until exclusive
+        berlin = at(2).astimezone(zoneinfo.ZoneInfo("Europe/Berlin"))
+        assert [r.id for r in await store.list_runs(RunQuery(since=berlin, until=at(4)))] == [
+            ids[3],
+            ids[2],
+        ]
+        assert [r.id for r in await store.list_runs(RunQuery(retry_of=ids[0]))] == [retry]
+
+    async def test_latest_runs_of_every_job_and_job_counts(self, store: Store) -> None:
+        for name in ("a", "b", "idle"):
+            await store.put_job(a_job(name), NOW)
+        claimed = {
+            name: [await claim_one(store, Claim(name, at(m), Trigger.SCHEDULE)) for m in range(4)]
+            for name in ("a", "b", "gone")  # "gone" has runs but no job any more
+        }
+        last = claimed["a"][-1]
+        assert last is not None
+        start = at(3) + dt.timedelta(seconds=1)
+        await store.mark_started(last, 1, 1, start)
+        end = RunEnd(RunStatus.FAILED, start + dt.timedelta(seconds=2.5), exit_code=1)
+        await store.finish(last, end)
+        latest = await store.latest_runs(3)
+        assert list(latest) == ["a", "b", "idle"]
+        assert [r.id for r in latest["a"]] == claimed["a"][:0:-1]
+        assert [r.id for r in latest["b"]] == claimed["b"][:0:-1]
+        assert latest["idle"] == []
+        newest = latest["a"][0]
+        assert (newest.status, newest.duration, newest.scheduled_at) == (
+            RunStatus.FAILED,
+            2.5,
+            at(3),
+        )
+        assert latest["a"][1].duration is None  # not ended
+        assert await store.job_counts() == (3, 0)
+        await store.set_paused("b", True)
+        assert await store.job_counts() == (3, 1)
+
+    async def test_last_scheduled_ignores_manual_runs_and_counts_skipped(
+        self, store: Store
+    ) -> None:
+        assert await store.last_scheduled("backup") is None
+        await claim_one(store, Claim("backup", NOW, Trigger.SCHEDULE))
+        await claim_one(store, Claim("backup", at(60), Trigger.MANUAL))
+        assert await store.last_scheduled("backup") == NOW
+        await claim_one(store, Claim("backup", at(5), Trigger.SCHEDULE, skip_reason="missed"))
+        assert await store.last_scheduled("backup") == at(5)
+
+    async def test_kill_requests_reach_the_owner_only_while_running(self, store: Store) -> None:
+        run_id = await claim_one(store, Claim("job", NOW, Trigger.SCHEDULE))
+        assert run_id is not None
+        assert await store.request_kill(run_id, NOW)
+        assert await store.kill_requests("owner-a") == [run_id]
+        await store.finish(run_id, RunEnd(RunStatus.KILLED, NOW))
+        assert await store.kill_requests("owner-a") == []
+        assert not await store.request_kill(run_id, NOW)
+
+    async def test_boot_time_is_the_first_one_recorded(self, store: Store) -> None:
+        assert await store.boot_time("boot-1", NOW) == NOW
+        assert await store.boot_time("boot-1", at(3)) == NOW
+        assert await store.boot_time("boot-2", at(3)) == at(3)
+
+
+class TestOutput:
+    async def test_in_order_and_resumable(self, store: Store) -> None:
+        await store.append_output(
+            7, [StoredChunk(0, "stdout", 1.0, b"ab"), StoredChunk(2, "stderr", 1.5, b"c")]
+        )
+        await store.append_output(
+            7,
+            [StoredChunk(2, "stderr", 1.5, b"c"), StoredChunk(3, "stdout", 2.0, b"\xff\x00")],
+        )
+        assert [c.data for c in await store.read_output(7)] == [b"ab", b"c", b"\xff\x00"]
+        assert [c.offset for c in await store.read_output(7, after=0)] == [2, 3]
+        assert [c.stream for c in await store.read_output(7)] == ["stdout", "stderr", "stdout"]
+
+    async def test_the_tail_starts_at_the_chunk_holding_its_first_byte(self, store: Store) -> None:
+        assert await store.tail_start(8, 10) == 0  # no output
+        # 0-9 kept, 10-99 dropped (max_output), 100-119 kept.
+        await store.append_output(
+            8,
+            [
+                StoredChunk(0, "stdout", 1.0, b"a" * 10),
+                StoredChunk(100, "stdout", 2.0, b"b" * 10),
+                StoredChunk(110, "stderr", 2.0, b"c" * 10),
+            ],
+        )
+        starts = [await store.tail_start(8, n) for n in (1, 10, 11, 20, 21, 119, 120, 500)]
+        assert starts == [110, 110, 100, 100, 0, 0, 0, 0]
+
+    async def test_prune_keeps_recent_and_running(self, store: Store) -> None:
+        ids = []
+        for minute in range(6):
+            run_id = await claim_one(store, Claim("a", at(minute), Trigger.SCHEDULE))
+            assert run_id is not None
+            ids.append(run_id)
+            if minute != 0:
+                await store.finish(run_id, RunEnd(RunStatus.SUCCEEDED, NOW))
+            await store.append_output(run_id, [StoredChunk(0, "stdout", 1.0, b"x")])
+        assert await store.prune(2, NOW + dt.timedelta(days=1)) == 3
+        assert sorted(r.id for r in await store.list_runs(RunQuery())) == [ids[0], ids[4], ids[5]]
+        assert await store.read_output(ids[1]) == []
+
+
+async def test_migrate_is_idempotent(store: Store) -> None:
+    assert await store.migrate() == await store.migrate()
+
+
+async def test_broken_jobs_are_listed_apart(store: Store) -> None:
+    await store.put_job(a_job("fine"), NOW)
+    assert await store.broken_jobs() == []
+    assert all(not isinstance(job, BrokenJob) for job in await store.list_jobs())
