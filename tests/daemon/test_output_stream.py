@@ -4,6 +4,8 @@ come out exactly as stored, live or from the store, through the API and `evercro
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -12,6 +14,12 @@ from typing import Any
 
 import pytest
 
+from evercron.model import RunStatus, Trigger
+from evercron.scheduler import LiveEvent, LiveOutput
+from evercron.server import output_stream
+from evercron.server.context import ApiContext
+from evercron.store import Claim, RunEnd, StoredChunk
+from evercron.store.sqlite import SqliteStore
 from tests.daemon import sse
 from tests.daemon.conftest import DaemonProcess, serving
 from tests.helpers import run_cli
@@ -31,6 +39,7 @@ TRICKY_BYTES = (
     b"id: 99\n\nno newline at the end\r"
 )
 LOGS = [sys.executable, "-m", "evercron", "logs"]
+NOW = dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)
 
 
 @pytest.fixture(scope="module")
@@ -182,3 +191,63 @@ def test_logs_follow_json_gives_each_event_with_its_data(daemon: DaemonProcess) 
     assert done.returncode == 0 and len(lines) == 2, done.stdout
     assert '"event": "stdout"' in lines[0] and '"text": "a\\rb"' in lines[0]
     assert '"event": "end"' in lines[1] and '"status": "succeeded"' in lines[1]
+
+
+class _Daemon:
+    draining = False
+
+
+class _Client:
+    async def is_disconnected(self) -> bool:
+        return False
+
+
+def test_a_follower_joining_before_the_first_output_is_stored_misses_nothing(
+    tmp_path: Path,
+) -> None:
+    # The launcher stores a run's first output in batches (up to half a second late)
+    # while followers get it at once; the live backlog keeps only the latest bytes. A
+    # follower joining in between was told the unstored bytes were "not kept".
+    pieces = [bytes([ord("a") + n]) * 100 for n in range(5)]
+
+    async def follow_one() -> bytes:
+        store = SqliteStore(tmp_path / "evercron.db")
+        await store.migrate()
+        (claimed,) = await store.claim([Claim("job", NOW, Trigger.MANUAL)], "owner")
+        assert claimed.run_id is not None
+        run_id = claimed.run_id
+        live = LiveOutput(backlog_bytes=250)  # only the last two pieces
+        live.begin(run_id)
+        for n, piece in enumerate(pieces):
+            live.publish(run_id, LiveEvent("stdout", n * 100, piece))
+        context = ApiContext(
+            store,
+            None,
+            live,
+            None,
+            _Daemon(),
+            "token",
+            NOW,
+            str(tmp_path),  # type: ignore[arg-type]
+        )
+        stream = output_stream.follow(context, _Client(), run_id, -1)  # type: ignore[arg-type]
+        received: list[bytes] = []
+
+        async def read() -> None:
+            async for piece in stream:
+                received.append(piece)
+
+        reader = asyncio.create_task(read())
+        await asyncio.sleep(0.2)  # the follower has looked in the store and found nothing
+        chunks = [StoredChunk(n * 100, "stdout", 0.0, pieces[n]) for n in range(3)]
+        await store.append_output(run_id, chunks)  # the first batch lands
+        live.end(run_id, "succeeded", 500)
+        await store.finish(run_id, RunEnd(RunStatus.SUCCEEDED, NOW, output_bytes=500))
+        await asyncio.wait_for(reader, 10)
+        await store.close()
+        return b"".join(received)
+
+    events = sse.parse(asyncio.run(follow_one()))
+    assert [e.kind for e in events if e.kind == "truncated"] == []
+    assert sse.output_of(events) == b"".join(pieces)
+    assert events[-1].kind == "end"

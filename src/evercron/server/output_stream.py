@@ -20,12 +20,14 @@ from typing import Any
 from fastapi import Request
 
 from evercron.scheduler import LiveEvent
-from evercron.server.context import DaemonContext
+from evercron.server.context import ApiContext
 from evercron.server.errors import ApiError
 
 _POLL_SECONDS = 0.5
 _HEARTBEAT_SECONDS = 15.0
 _STORED_BATCH = 64  # chunks per store read: at most 4 MiB of 64 KiB pipe reads
+_JOIN_WAIT = 1.0  # twice the launcher's FLUSH_SECONDS
+_JOIN_STEP = 0.05
 _MAX_EVENT_ID = 2**63 - 1
 _EVENT_ID = re.compile(r"[0-9]{1,19}")
 _ESCAPED_BYTE = re.compile("[\udc80-\udcff]")
@@ -94,11 +96,11 @@ class _Cursor:
         return events
 
 
-async def stored_bytes(context: DaemonContext, run_id: int, start: int) -> AsyncIterator[bytes]:
+async def stored_bytes(context: ApiContext, run_id: int, start: int) -> AsyncIterator[bytes]:
     """A run's stored output from the chunk at `start` on, one store read at a time."""
     after = start - 1
     while True:
-        chunks = await context.db(context.store.read_output, run_id, after, _STORED_BATCH)
+        chunks = await context.store.read_output(run_id, after, _STORED_BATCH)
         if chunks:
             yield b"".join(chunk.data for chunk in chunks)
             after = chunks[-1].offset
@@ -107,19 +109,19 @@ async def stored_bytes(context: DaemonContext, run_id: int, start: int) -> Async
 
 
 async def follow(
-    context: DaemonContext, request: Request, run_id: int, after: int, start: int = 0
+    context: ApiContext, request: Request, run_id: int, after: int, start: int = 0
 ) -> AsyncIterator[bytes]:
     """The events of a run's output after byte offset `after` (-1: from the chunk at
     `start` on), live while this process runs it, from the store otherwise, until its
     `end` event. Ends early when this process hands over to a successor (the client
     resumes there)."""
-    live = context.scheduler.live
-    following = live.is_live(run_id) and not context.draining
+    live = context.live
+    following = live.is_live(run_id) and not context.daemon.draining
     subscription = live.subscribe(run_id) if following else None
     cursor = _Cursor(start - 1, start)
     if after >= 0:  # resuming: the next byte follows the chunk the client saw last
         cursor.after = after
-        seen = await context.db(context.store.read_output, run_id, after - 1, 1)
+        seen = await context.store.read_output(run_id, after - 1, 1)
         found = bool(seen) and seen[0].offset == after
         cursor.expected = after + len(seen[0].data) if found else after + 1
     try:
@@ -127,6 +129,9 @@ async def follow(
             yield piece
         if subscription is not None:
             backlog, queue = subscription
+            if backlog and backlog[0].offset > cursor.expected:
+                async for piece in _catch_up(context, run_id, cursor, backlog[0].offset):
+                    yield piece
             for event in backlog:
                 for piece in cursor.emit(event.kind, event.offset, event.data):
                     yield piece
@@ -138,7 +143,7 @@ async def follow(
             else:
                 return  # the stream was closed (daemon stopping, follower too slow)
         while True:
-            run = await context.db(context.store.get_run, run_id)
+            run = await context.store.get_run(run_id)
             if run is None:
                 return
             finished = run.status.finished
@@ -149,7 +154,7 @@ async def follow(
                     yield truncated_event(cursor.expected, run.output_bytes - cursor.expected)
                 yield end_event(max(run.output_bytes, cursor.expected), str(run.status))
                 return
-            if context.draining or await request.is_disconnected():
+            if context.daemon.draining or await request.is_disconnected():
                 return  # handed over: the client resumes from the successor
             await asyncio.sleep(_POLL_SECONDS)  # run owned by another process: read the store
     finally:
@@ -157,13 +162,38 @@ async def follow(
             live.unsubscribe(run_id, subscription[1])
 
 
-async def _stored_events(
-    context: DaemonContext, run_id: int, cursor: _Cursor
+async def _catch_up(
+    context: ApiContext, run_id: int, cursor: _Cursor, until: int
 ) -> AsyncIterator[bytes]:
+    """Read the store until it holds the bytes before offset `until` (where the live
+    backlog starts) that it will ever hold while the run goes on, for at most
+    `_JOIN_WAIT` seconds. The launcher stores the first half of `max_output` in batches
+    (up to FLUSH_SECONDS late) and the rest only at the end: without this a follower
+    arriving meanwhile was told that bytes not stored yet were never kept."""
+    head = await _head_limit(context, run_id)
+    target = until if head is None else min(until, head)
+    deadline = asyncio.get_running_loop().time() + _JOIN_WAIT
+    while cursor.expected < target and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(_JOIN_STEP)
+        async for piece in _stored_events(context, run_id, cursor):
+            yield piece
+
+
+async def _head_limit(context: ApiContext, run_id: int) -> int | None:
+    """Where the part of a running run's output stored as it comes ends (the first half
+    of its job's `max_output`, as the launcher's `OutputSink` keeps it), if known."""
+    run = await context.store.get_run(run_id)
+    stored = None if run is None else await context.store.get_job(run.job)
+    if stored is None:
+        return None
+    return stored.job.max_output - stored.job.max_output // 2
+
+
+async def _stored_events(context: ApiContext, run_id: int, cursor: _Cursor) -> AsyncIterator[bytes]:
     """The stored chunks after the cursor, one write per store read (a large output is
     never held whole in memory)."""
     while True:
-        chunks = await context.db(context.store.read_output, run_id, cursor.after, _STORED_BATCH)
+        chunks = await context.store.read_output(run_id, cursor.after, _STORED_BATCH)
         pieces = [p for c in chunks for p in cursor.emit(c.stream, c.offset, c.data)]
         if pieces:
             yield b"".join(pieces)
