@@ -164,3 +164,13 @@ def test_bad_http_connection_limits_are_named(tmp_path: Path) -> None:
     ]
     with pytest.raises(ConfigError, match="header_timeout: invalid duration 'soon'"):
         load_config(write(tmp_path / "d.toml", '[daemon]\nheader_timeout = "soon"\n'))
+
+
+def test_the_viewer_token(tmp_path: Path) -> None:
+    toml = write(tmp_path / "v.toml", '[daemon]\nviewer_token = "look-but-do-not-touch"\n')
+    assert load_config(toml).settings.viewer_token == "look-but-do-not-touch"
+    assert load_config(None).settings.viewer_token is None
+    for bad in ("1234", '""', "false"):
+        toml = write(tmp_path / "bad.toml", f"[daemon]\nviewer_token = {bad}\n")
+        with pytest.raises(ConfigError, match=r"bad.toml:2: viewer_token: expected a non-empty"):
+            load_config(toml)

@@ -60,6 +60,9 @@ DAEMON_KEYS: tuple[Key, ...] = (
     Key("token", Kind.TEXT, None, "The API token (else EVERCRON_TOKEN, else one generated "
         "into the state dir); at least 16 characters when listening beyond loopback",
         '"a-long-random-secret"'),
+    Key("viewer_token", Kind.TEXT, None, "A read-only token (else EVERCRON_VIEWER_TOKEN): "
+        "it reads everything but secrets, every change it asks for is refused (403)",
+        '"another-long-secret"'),
     Key("tls_cert", Kind.PATH, None, "Serve HTTPS with this certificate (with tls_key)",
         '"/etc/evercron/cert.pem"'),
     Key("tls_key", Kind.PATH, None, "The certificate's private key (with tls_cert)",
@@ -89,6 +92,7 @@ class Settings:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
     token: str | None = None
+    viewer_token: str | None = None
     tls_cert: str | None = None
     tls_key: str | None = None
     shutdown_grace: float = 30.0

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 
 class DaemonProcess:
@@ -157,16 +158,31 @@ def start_daemon(tmp_path: Path) -> Iterator[Any]:
 
     yield start
     for daemon in started:
-        if daemon.process.poll() is None:
-            daemon.process.kill()
-            daemon.process.wait(timeout=30)
-        # Upgrade successors are not our children: find them by their state dir.
-        for pid in daemons_of(daemon.state_dir):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            wait_gone(pid)
-        daemon.http.close()
-        daemon._log.close()
+        end_daemon(daemon)
+
+
+@contextlib.contextmanager
+def serving(state_dir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[Any]:
+    """One daemon for a whole test module (module-scoped fixtures): killed at the end."""
+    daemon = DaemonProcess(state_dir, *args, env=env)
+    try:
+        yield daemon
+    finally:
+        end_daemon(daemon)
+
+
+def end_daemon(daemon: DaemonProcess) -> None:
+    """Kill a daemon under test and every upgrade successor serving its state dir."""
+    if daemon.process.poll() is None:
+        daemon.process.kill()
+        daemon.process.wait(timeout=30)
+    # Upgrade successors are not our children: find them by their state dir.
+    for pid in daemons_of(daemon.state_dir):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        wait_gone(pid)
+    daemon.http.close()
+    daemon._log.close()
 
 
 def daemons_of(state_dir: Path) -> list[int]:
@@ -179,3 +195,17 @@ def daemons_of(state_dir: Path) -> list[int]:
                 if wanted in (entry / "cmdline").read_bytes() and is_running(int(entry.name)):
                     found.append(int(entry.name))
     return found
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's Chromium, headless, for a module of web page tests (not for the session:
+    Playwright's sync API keeps an event loop that other tests' asyncio.run would meet)."""
+    from tests.daemon.web import CHROMIUM, CHROMIUM_ARGS  # noqa: PLC0415 - web imports us
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()

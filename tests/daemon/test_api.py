@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 
+from tests.daemon import sse
 from tests.daemon.conftest import DaemonProcess
 from tests.helpers import run_cli
 
@@ -151,22 +152,6 @@ def test_runs_filters_and_run_fields(start_daemon: Any) -> None:
     assert [r["id"] for r in daemon.api("GET", "/api/v1/runs")] == [bad["id"], good["id"]]
 
 
-def _events(lines: list[str]) -> list[tuple[str, str, str]]:
-    events, current = [], {"id": "", "event": "", "data": []}  # type: ignore[var-annotated]
-    for line in lines:
-        if not line:
-            if current["event"]:
-                events.append((current["id"], current["event"], "\n".join(current["data"])))
-            current = {"id": "", "event": "", "data": []}
-        elif line.startswith("id: "):
-            current["id"] = line[4:]
-        elif line.startswith("event: "):
-            current["event"] = line[7:]
-        elif line.startswith("data: "):
-            current["data"].append(line[6:])
-    return events
-
-
 def test_follow_live_output_and_resume(start_daemon: Any) -> None:
     daemon: DaemonProcess = start_daemon()
     daemon.add_job(
@@ -175,28 +160,20 @@ def test_follow_live_output_and_resume(start_daemon: Any) -> None:
         command="for i in 1 2 3 4; do echo line$i; sleep 0.3; done; echo oops >&2",
     )
     run = daemon.api("POST", "/api/v1/jobs/talk/trigger", 202)
-    with daemon.http.stream(
-        "GET", f"/api/v1/runs/{run['id']}/output", params={"follow": 1}
-    ) as response:
-        assert response.headers["content-type"].startswith("text/event-stream")
-        events = _events(list(response.iter_lines()))
-    kinds = [kind for _, kind, _ in events]
-    assert kinds[-1] == "end" and events[-1][2] == "succeeded"
-    text = "".join(data + "\n" for _, kind, data in events if kind == "stdout")
-    assert text.replace("\n\n", "\n") == "line1\nline2\nline3\nline4\n"
+    response, events = sse.follow(daemon.http, run["id"])
+    assert response.headers["content-type"].startswith("text/event-stream")
+    kinds = [event.kind for event in events]
+    assert kinds[-1] == "end" and events[-1].data["status"] == "succeeded"
+    stdout = [event for event in events if event.kind == "stdout"]
+    assert sse.output_of(stdout) == b"line1\nline2\nline3\nline4\n"
     assert ("stderr" in kinds) and kinds.index("stderr") > kinds.index("stdout")
-    offsets = [int(event_id) for event_id, kind, _ in events if kind in ("stdout", "stderr")]
+    offsets = [e.id for e in events if e.kind in ("stdout", "stderr")]
     assert offsets == sorted(offsets) and offsets[0] == 0
+    assert all(e.data["offset"] == e.id for e in events)
     # Resume after the second chunk: nothing before it again, the rest once.
-    with daemon.http.stream(
-        "GET",
-        f"/api/v1/runs/{run['id']}/output",
-        params={"follow": 1},
-        headers={"Last-Event-ID": str(offsets[1])},
-    ) as response:
-        resumed = _events(list(response.iter_lines()))
-    assert [int(i) for i, k, _ in resumed if k in ("stdout", "stderr")] == offsets[2:]
-    assert resumed[-1][1] == "end"
+    _, resumed = sse.follow(daemon.http, run["id"], str(offsets[1]))
+    assert [e.id for e in resumed if e.kind in ("stdout", "stderr")] == offsets[2:]
+    assert resumed[-1].kind == "end"
 
 
 def test_truncated_output_is_marked_when_followed(start_daemon: Any) -> None:
@@ -209,14 +186,12 @@ def test_truncated_output_is_marked_when_followed(start_daemon: Any) -> None:
     )
     run = daemon.wait_for_run(daemon.api("POST", "/api/v1/jobs/big/trigger", 202)["id"])
     assert run["output_truncated"] and run["output_bytes"] == 5001
-    with daemon.http.stream(
-        "GET", f"/api/v1/runs/{run['id']}/output", params={"follow": 1}
-    ) as response:
-        events = _events(list(response.iter_lines()))
-    kinds = [kind for _, kind, _ in events]
+    _, events = sse.follow(daemon.http, run["id"])
+    kinds = [event.kind for event in events]
     assert "truncated" in kinds and kinds[-1] == "end"
-    dropped = next(int(data) for _, kind, data in events if kind == "truncated")
+    dropped = next(e.data["dropped"] for e in events if e.kind == "truncated")
     assert dropped == 5001 - 1024
+    assert events[-1].data == {"offset": 5001, "status": "succeeded"}
     # `evercron logs` without -f says so too (on stderr: stdout stays the output itself).
     state = ["--state-dir", str(daemon.state_dir)]
     logs = run_cli("logs", str(run["id"]), *state)

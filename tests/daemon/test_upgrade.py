@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.daemon import sse
 from tests.daemon.conftest import DaemonProcess, daemons_of, is_running, wait_gone
 from tests.helpers import run_cli
 
@@ -399,25 +400,19 @@ def _follow(url: str, headers: Any, run_id: int, events: list[tuple[int, str, st
                 with client.stream(
                     "GET", f"/api/v1/runs/{run_id}/output?follow=1", headers=sent
                 ) as response:
-                    kind, data, ident = "", [], None
-                    for line in response.iter_lines():
-                        if line.startswith("id: "):
-                            ident = line[4:]
-                        elif line.startswith("event: "):
-                            kind = line[7:]
-                        elif line.startswith("data: "):
-                            data.append(line[6:])
-                        elif not line and kind:
-                            assert ident is not None
-                            events.append((int(ident), kind, "\n".join(data)))
-                            last = ident
-                            if kind == "end":
-                                return
-                            kind, data = "", []
+                    for event in sse.parse(response.read()):
+                        events.append((event.id, event.kind, _text_of(event)))
+                        last = str(event.id)
+                        if event.kind == "end":
+                            return
             except httpx.TransportError:
                 pass
         time.sleep(0.05)
     raise AssertionError("the follower never saw the end of the run")
+
+
+def _text_of(event: sse.Event) -> str:
+    return str(event.data.get("text", event.data.get("status", "")))
 
 
 def test_a_live_output_follower_survives_an_upgrade(start_daemon: Any) -> None:

@@ -1,101 +1,69 @@
 """The web page in a real headless Chromium (Debian's, driven by Playwright) against a
-real daemon: signing in, the jobs and runs tables, actions, and live output."""
+real daemon: serving, signing in, deep links, text-only insertion, the strict CSP, the
+phone width, dark mode and the keyboard."""
 
 from __future__ import annotations
 
-import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.daemon.conftest import DaemonProcess
+from tests.daemon.conftest import DaemonProcess, serving
+from tests.daemon.web import job_row, opened, output_text, page_width_fits, sign_in_link
 from tests.helpers import run_cli
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Headless on a closed network: no background connections, no sandbox (tests run as root).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TIMEOUT_MS = 15_000
 
 CONFIG = """
 [[job]]
 name = "hello"
 schedule = "0 0 1 1 *"
+timezone = "Europe/Berlin"
 command = "echo hello; sleep 0.3; echo oops >&2; echo bye"
-
-[[job]]
-name = "sleeper"
-schedule = "0 0 1 1 *"
-command = "sleep 60"
 
 [[job]]
 name = "markup"
 schedule = "0 0 1 1 *"
 command = "echo '<img src=x onerror=window.pwned=1>'"
+description = "<b onmouseover=window.pwned=2>bold</b>"
 """
+PAGES = ("/", "/jobs/hello", "/runs", "/runs/1")
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    if not Path(CHROMIUM).exists():
-        pytest.fail("Chromium is missing: `make test` installs Debian's chromium package")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
-
-
-@pytest.fixture
-def daemon(start_daemon: Any, tmp_path: Path) -> DaemonProcess:
-    config = tmp_path / "evercron.toml"
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    folder = tmp_path_factory.mktemp("web")
+    config = folder / "evercron.toml"
     config.write_text(CONFIG)
-    started: DaemonProcess = start_daemon("--config", str(config))
-    return started
+    with serving(folder / "state", "--config", str(config)) as started:
+        run = started.api("POST", "/api/v1/jobs/hello/trigger", 202)
+        started.wait_for_run(run["id"])
+        yield started
 
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context()
-    opened = context.new_page()
-    opened.set_default_timeout(TIMEOUT_MS)
-    yield opened
-    context.close()
-
-
-def sign_in_link(daemon: DaemonProcess) -> str:
-    done = run_cli("web", "--state-dir", str(daemon.state_dir), "--json")
-    assert done.returncode == 0, done.stderr
-    link: str = json.loads(done.stdout)["url"]
-    return link
-
-
-def job_row(page: Page, name: str) -> Any:
-    return page.locator(f'#jobs tbody tr[data-job="{name}"]')
+    with opened(browser) as fresh:
+        yield fresh
 
 
 def test_the_page_and_its_files_need_no_token_but_the_api_does(daemon: DaemonProcess) -> None:
     with httpx.Client(base_url=daemon.url) as anonymous:
-        html = anonymous.get("/")
-        assert html.status_code == 200 and "text/html" in html.headers["content-type"]
-        assert "script-src 'self'" in html.headers["content-security-policy"]
-        assert daemon.token not in html.text
-        for path, kind in (("/ui/app.js", "javascript"), ("/ui/app.css", "css")):
+        for path in PAGES:
+            html = anonymous.get(path)
+            assert html.status_code == 200 and "text/html" in html.headers["content-type"]
+            csp = html.headers["content-security-policy"]
+            assert "script-src 'self'" in csp and "default-src 'none'" in csp
+            assert daemon.token not in html.text
+        for path, kind in (("/ui/main.js", "javascript"), ("/ui/app.css", "css")):
             answer = anonymous.get(path)
             assert answer.status_code == 200 and kind in answer.headers["content-type"]
+        missing = anonymous.get("/ui/nothing.js")
+        assert missing.status_code == 404 and "error" in missing.json()
+        assert anonymous.get("/ui/..%2Fweb.py").status_code == 404
         assert anonymous.get("/api/v1/jobs").status_code == 401
-    assert "/ui/app.js" not in daemon.api("GET", "/api/v1/openapi.json")["paths"]
+    assert "/ui/{name}" not in daemon.api("GET", "/api/v1/openapi.json")["paths"]
 
 
 def test_the_web_command_prints_a_link_that_signs_in(daemon: DaemonProcess, page: Page) -> None:
@@ -106,8 +74,8 @@ def test_the_web_command_prints_a_link_that_signs_in(daemon: DaemonProcess, page
     assert plain.returncode == 0 and plain.stdout.strip() == link
     page.goto(link)
     expect(job_row(page, "hello")).to_contain_text("0 0 1 1 *")
-    expect(page.locator("#jobs tbody tr")).to_have_count(3)
-    expect(page.locator("#status")).to_contain_text("3 jobs")
+    expect(page.locator("#jobs tbody tr")).to_have_count(2)
+    expect(page.locator("#status")).to_contain_text("2 jobs")
     assert "token" not in page.url  # taken out of the address bar and the history
 
 
@@ -127,90 +95,166 @@ def test_signing_in_by_hand_and_a_wrong_token(daemon: DaemonProcess, page: Page)
     page.fill("#token", daemon.token)
     page.click("#login-form button")
     expect(page.locator("#app")).to_be_visible()
-    expect(job_row(page, "sleeper")).to_be_visible()
+    expect(job_row(page, "hello")).to_be_visible()
     page.click("#sign-out")
     expect(page.locator("#login")).to_be_visible()
+    page.reload()
+    expect(page.locator("#login")).to_be_visible()  # signed out for good
 
 
-def test_run_now_then_watch_its_output_live(daemon: DaemonProcess, page: Page) -> None:
-    page.goto(sign_in_link(daemon))
-    job_row(page, "hello").get_by_role("button", name="Run now").click()
-    run_row = page.locator('#runs tbody tr.run:has(td:text-is("hello"))').first
-    expect(run_row).to_be_visible()
-    run_id = run_row.get_attribute("data-run")
-    expect(page.locator("#output-run")).to_have_text(run_id or "?")  # opened by itself
-    output = page.locator("#output")
-    expect(output).to_contain_text("hello")
-    expect(page.locator("#output-status")).to_have_text("succeeded")
-    expect(output).to_have_text("hello\noops\nbye\n")
-    expect(page.locator("#output .stderr")).to_have_text("oops\n")
-    runs = daemon.api("GET", "/api/v1/runs", params={"job": "hello"})
-    assert [(r["trigger"], r["status"]) for r in runs] == [("manual", "succeeded")]
-    expect(run_row).to_contain_text("succeeded")
-
-
-def test_pause_resume_and_kill_from_the_page(daemon: DaemonProcess, page: Page) -> None:
-    page.goto(sign_in_link(daemon))
-    row = job_row(page, "sleeper")
-    row.get_by_role("button", name="Pause").click()
-    expect(row).to_contain_text("paused")
-    assert daemon.api("GET", "/api/v1/jobs/sleeper")["paused"] is True
-    row.get_by_role("button", name="Resume").click()
-    expect(row).to_contain_text("active")
-    assert daemon.api("GET", "/api/v1/jobs/sleeper")["paused"] is False
-
-    row.get_by_role("button", name="Run now").click()
-    running = page.locator('#runs tbody tr.run:has(td:text-is("running"))')
-    expect(running).to_have_count(1)
-    run_id = int(running.get_attribute("data-run") or "0")
-    running.get_by_role("button", name="Kill").click()
-    assert daemon.wait_for_run(run_id)["status"] == "killed"
-    expect(page.locator(f'#runs tbody tr[data-run="{run_id}"]')).to_contain_text("killed")
+def test_deep_links_survive_a_reload_and_are_shared(daemon: DaemonProcess, page: Page) -> None:
+    page.goto(sign_in_link(daemon, "/jobs/hello"))
+    expect(page.locator("#view h1")).to_have_text("hello")
+    assert page.url == f"{daemon.url}/jobs/hello"
+    page.reload()
+    expect(page.locator("#view h1")).to_have_text("hello")  # the tab keeps its token
+    page.get_by_role("link", name="Runs", exact=True).click()
+    expect(page).to_have_url(f"{daemon.url}/runs")
+    expect(page.locator("#view h1")).to_have_text("Runs")
+    page.go_back()
+    expect(page.locator("#view h1")).to_have_text("hello")
+    # Shared with someone else: they sign in, then see the page the link names.
+    with opened(page.context.browser) as other:  # type: ignore[arg-type]
+        other.goto(f"{daemon.url}/runs/1")
+        other.fill("#token", daemon.token)
+        other.click("#login-form button")
+        expect(other.locator("#view h1")).to_contain_text("Run 1 of hello")
+        other.goto(f"{daemon.url}/runs/99999")
+        expect(other.locator("#view")).to_contain_text("no run 99999")
+        other.goto(f"{daemon.url}/jobs/nobody")
+        expect(other.locator("#view")).to_contain_text('no job named "nobody"')
 
 
 def test_names_commands_and_output_are_shown_as_text(daemon: DaemonProcess, page: Page) -> None:
     page.goto(sign_in_link(daemon))
-    row = job_row(page, "markup")
-    expect(row).to_contain_text("<img src=x onerror=window.pwned=1>")
-    row.get_by_role("button", name="Run now").click()
-    page.locator('#runs tbody tr.run:has(td:text-is("markup")) td').first.click()
-    expect(page.locator("#output-status")).to_have_text("succeeded")
-    expect(page.locator("#output")).to_have_text("<img src=x onerror=window.pwned=1>\n")
-    assert page.locator("img").count() == 0
+    expect(job_row(page, "markup")).to_contain_text("<img src=x onerror=window.pwned=1>")
+    job_row(page, "markup").get_by_role("link", name="markup").click()
+    expect(page.locator('#settings dd[data-setting="description"]')).to_have_text(
+        "<b onmouseover=window.pwned=2>bold</b>"
+    )
+    page.locator("#job-actions").get_by_role("button", name="Run now").click()
+    expect(page.locator("#output-state")).to_contain_text("succeeded")
+    assert output_text(page) == "<img src=x onerror=window.pwned=1>\n"
+    assert page.locator("img").count() == 0 and page.locator("b").count() == 0
     assert page.evaluate("window.pwned") is None
 
 
-def test_filters_narrow_the_runs(daemon: DaemonProcess, page: Page) -> None:
-    for name in ("hello", "markup"):
-        run = daemon.api("POST", f"/api/v1/jobs/{name}/trigger", 202)
-        daemon.wait_for_run(run["id"])
-    page.goto(sign_in_link(daemon))
-    expect(page.locator("#runs tbody tr.run")).to_have_count(2)
-    page.select_option("#filter-job", "markup")
-    expect(page.locator("#runs tbody tr.run")).to_have_count(1)
-    expect(page.locator("#runs tbody tr.run")).to_contain_text("markup")
-    page.select_option("#filter-job", "")
-    page.select_option("#filter-status", "failed")
-    expect(page.locator("#runs tbody tr.run")).to_have_count(0)
+def test_a_phone_has_no_sideways_scrolling(daemon: DaemonProcess, browser: Browser) -> None:
+    with opened(browser, viewport={"width": 375, "height": 740}, is_mobile=True) as phone:
+        phone.goto(sign_in_link(daemon))
+        expect(job_row(phone, "hello")).to_be_visible()
+        for path, ready in (
+            ("/", "#jobs tbody tr"),
+            ("/jobs/hello", "#settings dd"),
+            ("/runs", "#runs tbody tr"),
+            ("/runs/1", "#output-state:has-text('succeeded')"),
+        ):
+            phone.goto(daemon.url + path)
+            expect(phone.locator(ready).first).to_be_visible()
+            assert page_width_fits(phone), path
+        phone.goto(daemon.url + "/")
+        phone.get_by_text("Add a job").click()
+        expect(phone.locator("#add-form")).to_be_visible()
+        assert page_width_fits(phone)
 
 
-def test_add_and_delete_a_job_from_the_page(daemon: DaemonProcess, page: Page) -> None:
+def test_dark_mode_follows_the_system(daemon: DaemonProcess, browser: Browser) -> None:
+    backgrounds = {}
+    for scheme in ("light", "dark"):
+        with opened(browser, color_scheme=scheme) as page:
+            page.goto(sign_in_link(daemon))
+            expect(job_row(page, "hello")).to_be_visible()
+            backgrounds[scheme] = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert backgrounds["light"] == "rgb(255, 255, 255)"
+    assert backgrounds["dark"] != backgrounds["light"]
+    red, green, blue = (int(x) for x in backgrounds["dark"][4:-1].split(","))
+    assert red + green + blue < 150  # dark
+
+
+def test_the_keyboard_reaches_every_page_and_action(daemon: DaemonProcess, page: Page) -> None:
     page.goto(sign_in_link(daemon))
-    page.fill("#add-name", "nightly")
-    page.fill("#add-schedule", "0 24 * * *")
-    page.fill("#add-command", "echo night")
-    page.click("#add-form button")
-    expect(page.locator("#error")).to_contain_text('hour field "24": 24 is out of range 0-23')
-    expect(page.locator("#add-name")).to_have_value("nightly")  # kept, to be corrected
-    page.fill("#add-schedule", "30 2 * * *")
-    page.click("#add-form button")
-    expect(job_row(page, "nightly")).to_contain_text("echo night")
-    expect(page.locator("#error")).to_have_text("")
-    expect(page.locator("#add-name")).to_have_value("")
-    assert daemon.api("GET", "/api/v1/jobs/nightly")["source"] == "api"
-    # Config jobs have no Delete button (they are changed in their file).
-    expect(job_row(page, "hello").get_by_role("button", name="Delete")).to_have_count(0)
-    page.on("dialog", lambda dialog: dialog.accept())
-    job_row(page, "nightly").get_by_role("button", name="Delete").click()
-    expect(job_row(page, "nightly")).to_have_count(0)
-    daemon.api("GET", "/api/v1/jobs/nightly", 404)
+    expect(job_row(page, "hello")).to_be_visible()
+
+    def tab_to(selector: str, limit: int = 60) -> None:
+        for _ in range(limit):
+            page.keyboard.press("Tab")
+            if page.evaluate(f"document.activeElement.matches({selector!r})"):
+                return
+        raise AssertionError(f"Tab never reached {selector}")
+
+    tab_to('#jobs a[href="/jobs/hello"]')
+    page.keyboard.press("Enter")
+    expect(page.locator("#view h1")).to_have_text("hello")
+    tab_to("#job-actions button")
+    assert page.evaluate("document.activeElement.textContent") == "Run now"
+    page.keyboard.press("Enter")
+    expect(page.locator("#view h1")).to_contain_text("Run ")
+    expect(page.locator("#output-state")).to_contain_text("succeeded")
+    tab_to("#output-search")
+    page.keyboard.type("oops")
+    expect(page.locator("#search-count")).to_have_text("1 of 1")
+    tab_to("#download")
+    tab_to('nav a[href="/runs"]', limit=80)  # Tab wraps around to the top
+    page.keyboard.press("Enter")
+    expect(page.locator("#view h1")).to_have_text("Runs")
+
+
+ANSI_CASES = """async () => {
+    const { AnsiText } = await import("/ui/ansi.js");
+    const read = (...chunks) => {
+        const reader = new AnsiText();
+        return chunks.flatMap((chunk) => reader.push(chunk)).map(
+            (piece) => [piece.text, piece.style && Object.fromEntries(
+                Object.entries(piece.style).filter(([, v]) => v !== null && v !== false))]);
+    };
+    return {
+        split: read("a\\x1b[3", "1mred\\x1b", "[0m b"),
+        colon: read("\\x1b[38:2::1:2:3mrgb\\x1b[38:5:9m idx"),
+        semi: read("\\x1b[38;2;4;5;6;1mboth\\x1b[22m thin"),
+        inverse: read("\\x1b[7mswap\\x1b[27mback"),
+        other: read("x\\x1b[2J\\x1b[1;1H\\x1b]8;;http://e\\x1b\\\\link\\x1b]8;;\\x1b\\\\\\x07\\x1b(By"),
+        private: read("\\x1b[?25lhidden cursor\\x1b[?25h"),
+        bright: read("\\x1b[91;104mbright"),
+    };
+}"""
+
+
+def test_the_ansi_reader(daemon: DaemonProcess, page: Page) -> None:
+    page.goto(sign_in_link(daemon))
+    expect(job_row(page, "hello")).to_be_visible()
+    read = page.evaluate(ANSI_CASES)
+    assert read["split"] == [["a", None], ["red", {"fg": 1}], [" b", None]]
+    assert read["colon"] == [["rgb", {"fg": "rgb(1,2,3)"}], [" idx", {"fg": 9}]]
+    assert read["semi"] == [
+        ["both", {"fg": "rgb(4,5,6)", "bold": True}],
+        [" thin", {"fg": "rgb(4,5,6)"}],
+    ]
+    assert read["inverse"] == [["swap", {"inverse": True}], ["back", None]]
+    assert read["other"] == [["xlinky", None]]
+    assert read["private"] == [["hidden cursor", None]]
+    assert read["bright"] == [["bright", {"fg": 9, "bg": 12}]]
+
+
+def test_output_text_restores_bytes_across_chunks(daemon: DaemonProcess, page: Page) -> None:
+    page.goto(sign_in_link(daemon))
+    expect(job_row(page, "hello")).to_be_visible()
+    shown = page.evaluate(
+        """async () => {
+            const { OutputText } = await import("/ui/stream.js");
+            const text = new OutputText();
+            return [
+                text.decode("stdout", "caf\\udcc3"),
+                text.decode("stderr", "err\\udce2"),
+                text.decode("stdout", "\\udca9 ok \\ud83d\\udc80 \\udcff!"),
+                text.decode("stderr", "\\udc82\\udcac"),
+                text.flush(),
+            ];
+        }"""
+    )
+    assert shown == [
+        "caf",
+        "err",
+        "\u00e9 ok \U0001f480 \ufffd!",
+        "\u20ac",
+        {"stdout": "", "stderr": ""},
+    ]

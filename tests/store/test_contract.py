@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import zoneinfo
 
 import pytest
 
@@ -222,6 +223,47 @@ class TestRuns:
         rest = await store.list_runs(RunQuery(before=page[-1].id))
         assert [r.id for r in page + rest] == [r.id for r in everything]
 
+    async def test_list_by_scheduled_time_and_by_original(self, store: Store) -> None:
+        ids = [await claim_one(store, Claim("a", at(m), Trigger.SCHEDULE)) for m in range(6)]
+        retry = await claim_one(store, Claim("a", NOW, Trigger.RETRY, attempt=2, retry_of=ids[0]))
+        window = await store.list_runs(RunQuery(since=at(2), until=at(4)))
+        assert [r.id for r in window] == [ids[3], ids[2]]  # since inclusive, until exclusive
+        berlin = at(2).astimezone(zoneinfo.ZoneInfo("Europe/Berlin"))
+        assert [r.id for r in await store.list_runs(RunQuery(since=berlin, until=at(4)))] == [
+            ids[3],
+            ids[2],
+        ]
+        assert [r.id for r in await store.list_runs(RunQuery(retry_of=ids[0]))] == [retry]
+
+    async def test_latest_runs_of_every_job_and_job_counts(self, store: Store) -> None:
+        for name in ("a", "b", "idle"):
+            await store.put_job(a_job(name), NOW)
+        claimed = {
+            name: [await claim_one(store, Claim(name, at(m), Trigger.SCHEDULE)) for m in range(4)]
+            for name in ("a", "b", "gone")  # "gone" has runs but no job any more
+        }
+        last = claimed["a"][-1]
+        assert last is not None
+        start = at(3) + dt.timedelta(seconds=1)
+        await store.mark_started(last, 1, 1, start)
+        end = RunEnd(RunStatus.FAILED, start + dt.timedelta(seconds=2.5), exit_code=1)
+        await store.finish(last, end)
+        latest = await store.latest_runs(3)
+        assert list(latest) == ["a", "b", "idle"]
+        assert [r.id for r in latest["a"]] == claimed["a"][:0:-1]
+        assert [r.id for r in latest["b"]] == claimed["b"][:0:-1]
+        assert latest["idle"] == []
+        newest = latest["a"][0]
+        assert (newest.status, newest.duration, newest.scheduled_at) == (
+            RunStatus.FAILED,
+            2.5,
+            at(3),
+        )
+        assert latest["a"][1].duration is None  # not ended
+        assert await store.job_counts() == (3, 0)
+        await store.set_paused("b", True)
+        assert await store.job_counts() == (3, 1)
+
     async def test_last_scheduled_ignores_manual_runs_and_counts_skipped(
         self, store: Store
     ) -> None:
@@ -259,6 +301,20 @@ class TestOutput:
         assert [c.data for c in await store.read_output(7)] == [b"ab", b"c", b"\xff\x00"]
         assert [c.offset for c in await store.read_output(7, after=0)] == [2, 3]
         assert [c.stream for c in await store.read_output(7)] == ["stdout", "stderr", "stdout"]
+
+    async def test_the_tail_starts_at_the_chunk_holding_its_first_byte(self, store: Store) -> None:
+        assert await store.tail_start(8, 10) == 0  # no output
+        # 0-9 kept, 10-99 dropped (max_output), 100-119 kept.
+        await store.append_output(
+            8,
+            [
+                StoredChunk(0, "stdout", 1.0, b"a" * 10),
+                StoredChunk(100, "stdout", 2.0, b"b" * 10),
+                StoredChunk(110, "stderr", 2.0, b"c" * 10),
+            ],
+        )
+        starts = [await store.tail_start(8, n) for n in (1, 10, 11, 20, 21, 119, 120, 500)]
+        assert starts == [110, 110, 100, 100, 0, 0, 0, 0]
 
     async def test_prune_keeps_recent_and_running(self, store: Store) -> None:
         ids = []

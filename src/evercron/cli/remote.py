@@ -142,10 +142,15 @@ def logs_command(client: Client, as_json: bool, run_id: int, follow: bool) -> No
                 err=True,
             )
         return
+    _follow_output(client, run_id, as_json)
+
+
+def _follow_output(client: Client, run_id: int, as_json: bool) -> None:
+    """Print a run's output as it comes until the run ends, resuming after a hot upgrade
+    or a restart: stdout gets exactly the bytes `evercron logs` prints for the run."""
     last_id: str | None = None
     for _ in range(_FOLLOW_RECONNECTS):
-        ended = False
-        event, lines = "", []
+        event, data = "", ""
         headers = {"Last-Event-ID": last_id} if last_id is not None else None
         for line in client.stream_lines(f"/api/v1/runs/{run_id}/output?follow=1", headers):
             if line.startswith("id: "):
@@ -153,27 +158,27 @@ def logs_command(client: Client, as_json: bool, run_id: int, follow: bool) -> No
             elif line.startswith("event: "):
                 event = line[7:]
             elif line.startswith("data: "):
-                lines.append(line[6:])
+                data = line[6:]
             elif not line and event:
-                ended = _show_event(run_id, event, "\n".join(lines), as_json) or ended
-                event, lines = "", []
-        if ended:
-            return
+                if _show_event(run_id, event, json.loads(data), as_json):
+                    return
+                event, data = "", ""
         time.sleep(0.1)  # the daemon handed over or restarted: resume where we were
     raise CliError(f"lost the output stream of run {run_id} too often; giving up")
 
 
-def _show_event(run_id: int, event: str, text: str, as_json: bool) -> bool:
-    """Print one server-sent event; True for the final `end`."""
+def _show_event(run_id: int, event: str, data: dict[str, Any], as_json: bool) -> bool:
+    """Print one server-sent event (its data decoded); True for the final `end`."""
     if as_json:
-        click.echo(json.dumps({"event": event, "data": text}))
+        click.echo(json.dumps({"event": event, **data}))
     elif event in ("stdout", "stderr"):
-        (sys.stdout if event == "stdout" else sys.stderr).write(text)
+        # Both streams, interleaved as stored: the bytes `evercron logs` prints.
+        sys.stdout.buffer.write(data["text"].encode("utf-8", "surrogateescape"))
         sys.stdout.flush()
     elif event == "truncated":
-        click.echo(f"\n[... {text} bytes not kept ...]", err=True)
+        click.echo(f"\n[... {data['dropped']} bytes not kept ...]", err=True)
     elif event == "end":
-        click.echo(f"[run {run_id} {text}]", err=True)
+        click.echo(f"[run {run_id} {data['status']}]", err=True)
     return event == "end"
 
 

@@ -157,6 +157,8 @@ class Daemon:
         """Serve until asked to stop or handed over; raises `ServeError` when it cannot
         start (a successor reports that error to the old process)."""
         token = self.settings.token or os.environ.get("EVERCRON_TOKEN") or None
+        if token is not None and self._viewer_token() == token:
+            raise ServeError("the viewer token must differ from the API token")
         _raise_open_file_limit()
         try:
             state.prepare(self.state_dir)
@@ -223,6 +225,7 @@ class Daemon:
             token,
             started,
             str(self.state_dir),
+            viewer_token=self._viewer_token(),
         )
         guard = ConnectionGuard.within_descriptors(
             self.settings.header_timeout, self.settings.max_connections, reserved_descriptors()
@@ -492,6 +495,10 @@ class Daemon:
             return {"api": listeners.bind(self.settings.host, self.settings.port)}
         except listeners.ListenError as error:
             raise ServeError(str(error)) from None
+
+    def _viewer_token(self) -> str | None:
+        """The read-only token: [daemon] viewer_token, else EVERCRON_VIEWER_TOKEN."""
+        return self.settings.viewer_token or os.environ.get("EVERCRON_VIEWER_TOKEN") or None
 
     def _check_token(self, token: str | None) -> None:
         for sock in self._sockets.values():

@@ -1,4 +1,5 @@
-"""The ASGI application: routes, bearer-token auth for /api, body size limit, errors."""
+"""The ASGI application: routes, bearer-token auth for /api (the API token, or the
+read-only viewer token), body size limit, errors."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from evercron import __version__
-from evercron.server import jobs, runs, system, web
+from evercron.server import access, jobs, runs, schedule, system, web
 from evercron.server.context import ApiContext
 from evercron.server.errors import install_error_handlers
 
@@ -33,9 +34,10 @@ def create_app(context: ApiContext) -> FastAPI:
     install_error_handlers(app)
     app.include_router(jobs.router)
     app.include_router(runs.router)
+    app.include_router(schedule.router)
     app.include_router(system.router)
     app.include_router(web.router)
-    app.add_middleware(_Guard, token=context.token)
+    app.add_middleware(_Guard, token=context.token, viewer_token=context.viewer_token)
     app.add_middleware(_CloseWhileDraining, context=context)
     return app
 
@@ -63,11 +65,13 @@ class _CloseWhileDraining:
 
 
 class _Guard:
-    """Bearer token for /api/ (and /metrics), and a limit on request bodies."""
+    """Bearer token for /api/ (and /metrics), and a limit on request bodies. The viewer
+    token may only read (GET, HEAD): anything else is a 403."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str, viewer_token: str | None = None) -> None:
         self.app = app
         self.expected = f"Bearer {token}".encode()
+        self.viewer = None if viewer_token is None else f"Bearer {viewer_token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,7 +81,14 @@ class _Guard:
         protected = path.startswith("/api/") and path != "/api/v1/openapi.json"
         if protected or path == "/metrics":
             given = dict(scope["headers"]).get(b"authorization", b"")
-            if not secrets.compare_digest(given, self.expected):
+            if self.viewer is not None and secrets.compare_digest(given, self.viewer):
+                if scope["method"] not in access.READ_METHODS:
+                    await _reply(
+                        send, 403, "the viewer token can only read: changes need the API token"
+                    )
+                    return
+                access.grant(scope, "read-only")
+            elif not secrets.compare_digest(given, self.expected):
                 reason = "missing" if not given else "wrong"
                 await _reply(
                     send,

@@ -97,7 +97,8 @@ class DaemonControl(Protocol):
 
 @dataclass(frozen=True)
 class ApiContext:
-    """Everything a request handler may use."""
+    """Everything a request handler may use. `viewer_token`, when set, reads the API but
+    changes nothing (`evercron.server.access`)."""
 
     store: Store
     jobs: JobControl
@@ -107,6 +108,7 @@ class ApiContext:
     token: str
     started_at: dt.datetime
     state_dir: str
+    viewer_token: str | None = None
 
 
 def context_of(request: Request) -> ApiContext:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 
 from evercron.model import Job, JobError
 from evercron.scheduler import ForbiddenConcurrency
+from evercron.server.access import reads_secrets
 from evercron.server.context import ApiContext, context_of
 from evercron.server.convert import job_out, run_out
 from evercron.server.errors import ApiError
@@ -47,7 +48,11 @@ async def list_jobs(request: Request) -> list[JobOut]:
     """Every job, by name, with its next fire time."""
     context = context_of(request)
     fires = context.jobs.next_fires
-    return [job_out(s, fires.get(s.job.name)) for s in await context.store.list_jobs()]
+    shown = reads_secrets(request)
+    return [
+        job_out(s, fires.get(s.job.name), show_secrets=shown)
+        for s in await context.store.list_jobs()
+    ]
 
 
 @router.post("", response_model=JobOut, status_code=201, responses=_ERRORS)
@@ -66,7 +71,8 @@ async def create_job(spec: JobSpec, request: Request) -> JobOut:
 async def get_job(name: str, request: Request) -> JobOut:
     """One job."""
     context = context_of(request)
-    return job_out(await _stored(context, name), context.jobs.next_fires.get(name))
+    fire = context.jobs.next_fires.get(name)
+    return job_out(await _stored(context, name), fire, show_secrets=reads_secrets(request))
 
 
 @router.patch("/{name}", response_model=JobOut, responses=_ERRORS)

@@ -2,28 +2,27 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
+import datetime as dt
+import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Path, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from evercron.model import RunStatus
-from evercron.scheduler import KillOutcome, LiveEvent
-from evercron.server.context import ApiContext, context_of
+from evercron.scheduler import KillOutcome
+from evercron.server import output_stream
+from evercron.server.context import context_of
 from evercron.server.convert import run_out
 from evercron.server.errors import ApiError
-from evercron.server.schemas import ErrorOut, RunOut
-from evercron.store import RunQuery
+from evercron.server.schemas import ErrorOut, JobRuns, RunOut
+from evercron.store import RunMark, RunQuery
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorOut} for code in (400, 401, 404, 409, 422)
+    code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 422)
 }
 RunId = Annotated[int, Path(ge=1, le=2**63 - 1, description="A run id")]
-_POLL_SECONDS = 0.5
-_HEARTBEAT_SECONDS = 15.0
 
 
 @router.get("", response_model=list[RunOut], responses=_ERRORS)
@@ -32,11 +31,73 @@ async def list_runs(
     job: str | None = None,
     status: Annotated[RunStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    before: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="Only runs with a smaller id (pages)")
+    ] = None,
+    since: Annotated[
+        dt.datetime | None, Query(description="Only runs scheduled at or after (ISO 8601)")
+    ] = None,
+    until: Annotated[
+        dt.datetime | None, Query(description="Only runs scheduled before (ISO 8601)")
+    ] = None,
+    retry_of: Annotated[
+        int | None, Query(ge=1, le=2**63 - 1, description="Only the retries of this run")
+    ] = None,
 ) -> list[RunOut]:
-    """Runs, newest first, filtered by job and status."""
+    """Runs, newest first, filtered by job, status, scheduled time (a time without an
+    offset is UTC) and original run. The next page of a listing: `before` = the last id."""
     context = context_of(request)
-    runs = await context.store.list_runs(RunQuery(job, status, limit))
+    query = RunQuery(
+        job,
+        status,
+        limit,
+        before=before,
+        since=_utc("since", since),
+        until=_utc("until", until),
+        retry_of=retry_of,
+    )
+    runs = await context.store.list_runs(query)
     return [run_out(run) for run in runs]
+
+
+@router.get("/latest", response_model=list[JobRuns], responses=_ERRORS)
+async def latest_runs(
+    request: Request, per_job: Annotated[int, Query(ge=1, le=100)] = 20
+) -> Response:
+    """The newest `per_job` runs of every job (newest first), briefly: a status strip
+    for each job of a long list in one request."""
+    context = context_of(request)
+    latest = await context.store.latest_runs(per_job)
+    # Written directly: with a thousand jobs, model validation would cost more than the
+    # store reads.
+    body = [{"job": job, "runs": [_brief(run) for run in runs]} for job, runs in latest.items()]
+    return Response(json.dumps(body, separators=(",", ":")), media_type="application/json")
+
+
+def _brief(run: RunMark) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "status": str(run.status),
+        "scheduled_at": _iso(run.scheduled_at),
+        "duration": run.duration,
+    }
+
+
+def _iso(moment: dt.datetime) -> str:
+    """An API time as pydantic writes it: UTC with a Z."""
+    return moment.astimezone(dt.UTC).isoformat()[:-6] + "Z"
+
+
+def _utc(name: str, moment: dt.datetime | None) -> dt.datetime | None:
+    """A query time in UTC; one given without an offset is UTC."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    try:
+        return moment.astimezone(dt.UTC)
+    except OverflowError:
+        raise ApiError(422, f"{name}: {moment.isoformat()} is out of the range of dates") from None
 
 
 @router.get("/{run_id}", response_model=RunOut, responses=_ERRORS)
@@ -74,129 +135,58 @@ async def kill_run(run_id: RunId, request: Request) -> RunOut:
 async def run_output(
     run_id: RunId,
     request: Request,
-    follow: Annotated[bool, Query()] = False,
+    follow: Annotated[bool, Query(description="Stream events until the run ends")] = False,
+    download: Annotated[bool, Query(description="As a file to save (attachment)")] = False,
+    tail: Annotated[
+        int | None,
+        Query(ge=1, le=2**63 - 1, description="Only the last TAIL bytes kept (whole chunks)"),
+    ] = None,
     last_event_id: Annotated[str | None, Header()] = None,
 ) -> Response:
-    """The captured output; with `follow=1` a server-sent event stream: `stdout`/`stderr`
-    events (id = byte offset), `truncated` where bytes were dropped, `end` with the final
-    status. Reconnect with Last-Event-ID to resume."""
+    """The stored output bytes (`application/octet-stream`; the middle of an output larger
+    than the job's `max_output` is not kept: header `X-Evercron-Truncated`). With
+    `download=1` they come as an attachment named `evercron-run-<id>-<job>.log`. With
+    `tail=N`, only the end: from the start of the stored chunk that holds the N-th byte
+    before the end.
+
+    With `follow=1`, a `text/event-stream` that runs until the run ends. Each event's `id`
+    is the byte offset of its chunk in the whole output; its data is one line of JSON:
+
+    - `event: stdout` / `event: stderr`, `data: {"offset": N, "text": "..."}`: `text` is the
+      chunk's bytes decoded as UTF-8, where each byte that is not valid UTF-8 becomes the
+      lone surrogate U+DC80..U+DCFF (Python's "surrogateescape"; JSON carries it as a
+      `\\udcXX` escape). `text.encode("utf-8", "surrogateescape")` gives the exact bytes
+      back; a character split across two chunks comes out whole once they are joined.
+    - `event: truncated`, `data: {"offset": N, "dropped": K}`: K bytes from offset N on
+      were not kept.
+    - `event: end`, `data: {"offset": N, "status": "succeeded"}`: the run finished with
+      this status after N bytes; the stream ends.
+
+    To resume (the stream also ends when the daemon hands over to a new process in a hot
+    upgrade), reconnect with `Last-Event-ID` set to the last id received: the stream goes
+    on after that chunk (`tail` is then ignored). A Last-Event-ID that is not a whole
+    number from 0 to 2^63-1 is a 400. With `tail=N` a stream starts at the tail as above
+    (and says nothing of what comes before it)."""
     context = context_of(request)
+    if follow and download:
+        raise ApiError(422, "download: a download is the stored output, it cannot follow")
+    after = output_stream.resume_after(last_event_id) if follow else -1
     run = await context.store.get_run(run_id)
     if run is None:
         raise ApiError(404, f"no run {run_id}")
-    if not follow:
-        chunks = await context.store.read_output(run_id, -1, 1_000_000)
-        return Response(
-            b"".join(c.data for c in chunks),
-            media_type="application/octet-stream",
-            headers={"X-Evercron-Truncated": str(run.output_truncated).lower()},
+    start = 0 if tail is None else await context.store.tail_start(run_id, tail)
+    if follow:
+        return StreamingResponse(
+            output_stream.follow(context, request, run_id, after, start),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    try:
-        after = int(last_event_id) if last_event_id else -1
-    except ValueError:
-        raise ApiError(400, f'Last-Event-ID "{last_event_id}" is not a byte offset') from None
+    headers = {"X-Evercron-Truncated": str(run.output_truncated).lower()}
+    if download:
+        name = f"evercron-run-{run.id}-{run.job}.log"
+        headers["Content-Disposition"] = f'attachment; filename="{name}"'
     return StreamingResponse(
-        _follow(context, request, run_id, after),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        output_stream.stored_bytes(context, run_id, start),
+        media_type="application/octet-stream",
+        headers=headers,
     )
-
-
-class _Cursor:
-    """What a follower has been sent: the last event id, and where the next byte is.
-
-    A chunk starting further on than expected means bytes were dropped in between (the
-    middle of a large output): a `truncated` event says how many."""
-
-    def __init__(self, after: int, expected: int) -> None:
-        self.after = after
-        self.expected = expected
-
-    def emit(self, kind: str, offset: int, data: bytes) -> list[bytes]:
-        if offset + len(data) <= self.expected and offset <= self.after:
-            return []  # already sent
-        events = []
-        if offset > self.expected:
-            events.append(_event("truncated", self.expected, str(offset - self.expected)))
-        events.append(_event(kind, offset, data))
-        self.after, self.expected = offset, offset + len(data)
-        return events
-
-
-async def _follow(
-    context: ApiContext, request: Request, run_id: int, after: int
-) -> AsyncIterator[bytes]:
-    live = context.live
-    following = live.is_live(run_id) and not context.daemon.draining
-    subscription = live.subscribe(run_id) if following else None
-    cursor = _Cursor(after, 0)
-    if after >= 0:  # resuming: the next byte follows the chunk the client saw last
-        seen = await context.store.read_output(run_id, after - 1, 1)
-        found = bool(seen) and seen[0].offset == after
-        cursor.expected = after + len(seen[0].data) if found else after + 1
-    try:
-        for piece in await _stored_events(context, run_id, cursor):
-            yield piece
-        if subscription is not None:
-            backlog, queue = subscription
-            for event in backlog:
-                for piece in cursor.emit(event.kind, event.offset, event.data):
-                    yield piece
-            async for event in _live_events(queue, request):
-                if event.kind == "end":
-                    break
-                for piece in cursor.emit(event.kind, event.offset, event.data):
-                    yield piece
-            else:
-                return  # the stream was closed (daemon stopping, follower too slow)
-        while True:
-            run = await context.store.get_run(run_id)
-            if run is None:
-                return
-            finished = run.status.finished
-            for piece in await _stored_events(context, run_id, cursor):
-                yield piece
-            if finished:
-                if run.output_bytes > cursor.expected:
-                    yield _event(
-                        "truncated", cursor.expected, str(run.output_bytes - cursor.expected)
-                    )
-                yield _event("end", max(run.output_bytes, cursor.expected), str(run.status))
-                return
-            if context.daemon.draining or await request.is_disconnected():
-                return  # handed over: the client resumes from the successor
-            await asyncio.sleep(_POLL_SECONDS)  # run owned by another process: read the store
-    finally:
-        if subscription is not None:
-            live.unsubscribe(run_id, subscription[1])
-
-
-async def _stored_events(context: ApiContext, run_id: int, cursor: _Cursor) -> list[bytes]:
-    pieces: list[bytes] = []
-    while True:
-        chunks = await context.store.read_output(run_id, cursor.after, 500)
-        for chunk in chunks:
-            pieces.extend(cursor.emit(chunk.stream, chunk.offset, chunk.data))
-        if len(chunks) < 500:
-            return pieces
-
-
-async def _live_events(
-    queue: asyncio.Queue[LiveEvent | None], request: Request
-) -> AsyncIterator[LiveEvent]:
-    while True:
-        try:
-            event = await asyncio.wait_for(queue.get(), _HEARTBEAT_SECONDS)
-        except TimeoutError:
-            if await request.is_disconnected():
-                return
-            continue
-        if event is None:
-            return
-        yield event
-
-
-def _event(kind: str, offset: int, data: bytes | str) -> bytes:
-    text = data.decode("utf-8", errors="replace") if isinstance(data, bytes) else data
-    lines = "".join(f"data: {line}\n" for line in text.split("\n"))
-    return f"id: {offset}\nevent: {kind}\n{lines}\n".encode()

@@ -154,9 +154,51 @@ class StatusOut(BaseModel):
     running_runs: list[int]
     state_dir: str
     generations: list[Generation]
+    timezone: str = Field(description="The daemon's zone: jobs without a timezone use it")
+    access: Literal["full", "read-only"] = Field(
+        description="What this request's token may do: read-only for the viewer token"
+    )
 
 
 class ErrorOut(BaseModel):
     """Every error response: one clear sentence."""
 
     error: str
+
+
+class FireTime(BaseModel):
+    """One fire time of a schedule preview."""
+
+    at: dt.datetime = Field(description="The instant, UTC")
+    local: str = Field(description="The same instant in the schedule's zone, ISO 8601")
+    zone: str = Field(description="The zone's abbreviation then, e.g. CET or CEST")
+    dst_change: bool = Field(
+        description="The zone's UTC offset differs from the previous fire time's (for the "
+        "first one: from the offset at the preview's start): a daylight saving change lies "
+        "between them"
+    )
+
+
+class PreviewOut(BaseModel):
+    """What a cron expression means and when it fires next."""
+
+    expression: str
+    timezone: str = Field(description="The zone it is read in (the daemon's when not given)")
+    explanation: str
+    fire_times: list[FireTime]
+
+
+class RunBrief(BaseModel):
+    """A run in a job's status strip: enough to colour, date and link it."""
+
+    id: int
+    status: Literal["running", "succeeded", "failed", "timed_out", "killed", "lost", "skipped"]
+    scheduled_at: dt.datetime
+    duration: float | None = Field(description="Seconds from start to end (null until ended)")
+
+
+class JobRuns(BaseModel):
+    """The newest runs of one job, newest first."""
+
+    job: str
+    runs: list[RunBrief]

@@ -17,13 +17,15 @@ from prometheus_client import (
 
 from evercron import __version__
 from evercron.model import RunStatus
+from evercron.scheduler.timing import local_zone
+from evercron.server.access import access_of
 from evercron.server.context import UpgradeRefused, context_of
 from evercron.server.errors import ApiError
 from evercron.server.schemas import ErrorOut, Generation, StatusOut, UpgradeOut
 from evercron.store import RunQuery
 
 router = APIRouter(tags=["daemon"])
-_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 409)}
+_ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 409)}
 
 
 @router.get("/api/v1/status", response_model=StatusOut, responses=_ERRORS)
@@ -31,7 +33,7 @@ async def status(request: Request) -> StatusOut:
     """Version, uptime, jobs, running runs and the daemon generations: the serving one
     and any still draining after an upgrade, each with its running runs."""
     context = context_of(request)
-    jobs = await context.store.list_jobs()
+    jobs, paused = await context.store.job_counts()
     running = sorted(context.jobs.running_runs())
     now = dt.datetime.now(dt.UTC)
     generations = [
@@ -50,11 +52,13 @@ async def status(request: Request) -> StatusOut:
         pid=os.getpid(),
         started_at=context.started_at,
         uptime_seconds=(now - context.started_at).total_seconds(),
-        jobs=len(jobs),
-        paused_jobs=sum(1 for j in jobs if j.paused),
+        jobs=jobs,
+        paused_jobs=paused,
         running_runs=running,
         state_dir=context.state_dir,
         generations=generations,
+        timezone=str(local_zone()),
+        access=access_of(request),
     )
 
 

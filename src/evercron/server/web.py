@@ -1,5 +1,6 @@
-"""The web page: one HTML page with its script and style, which reads everything through
-the API with the token the user gives it (so the page itself needs no token)."""
+"""The web page: one HTML page for every route, its modules and style under /ui/. The page
+reads everything through the API with the token the user gives it, so serving it needs
+no token; the strict Content-Security-Policy lets it load only its own files."""
 
 from __future__ import annotations
 
@@ -8,12 +9,16 @@ from importlib import resources
 from fastapi import APIRouter
 from fastapi.responses import Response
 
+from evercron.server.errors import ApiError
+
 router = APIRouter(include_in_schema=False)
 
-_FILES = {
-    "/": ("index.html", "text/html; charset=utf-8"),
-    "/ui/app.js": ("app.js", "text/javascript; charset=utf-8"),
-    "/ui/app.css": ("app.css", "text/css; charset=utf-8"),
+# Routes the page draws itself (deep links that survive a reload).
+PAGE_ROUTES = ("/", "/jobs/{name}", "/runs", "/runs/{run_id}")
+_MEDIA_TYPES = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
 }
 _HEADERS = {
     # Only our own script, style and API; no framing; the token never leaves as a referrer.
@@ -27,20 +32,34 @@ _HEADERS = {
 }
 
 
-def _page_file(name: str) -> bytes:
-    return resources.files("evercron.server").joinpath("web").joinpath(name).read_bytes()
+def _page_files() -> dict[str, tuple[bytes, str]]:
+    """Every file of the page by name, read once: (content, media type)."""
+    folder = resources.files("evercron.server").joinpath("web")
+    files = {}
+    for entry in folder.iterdir():
+        suffix = entry.name[entry.name.rfind(".") :]
+        if entry.is_file() and suffix in _MEDIA_TYPES:
+            files[entry.name] = (entry.read_bytes(), _MEDIA_TYPES[suffix])
+    return files
 
 
-def _serve(path: str) -> None:
-    name, media_type = _FILES[path]
-    body = _page_file(name)
-
-    async def page() -> Response:
-        return Response(body, media_type=media_type, headers=_HEADERS)
-
-    page.__name__ = f"web_{name.replace('.', '_')}"
-    router.add_api_route(path, page, methods=["GET"])
+_FILES = _page_files()
+_INDEX = resources.files("evercron.server").joinpath("web").joinpath("index.html").read_bytes()
 
 
-for _path in _FILES:
-    _serve(_path)
+async def page() -> Response:
+    """The page; its script draws the view the address names."""
+    return Response(_INDEX, media_type="text/html; charset=utf-8", headers=_HEADERS)
+
+
+async def page_file(name: str) -> Response:
+    """One of the page's scripts, its style sheet or its icon."""
+    found = _FILES.get(name)
+    if found is None:
+        raise ApiError(404, f"no file /ui/{name}")
+    return Response(found[0], media_type=found[1], headers=_HEADERS)
+
+
+for _route in PAGE_ROUTES:
+    router.add_api_route(_route, page, methods=["GET"], name=f"page {_route}")
+router.add_api_route("/ui/{name}", page_file, methods=["GET"])

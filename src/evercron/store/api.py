@@ -29,6 +29,7 @@ from evercron.store.records import (
     Claim,
     Claimed,
     RunEnd,
+    RunMark,
     RunningRun,
     RunQuery,
     StoredChunk,
@@ -115,6 +116,15 @@ class Store(Protocol):
         """Runs matching `query`, newest first."""
         ...
 
+    async def latest_runs(self, per_job: int) -> dict[str, list[RunMark]]:
+        """The newest `per_job` runs of every job, newest first, by job name, briefly
+        (a thousand jobs with long histories must answer in milliseconds)."""
+        ...
+
+    async def job_counts(self) -> tuple[int, int]:
+        """How many jobs there are, and how many of them are paused."""
+        ...
+
     async def running(self, owner: str | None = None) -> list[RunningRun]:
         """Runs still marked running (of one owner, or all)."""
         ...
@@ -147,6 +157,11 @@ class Store(Protocol):
         self, run_id: int, after: int = -1, limit: int = 1000
     ) -> list[StoredChunk]:
         """Stored chunks of a run whose offset is greater than `after`, in order."""
+        ...
+
+    async def tail_start(self, run_id: int, tail_bytes: int) -> int:
+        """Where to read the last `tail_bytes` of a run's stored output from: the offset
+        of the chunk holding the first of them (0 when the output is shorter)."""
         ...
 
     # -- events and retention --------------------------------------------------------

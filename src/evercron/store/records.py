@@ -125,9 +125,23 @@ class RunningRun:
 @dataclass(frozen=True)
 class RunQuery:
     """Which runs to list: newest first, `before` an id (for paging), optionally of one
-    job and one status, at most `limit`."""
+    job and one status, scheduled from `since` (inclusive) to `until` (exclusive), the
+    retries of `retry_of`, at most `limit`."""
 
     job: str | None = None
     status: RunStatus | None = None
     limit: int = 100
     before: int | None = None
+    since: dt.datetime | None = None
+    until: dt.datetime | None = None
+    retry_of: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunMark:
+    """A run as a job's status strip shows it: enough to colour, date and link it."""
+
+    id: int
+    status: RunStatus
+    scheduled_at: dt.datetime
+    duration: float | None  # seconds from start to end; None until it has both

@@ -16,6 +16,7 @@ from evercron.store.records import (
     Claim,
     Claimed,
     RunEnd,
+    RunMark,
     RunningRun,
     RunQuery,
     StoredChunk,
@@ -114,6 +115,14 @@ class SqliteStore:
         """See `Store.list_runs`."""
         return await self._worker.call(self._database.list_runs, query, write=False)
 
+    async def latest_runs(self, per_job: int) -> dict[str, list[RunMark]]:
+        """See `Store.latest_runs`."""
+        return await self._worker.call(self._database.latest_runs, per_job, write=False)
+
+    async def job_counts(self) -> tuple[int, int]:
+        """See `Store.job_counts`."""
+        return await self._worker.call(self._database.job_counts, write=False)
+
     async def running(self, owner: str | None = None) -> list[RunningRun]:
         """See `Store.running`."""
         return await self._worker.call(self._database.running, owner, write=False)
@@ -147,6 +156,10 @@ class SqliteStore:
         return await self._worker.call(
             self._database.read_output, run_id, after, limit, write=False
         )
+
+    async def tail_start(self, run_id: int, tail_bytes: int) -> int:
+        """See `Store.tail_start`."""
+        return await self._worker.call(self._database.tail_start, run_id, tail_bytes, write=False)
 
     # -- events and retention --------------------------------------------------------
 

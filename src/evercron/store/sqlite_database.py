@@ -24,6 +24,7 @@ from evercron.store.records import (
     Claim,
     Claimed,
     RunEnd,
+    RunMark,
     RunningRun,
     RunQuery,
     StoredChunk,
@@ -328,12 +329,38 @@ class SqliteDatabase:
         if query.before is not None:
             clauses.append("id < ?")
             values.append(query.before)
+        if query.since is not None:
+            clauses.append("scheduled_at >= ?")
+            values.append(to_text(query.since))
+        if query.until is not None:
+            clauses.append("scheduled_at < ?")
+            values.append(to_text(query.until))
+        if query.retry_of is not None:
+            clauses.append("retry_of = ?")
+            values.append(query.retry_of)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._db.execute(
             f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY id DESC LIMIT ?",
             (*values, query.limit),
         ).fetchall()
         return [_run(row) for row in rows]
+
+    def latest_runs(self, per_job: int) -> dict[str, list[RunMark]]:
+        """See `Store.latest_runs` (one indexed read per job)."""
+        names = [row[0] for row in self._db.execute("SELECT name FROM jobs ORDER BY name")]
+        query = (
+            "SELECT id, status, scheduled_at, started_at, finished_at FROM runs "
+            "WHERE job = ? ORDER BY id DESC LIMIT ?"
+        )
+        return {
+            name: [_run_mark(row) for row in self._db.execute(query, (name, per_job))]
+            for name in names
+        }
+
+    def job_counts(self) -> tuple[int, int]:
+        """See `Store.job_counts`."""
+        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(paused), 0) FROM jobs").fetchone()
+        return int(row[0]), int(row[1])
 
     def last_scheduled(self, job: str) -> dt.datetime | None:
         """See `Store.last_scheduled`."""
@@ -399,6 +426,22 @@ class SqliteDatabase:
         ).fetchall()
         return [StoredChunk(row[0], row[1], row[2], bytes(row[3])) for row in rows]
 
+    def tail_start(self, run_id: int, tail_bytes: int) -> int:
+        """See `Store.tail_start`."""
+        last = self._db.execute(
+            "SELECT offset + length(data) FROM output WHERE run_id = ? "
+            "ORDER BY offset DESC LIMIT 1",
+            (run_id,),
+        ).fetchone()
+        if last is None or last[0] <= tail_bytes:
+            return 0
+        row = self._db.execute(
+            "SELECT offset FROM output WHERE run_id = ? AND offset <= ? "
+            "ORDER BY offset DESC LIMIT 1",
+            (run_id, last[0] - tail_bytes),
+        ).fetchone()
+        return 0 if row is None else int(row[0])
+
     # -- events and retention ----------------------------------------------------------
 
     def add_event(self, kind: str, detail: str, at: dt.datetime) -> None:
@@ -456,6 +499,20 @@ def _job_row(row: tuple[str, str, str, int, str, str]) -> StoredJob | BrokenJob:
     created, updated = from_text(created_text), from_text(updated_text)
     assert created is not None and updated is not None
     return StoredJob(job, bool(paused), created, updated)
+
+
+_STATUSES = {status.value: status for status in RunStatus}
+
+
+def _run_mark(row: tuple[Any, ...]) -> RunMark:
+    """A `RunMark` from (id, status, scheduled_at, started_at, finished_at). Twenty
+    thousand of them make a jobs page: the stored times (which end with "Z", UTC to
+    fromisoformat) are read directly."""
+    duration = None
+    if row[3] is not None and row[4] is not None:
+        ended = dt.datetime.fromisoformat(row[4]) - dt.datetime.fromisoformat(row[3])
+        duration = ended.total_seconds()
+    return RunMark(row[0], _STATUSES[row[1]], dt.datetime.fromisoformat(row[2]), duration)
 
 
 def _run(row: tuple[Any, ...]) -> Run:
