@@ -98,6 +98,7 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting: set[asyncio.Task[Any]] = set()  # tasks asleep until a later time
         self._last_wall = self._last_mono = 0.0
+        self._loaded_at = 0.0
         self._outage_since: float | None = None
 
     @property
@@ -112,12 +113,13 @@ class Scheduler:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Read every job, settle what was missed while nobody scheduled, plan the rest."""
-        now = self.clock.time()
+        """Read every job and plan each from its last recorded firing: what came due
+        while no daemon scheduled it is settled by the timing loop's misfire rules, in
+        one gap with whatever comes due while this process starts."""
+        self._loaded_at = self.clock.time()
         for stored in await self.store.list_jobs():
             self._jobs[stored.job.name] = stored
-            await self._catch_up(stored, now)
-            self._plan_next(stored.job.name, now)
+            await self._plan_from_last(stored)
 
     async def run(self) -> None:
         """The timing loop; returns after `stop()` or `hand_over()`."""
@@ -204,8 +206,9 @@ class Scheduler:
             fresh = name not in self._jobs
             self._jobs[name] = stored
             if fresh:
-                await self._catch_up(stored, now)
-            self._plan_next(name, now)
+                await self._plan_from_last(stored)
+            else:
+                self._plan_next(name, now)
         self._wake.set()
 
     # -- requests ----------------------------------------------------------------------
@@ -265,17 +268,17 @@ class Scheduler:
         self._plan.set(name, next_fire(stored.job, moment))
         self._wake.set()
 
-    async def _catch_up(self, stored: StoredJob, now: float) -> None:
-        """Settle the firings that came due while no daemon scheduled this job."""
+    async def _plan_from_last(self, stored: StoredJob) -> None:
+        """Plan a job from its last recorded firing (or its creation): a first fire time
+        in the past is a gap the timing loop settles."""
         job = stored.job
         if stored.paused or not job.enabled or job.schedule.is_reboot:
+            self._plan_next(job.name, self.clock.time())
             return
         last = await self.store.last_scheduled(job.name)
         since = max(last or stored.created_at, stored.created_at)
-        due = due_between(job, since, now)
-        if due.count:
-            cause = f"no daemon was scheduling it after {since.isoformat()}"
-            self._spawn(self._fire_planned(job.name, plan_gap(job, due, now, cause)))
+        self._plan.set(job.name, next_fire(job, since))
+        self._wake.set()
 
     def _notice_clock(self) -> tuple[float, float] | None:
         """Compare the wall clock with elapsed time since the last look: a forward step
@@ -322,7 +325,7 @@ class Scheduler:
         rules) up to a clock step, cronie's rules for what the step jumped over."""
         job = stored.job
         after = fire_at - _JUST_BEFORE
-        cause = self._gap_cause(now)
+        cause = self._gap_cause(now, fire_at)
         if jump is None or jump[0] >= now:
             return plan_gap(job, due_between(job, after, now), now, cause)
         began, step = jump
@@ -336,7 +339,9 @@ class Scheduler:
         plans += plan_gap(job, due_between(job, max(after, _utc(recent)), now), now, cause)
         return plans
 
-    def _gap_cause(self, now: float) -> str:
+    def _gap_cause(self, now: float, fire_at: dt.datetime | None = None) -> str:
+        if fire_at is not None and fire_at.timestamp() < self._loaded_at:
+            return f"no daemon was scheduling it (this one started at {_iso(self._loaded_at)})"
         if self._outage_since is not None:
             return f"the store refused writes from {_iso(self._outage_since)}"
         return "the daemon could not claim it in time (stopped, stalled or overloaded)"
