@@ -14,7 +14,9 @@ SOURCE = Path(__file__).parent.parent / "src" / "evercron"
 ALLOWED: dict[str, set[str]] = {
     "cron": {"units"},
     "units": set(),
-    "model": {"cron", "process", "units"},
+    "text": set(),
+    "timezones": {"text"},
+    "model": {"cron", "process", "units", "timezones"},
     "process": set(),
     "store": {"model", "cron", "units"},
     "scheduler": {"model", "cron", "units", "process", "store"},
@@ -32,7 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "config": {"model", "cron", "units", "crontab", "settings"},
     "settings": {"units"},
-    "crontab": {"cron"},
+    "crontab": {"cron", "timezones"},
 }
 
 

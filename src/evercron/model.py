@@ -9,13 +9,13 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
-import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from evercron.cron import CronExpr, CronSyntaxError, parse
 from evercron.process.spec import DEFAULT_KILL_GRACE, DEFAULT_MAX_OUTPUT, DEFAULT_SHELL, LIMITS
+from evercron.timezones import UnknownZone, load_zone
 from evercron.units import parse_duration, parse_size
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
@@ -110,7 +110,7 @@ class Job:
     @property
     def zone(self) -> dt.tzinfo | None:
         """The job's time zone, or None for the system's."""
-        return zoneinfo.ZoneInfo(self.timezone) if self.timezone else None
+        return load_zone(self.timezone) if self.timezone else None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "api") -> Job:
@@ -220,9 +220,9 @@ class _JobReader:
         timezone = self._optional_text("timezone")
         if timezone is not None:
             try:
-                zoneinfo.ZoneInfo(timezone)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise JobError(f'timezone: unknown time zone "{timezone}"') from None
+                load_zone(timezone)
+            except UnknownZone as error:
+                raise JobError(f"timezone: {error}") from None
         return timezone
 
     def _kill_mode(self) -> str:
