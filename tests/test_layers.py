@@ -16,11 +16,11 @@ ALLOWED: dict[str, set[str]] = {
     "units": set(),
     "text": set(),
     "timezones": {"text"},
-    "model": {"cron", "process", "units", "timezones"},
+    "model": {"cron", "process", "units", "text", "timezones"},
     "process": set(),
     "store": {"model", "cron", "units"},
     "scheduler": {"model", "cron", "units", "process", "store"},
-    "server": {"model", "cron", "units", "scheduler", "store", "process"},
+    "server": {"model", "cron", "units", "scheduler", "store", "process", "text"},
     "daemon": {
         "model",
         "cron",

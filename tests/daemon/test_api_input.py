@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
+
+import httpx
 
 from tests.daemon.conftest import DaemonProcess
 
@@ -17,3 +20,39 @@ def test_zone_names_that_are_no_zone(start_daemon: Any) -> None:
         assert response.json() == {"error": f'timezone: unknown time zone "{name}"'}
     # The same connection still serves (a 500 used to reset it).
     assert daemon.api("GET", "/api/v1/jobs") == []
+
+
+def _send(daemon: DaemonProcess, method: str, path: str, body: dict[str, Any]) -> httpx.Response:
+    """Send `body` as JSON with lone surrogates as \\u escapes (as any JSON client may)."""
+    content = json.dumps(body).encode()  # ensure_ascii: "\\udfff" stays an escape
+    headers = {"content-type": "application/json"}
+    return daemon.http.request(method, path, content=content, headers=headers)
+
+
+def test_text_that_is_not_unicode_is_refused_and_never_stored(start_daemon: Any) -> None:
+    daemon: DaemonProcess = start_daemon()
+    daemon.add_job(**JOB)
+    cases = {
+        "env": {"env": {"A": "\udfff"}},
+        "env name": {"env": {"\udfff": "x"}},
+        "cwd": {"cwd": "/tmp/\udfff"},
+        "command": {"command": "echo \udfff"},
+        "description": {"description": "\ud800"},
+        "shell": {"shell": "/bin/\udfff"},
+        "name": {"name": "\udfff"},
+        "schedule": {"schedule": "@daily \udfff"},
+        "timezone": {"timezone": "Europe/\udfff"},
+        "NUL": {"description": "a\0b"},
+    }
+    for label, change in cases.items():
+        response = _send(daemon, "POST", "/api/v1/jobs", {**JOB, "name": "k", **change})
+        assert response.status_code == 422, (label, response.text)
+        error = response.json()["error"]
+        field = label.split()[0] if label != "NUL" else "description"
+        assert error.startswith(f"{field}: "), (label, error)
+        if label != "name":
+            patched = _send(daemon, "PATCH", "/api/v1/jobs/j", change)
+            assert patched.status_code == 422, (label, patched.text)
+            assert patched.json()["error"].startswith(f"{field}: "), (label, patched.text)
+    assert [job["name"] for job in daemon.api("GET", "/api/v1/jobs")] == ["j"]
+    assert daemon.api("GET", "/api/v1/jobs/j")["env"] == {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from evercron.store import StoreUnavailable
+from evercron.text import printable
 
 log = logging.getLogger("evercron.server")
 
@@ -23,18 +25,24 @@ class ApiError(Exception):
         self.message = message
 
 
+def error_response(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
+    """`{"error": message}` with `status`; text UTF-8 cannot encode (a lone surrogate a
+    client sent) is escaped, so that quoting a client's input never fails."""
+    return JSONResponse({"error": printable(message)}, status_code=status, headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Render every error as `{"error": ...}`."""
 
     @app.exception_handler(ApiError)
     async def api_error(_: Request, error: ApiError) -> JSONResponse:
-        return JSONResponse({"error": error.message}, status_code=error.status)
+        return error_response(error.status, error.message)
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
-        return JSONResponse(
-            {"error": str(error.detail)}, status_code=error.status_code, headers=error.headers
-        )
+        return error_response(error.status_code, str(error.detail), error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -53,17 +61,17 @@ def install_error_handlers(app: FastAPI) -> None:
                 if where
                 else str(item.get("msg", "invalid"))
             )
-        return JSONResponse({"error": "; ".join(problems) or "invalid request"}, status_code=422)
+        return error_response(422, "; ".join(problems) or "invalid request")
 
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(_: Request, error: StoreUnavailable) -> JSONResponse:
-        return JSONResponse(
-            {"error": f"the store refuses writes for now ({error}); try again"},
-            status_code=503,
-            headers={"Retry-After": "5"},
+        return error_response(
+            503,
+            f"the store refuses writes for now ({error}); try again",
+            {"Retry-After": "5"},
         )
 
     @app.exception_handler(Exception)
     async def unexpected(_: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error in a request")
-        return JSONResponse({"error": f"internal error: {type(error).__name__}"}, status_code=500)
+        return error_response(500, f"internal error: {type(error).__name__}")
