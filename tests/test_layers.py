@@ -18,7 +18,7 @@ ALLOWED: dict[str, set[str]] = {
     "timezones": {"text"},
     "model": {"cron", "process", "units", "text", "timezones"},
     "process": set(),
-    "store": {"model", "cron", "units"},
+    "store": {"model", "cron", "units", "text"},
     "scheduler": {"model", "cron", "units", "process", "store"},
     "server": {"model", "cron", "units", "scheduler", "store", "process", "text"},
     "daemon": {

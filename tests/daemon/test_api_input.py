@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from typing import Any
 
 import httpx
 
 from tests.daemon.conftest import DaemonProcess
+from tests.helpers import run_cli
 
 JOB = {"name": "j", "schedule": "@yearly", "command": "true"}
 
@@ -56,3 +58,32 @@ def test_text_that_is_not_unicode_is_refused_and_never_stored(start_daemon: Any)
             assert patched.json()["error"].startswith(f"{field}: "), (label, patched.text)
     assert [job["name"] for job in daemon.api("GET", "/api/v1/jobs")] == ["j"]
     assert daemon.api("GET", "/api/v1/jobs/j")["env"] == {}
+
+
+def test_a_job_row_that_cannot_be_read_breaks_nothing(start_daemon: Any) -> None:
+    daemon: DaemonProcess = start_daemon()
+    for name in ("j", "broken", "left"):
+        daemon.add_job(**{**JOB, "name": name})
+    # As a release that let a lone surrogate through stored them (or a hand-made edit).
+    with sqlite3.connect(daemon.state_dir / "evercron.db") as db:
+        for name in ("broken", "left"):
+            definition = json.dumps({**JOB, "name": name, "env": {"A": "\udfff"}})
+            db.execute("UPDATE jobs SET definition = ? WHERE name = ?", (definition, name))
+    assert [job["name"] for job in daemon.api("GET", "/api/v1/jobs")] == ["j"]
+    listed = run_cli("jobs", "--json", "--state-dir", str(daemon.state_dir))
+    assert listed.returncode == 0 and [j["name"] for j in json.loads(listed.stdout)] == ["j"]
+    daemon.api("GET", "/api/v1/status")  # answers (it counts rows, readable or not)
+    one = daemon.http.get("/api/v1/jobs/broken")
+    assert one.status_code == 409
+    assert one.json()["error"].startswith(
+        "job broken: the stored definition cannot be read: env: A is not valid Unicode text"
+    )
+    assert "job broken left out of listings: the stored definition" in daemon.log()
+    # Such a row can be deleted, and the name used again.
+    daemon.api("DELETE", "/api/v1/jobs/broken", 204)
+    daemon.add_job(**{**JOB, "name": "broken"})
+    # A restart removes what is left of such rows, and says so.
+    assert daemon.stop() == 0
+    daemon = start_daemon()
+    assert [job["name"] for job in daemon.api("GET", "/api/v1/jobs")] == ["broken", "j"]
+    assert "job left removed: the stored definition cannot be read" in daemon.log()
