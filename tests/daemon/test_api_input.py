@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -87,3 +89,22 @@ def test_a_job_row_that_cannot_be_read_breaks_nothing(start_daemon: Any) -> None
     daemon = start_daemon()
     assert [job["name"] for job in daemon.api("GET", "/api/v1/jobs")] == ["broken", "j"]
     assert "job left removed: the stored definition cannot be read" in daemon.log()
+
+
+def test_concurrent_creations_of_one_name_create_it_once(start_daemon: Any) -> None:
+    daemon: DaemonProcess = start_daemon()
+    count = 16
+    ready = threading.Barrier(count)
+
+    def create(index: int) -> int:
+        with httpx.Client(base_url=daemon.url, headers=daemon.http.headers) as client:
+            client.get("/healthz")  # connected before the barrier: the posts race
+            ready.wait(timeout=30)
+            body = {**JOB, "command": f"echo {index}"}
+            return client.post("/api/v1/jobs", json=body, timeout=30).status_code
+
+    with ThreadPoolExecutor(count) as pool:
+        statuses = list(pool.map(create, range(count)))
+    assert sorted(statuses) == [201] + [409] * (count - 1), statuses
+    winner = statuses.index(201)
+    assert daemon.api("GET", "/api/v1/jobs/j")["command"] == f"echo {winner}"
