@@ -17,7 +17,7 @@ from evercron.cron import CronExpr, CronSyntaxError, parse
 from evercron.process.spec import DEFAULT_KILL_GRACE, DEFAULT_MAX_OUTPUT, DEFAULT_SHELL, LIMITS
 from evercron.text import printable, text_problem
 from evercron.timezones import UnknownZone, load_zone
-from evercron.units import parse_duration, parse_size
+from evercron.units import MAX_RESOURCE_LIMIT, parse_duration, parse_size
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 DEFAULT_MISFIRE_GRACE = 60.0
@@ -327,7 +327,9 @@ class _JobReader:
         if value is None:
             return None
         try:
-            umask = int(value, 8) if isinstance(value, str) else int(value)
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise TypeError(value)
+            umask = int(value, 8) if isinstance(value, str) else value
         except (TypeError, ValueError):
             shown = printable(str(value))
             raise JobError(f'umask: "{shown}" is not an octal number like "022"') from None
@@ -344,8 +346,14 @@ class _JobReader:
             if name not in LIMITS:
                 known = ", ".join(LIMITS)
                 raise JobError(f'limits: unknown limit "{printable(str(name))}" (known: {known})')
-            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-                raise JobError(f"limits.{name}: expected a whole number >= 0")
+            if (
+                not isinstance(limit, int)
+                or isinstance(limit, bool)
+                or not 0 <= limit <= MAX_RESOURCE_LIMIT
+            ):
+                raise JobError(
+                    f"limits.{name}: expected a whole number from 0 to {MAX_RESOURCE_LIMIT}"
+                )
             limits[name] = limit
         return limits
 

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.daemon.conftest import DaemonProcess
 from tests.helpers import run_cli
@@ -108,3 +109,50 @@ def test_concurrent_creations_of_one_name_create_it_once(start_daemon: Any) -> N
     assert sorted(statuses) == [201] + [409] * (count - 1), statuses
     winner = statuses.index(201)
     assert daemon.api("GET", "/api/v1/jobs/j")["command"] == f"echo {winner}"
+
+
+# A job's fields with values JSON can carry that must not be taken, and the error.
+WRONG_VALUES = [
+    ({"timeout": True}, "timeout: expected a duration: seconds or a string like 1.5s"),
+    ({"timeout": 1e308}, "timeout: invalid duration 1e+308: at most 31536000s (a year)"),
+    ({"timeout": "99999999d"}, "timeout: invalid duration '99999999d': at most 31536000s"),
+    ({"timeout": float("nan")}, "timeout: expected a duration: seconds or a string like"),
+    ({"jitter": float("-inf")}, "jitter: expected a duration: seconds or a string like"),
+    ({"jitter": 1e20}, "jitter: invalid duration 1e+20: at most 31536000s (a year)"),
+    ({"retry_backoff": 1e300}, "retry_backoff: invalid duration 1e+300: at most 31536000s"),
+    ({"kill_grace": 10**400}, "kill_grace: invalid duration 1000000000000000000000000"),
+    ({"misfire_grace": "400d"}, "misfire_grace: invalid duration '400d': at most"),
+    ({"max_output": 10**30}, "max_output: invalid size 1000000000000000000000000000000: at most"),
+    ({"max_output": "2GiB"}, "max_output: invalid size '2GiB': at most 1073741824 bytes (1GiB)"),
+    ({"max_output": 1.5}, "max_output: expected a size: bytes or a string like 512KiB"),
+    ({"max_output": False}, "max_output: expected a size"),
+    ({"enabled": "yes"}, "enabled: Input should be a valid boolean"),
+    ({"log_output": 1}, "log_output: Input should be a valid boolean"),
+    ({"retries": 1.0}, "retries: Input should be a valid integer"),
+    ({"retries": "3"}, "retries: Input should be a valid integer"),
+    ({"nice": True}, "nice: Input should be a valid integer"),
+    ({"limits": {"nofile": True}}, "limits.nofile: Input should be a valid integer"),
+    ({"limits": {"nofile": "5"}}, "limits.nofile: Input should be a valid integer"),
+    ({"limits": {"nofile": 2**64}}, "limits.nofile: expected a whole number from 0 to"),
+    ({"umask": 18}, "umask: Input should be a valid string"),
+    ({"env": {"A": 1}}, "env.A: Input should be a valid string"),
+    ({"description": 5}, "description: Input should be a valid string"),
+]
+
+
+@pytest.fixture(scope="module")
+def shared_daemon(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """One daemon for the table below (a daemon each would take seconds per row)."""
+    daemon = DaemonProcess(tmp_path_factory.mktemp("shared") / "state")
+    yield daemon
+    daemon.stop()
+
+
+@pytest.mark.parametrize(("change", "message"), WRONG_VALUES)
+def test_values_are_never_converted_or_absurd(
+    shared_daemon: DaemonProcess, change: dict[str, Any], message: str
+) -> None:
+    created = _send(shared_daemon, "POST", "/api/v1/jobs", {**JOB, **change})
+    assert created.status_code == 422, created.text
+    assert created.json()["error"].startswith(message), created.text
+    assert shared_daemon.api("GET", "/api/v1/jobs") == []

@@ -56,11 +56,8 @@ def install_error_handlers(app: FastAPI) -> None:
             if item.get("type") == "extra_forbidden":
                 problems.append(f"{where}: unknown field (the fields are in the API document)")
                 continue
-            problems.append(
-                f"{where}: {item.get('msg', 'invalid')}"
-                if where
-                else str(item.get("msg", "invalid"))
-            )
+            message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where else message)
         return error_response(422, "; ".join(problems) or "invalid request")
 
     @app.exception_handler(StoreUnavailable)

@@ -3,18 +3,51 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+import math
+from collections.abc import Callable
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
-Duration = float | str
-Size = int | str
+
+def _number_or_text(what: str, whole: bool) -> Callable[[object], float | str]:
+    """A validator that takes a string, or a number (an integer when `whole`) that is
+    finite and no boolean; anything else is refused as "expected `what`"."""
+
+    def validate(value: object) -> float | str:
+        if isinstance(value, str):
+            return value
+        kinds = int if whole else int | float
+        if isinstance(value, kinds) and not isinstance(value, bool):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"expected {what}, not {value}")
+            return value
+        raise ValueError(f"expected {what}")
+
+    return validate
+
+
+Duration = Annotated[
+    float | str,
+    PlainValidator(
+        _number_or_text("a duration: seconds or a string like 1.5s, 2m, 1h30m", whole=False),
+        json_schema_input_type=float | str,
+    ),
+]
+Size = Annotated[
+    int | str,
+    PlainValidator(
+        _number_or_text("a size: bytes or a string like 512KiB, 1MiB, 10MB", whole=True),
+        json_schema_input_type=int | str,
+    ),
+]
 
 
 class _JobSettings(BaseModel):
-    """The optional fields of a job, shared by creation and change."""
+    """The optional fields of a job, shared by creation and change. Strict: JSON types
+    are never converted (`true` is no duration, `"yes"` no boolean, `1.0` no count)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     timezone: str | None = None
     timeout: Duration | None = None
