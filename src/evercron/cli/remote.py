@@ -27,15 +27,29 @@ Command = Callable[..., None]
 
 
 def connection_options(command: Command) -> Command:
-    """Add --url, --token, --state-dir and --json, and pass a `Client` as `client`."""
+    """Add --url, --token, --state-dir, --ca-cert and --json, and pass a `Client` as
+    `client`."""
 
     @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
     @click.option("--url", envvar="EVERCRON_URL", help="Daemon URL (default: found locally).")
     @click.option("--token", envvar="EVERCRON_TOKEN", help="API token (default: found locally).")
     @click.option("--state-dir", help="State dir of a local daemon (to find it).")
+    @click.option(
+        "--ca-cert",
+        envvar="EVERCRON_CA_CERT",
+        metavar="FILE",
+        help="Trust this CA (PEM) for an HTTPS daemon, e.g. its self-signed certificate "
+        "(default: the system's CAs; SSL_CERT_FILE and SSL_CERT_DIR are honoured).",
+    )
     @wraps(command)
-    def wrapper(url: str | None, token: str | None, state_dir: str | None, **kwargs: Any) -> None:
-        command(client=Client(url, token, state_dir), **kwargs)
+    def wrapper(
+        url: str | None,
+        token: str | None,
+        state_dir: str | None,
+        ca_cert: str | None,
+        **kwargs: Any,
+    ) -> None:
+        command(client=Client(url, token, state_dir, ca_cert=ca_cert), **kwargs)
 
     return wrapper
 
