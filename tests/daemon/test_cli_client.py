@@ -96,3 +96,18 @@ def test_runs_status_is_checked_before_asking_the_daemon(tmp_path: Path) -> None
     done = run_cli("runs", "--status", "sleeping", "--state-dir", str(tmp_path))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "'sleeping' is not one of 'running', 'succeeded'" in done.stderr
+
+
+def test_add_runs_the_words_given_or_one_shell_line(start_daemon: Any) -> None:
+    daemon: DaemonProcess = start_daemon()
+    words = ("printf", "[%s]\\n", "a b", "$HOME", "it's", "*")
+    added = cli(daemon, "add", "words", "@yearly", "--", *words)
+    assert added["command"] == "printf '[%s]\\n' 'a b' '$HOME' 'it'\"'\"'s' '*'"
+    line = cli(daemon, "add", "line", "@yearly", "--", "echo one; echo 'two  spaces'")
+    assert line["command"] == "echo one; echo 'two  spaces'"
+    outputs = {}
+    for name in ("words", "line"):
+        run = daemon.wait_for_run(cli(daemon, "trigger", name)["id"])
+        logs = run_cli("logs", str(run["id"]), "--state-dir", str(daemon.state_dir))
+        outputs[name] = logs.stdout
+    assert outputs == {"words": "[a b]\n[$HOME]\n[it's]\n[*]\n", "line": "one\ntwo  spaces\n"}

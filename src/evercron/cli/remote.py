@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -232,8 +233,17 @@ def add_command(
     timezone: str | None,
     concurrency: str | None,
 ) -> None:
-    """Add a job: evercron add NAME SCHEDULE -- COMMAND..."""
-    body: dict[str, Any] = {"name": name, "schedule": schedule, "command": " ".join(command)}
+    """Add a job: evercron add NAME SCHEDULE -- COMMAND...
+
+    Several arguments after -- run exactly as given, each one word (evercron quotes them
+    for the shell). A single argument is a shell command line, as in a crontab:
+
+    \b
+      evercron add greet @daily -- printf '%s\\n' 'hello world'
+      evercron add backup '0 3 * * *' -- 'backup --all > /var/log/backup.log 2>&1'
+    """
+    line = command[0] if len(command) == 1 else shlex.join(command)
+    body: dict[str, Any] = {"name": name, "schedule": schedule, "command": line}
     for key, value in (("timeout", timeout), ("timezone", timezone), ("concurrency", concurrency)):
         if value is not None:
             body[key] = value
