@@ -156,3 +156,15 @@ def test_values_are_never_converted_or_absurd(
     assert created.status_code == 422, created.text
     assert created.json()["error"].startswith(message), created.text
     assert shared_daemon.api("GET", "/api/v1/jobs") == []
+
+
+def test_a_wrong_method_names_every_method_of_the_path(shared_daemon: DaemonProcess) -> None:
+    for path, allowed in (
+        ("/api/v1/jobs", "GET, POST"),
+        ("/api/v1/jobs/j", "DELETE, GET, PATCH"),
+        ("/api/v1/jobs/j/trigger", "POST"),
+    ):
+        response = shared_daemon.http.request("PUT", path)
+        assert response.status_code == 405, response.text
+        assert response.headers["allow"] == allowed
+        assert response.json() == {"error": "Method Not Allowed"}

@@ -9,11 +9,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 
 from evercron.store import StoreUnavailable
 from evercron.text import printable
 
 log = logging.getLogger("evercron.server")
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
 
 
 class ApiError(Exception):
@@ -41,8 +43,11 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(error.status, error.message)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
-        return error_response(error.status_code, str(error.detail), error.headers)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
+        return error_response(error.status_code, str(error.detail), headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -72,3 +77,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected(_: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error in a request")
         return error_response(500, f"internal error: {type(error).__name__}")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path. (Starlette's own 405 names the first
+    route's only, while each method of a path is a route of its own here.)"""
+    routes = request.app.router.routes
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    ]
+    return ", ".join(allowed)

@@ -9,6 +9,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator
 
+from evercron.model import JOB_NAME
+
 
 def _number_or_text(what: str, whole: bool) -> Callable[[object], float | str]:
     """A validator that takes a string, or a number (an integer when `whole`) that is
@@ -76,16 +78,22 @@ class _JobSettings(BaseModel):
 class JobSpec(_JobSettings):
     """A job as clients send it (POST); durations as seconds or `1.5s`, `2m`, `1h30m`."""
 
-    name: str = Field(max_length=128)
-    schedule: str = Field(max_length=1000)
-    command: str = Field(max_length=100_000)
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        examples=["nightly-backup"],
+        # Documented here, checked (with a clearer message) where every job is read.
+        json_schema_extra={"pattern": f"^{JOB_NAME.pattern}$"},
+    )
+    schedule: str = Field(min_length=1, max_length=1000, examples=["0 3 * * *"])
+    command: str = Field(min_length=1, max_length=100_000, examples=["backup --all"])
 
 
 class JobPatch(_JobSettings):
     """Fields to change on an existing job (PATCH); absent fields stay as they are."""
 
-    schedule: str | None = Field(default=None, max_length=1000)
-    command: str | None = Field(default=None, max_length=100_000)
+    schedule: str | None = Field(default=None, min_length=1, max_length=1000)
+    command: str | None = Field(default=None, min_length=1, max_length=100_000)
 
 
 class JobOut(BaseModel):
