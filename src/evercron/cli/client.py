@@ -18,6 +18,7 @@ import httpx
 from evercron.cli.errors import CliError
 from evercron.config import default_state_dir
 from evercron.daemon.state import read_address
+from evercron.text import printable
 
 _IDEMPOTENT = {"GET", "HEAD", "DELETE", "PUT"}
 
@@ -41,10 +42,19 @@ class Client:
                 f"no running evercron daemon found (state dir {where}): start one "
                 "with `evercron serve`, or pass --url"
             )
+        if not self.url.startswith(("http://", "https://")):
+            raise CliError(f'"{printable(self.url)}" is not an http:// or https:// URL')
         self.token = token or os.environ.get("EVERCRON_TOKEN") or found.get("token")
+        if self.token and not all("!" <= char <= "~" for char in self.token):
+            raise CliError("the API token must be printable ASCII characters without spaces")
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         tls = _tls_context(ca_cert) if self.url.startswith("https:") else True
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout, verify=tls)
+        try:
+            self._http = httpx.Client(
+                base_url=self.url, headers=headers, timeout=timeout, verify=tls
+            )
+        except (httpx.InvalidURL, UnicodeError) as error:
+            raise CliError(f'"{printable(self.url)}" is not a usable URL: {error}') from None
 
     def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """Send a request; the decoded JSON answer (None for 204)."""

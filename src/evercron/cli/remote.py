@@ -20,6 +20,7 @@ from rich.table import Table
 from evercron.cli.client import Client
 from evercron.cli.errors import CliError
 from evercron.model import RunStatus
+from evercron.text import printable, text_problem
 
 _UPGRADE_WAIT = 600.0  # the daemon answers within its upgrade_timeout
 _FOLLOW_RECONNECTS = 100  # a followed stream ends at each upgrade or restart: resume
@@ -50,9 +51,23 @@ def connection_options(command: Command) -> Command:
         ca_cert: str | None,
         **kwargs: Any,
     ) -> None:
+        _check_text(kwargs)
         command(client=Client(url, token, state_dir, ca_cert=ca_cert), **kwargs)
 
     return wrapper
+
+
+def _check_text(values: dict[str, Any]) -> None:
+    """Refuse, naming it, an argument with bytes that are not UTF-8 (Python keeps them as
+    lone surrogates): neither a URL nor JSON can carry it to the daemon."""
+    for param in click.get_current_context().command.params:
+        value = values.get(param.name or "")
+        for text in value if isinstance(value, tuple) else (value,):
+            if isinstance(text, str) and text_problem(text) is not None:
+                name = (
+                    param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+                )
+                raise CliError(f'{name} "{printable(text)}" is not valid UTF-8 text')
 
 
 def _emit(data: Any, as_json: bool, table: Callable[[Any], Table] | None = None) -> None:
