@@ -209,6 +209,7 @@ def test_the_viewer_token(tmp_path: Path) -> None:
             "max_connections: expected a whole number from 1 to 1000000000",
         ),
         ('state_dir = "/tmp/\\u0000x"', "state_dir: must not contain a NUL character"),
+        ('listen = "a\\u0000b:80"', "listen address: must not contain a NUL character"),
     ],
 )
 def test_absurd_daemon_settings(tmp_path: Path, line: str, reason: str) -> None:

@@ -123,6 +123,8 @@ def default_state_dir() -> Path:
 def parse_listen(text: str) -> tuple[str, int]:
     """Split HOST:PORT (IPv6 as [::1]:PORT); raise ValueError with the reason."""
     host, separator, port_text = text.rpartition(":")
+    if "\0" in text:
+        raise ValueError("listen address: must not contain a NUL character")
     if not separator or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f'listen address "{text}": expected HOST:PORT with a port 0-65535')
     host = host.strip("[]") or DEFAULT_HOST
