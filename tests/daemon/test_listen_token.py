@@ -42,6 +42,21 @@ def test_a_weak_token_is_refused_off_loopback(tmp_path: Path, token: str, reason
     assert found.group(2) == reason
 
 
+def test_a_weak_viewer_token_is_refused_off_loopback(tmp_path: Path) -> None:
+    done = run_cli(
+        "serve",
+        "--state-dir",
+        str(tmp_path / "state"),
+        "--listen",
+        "0.0.0.0:0",
+        env={"EVERCRON_TOKEN": secrets.token_urlsafe(24), "EVERCRON_VIEWER_TOKEN": "look"},
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.endswith(
+        "(not loopback) needs a viewer token of at least 16 characters (this one has 4)\n"
+    ), done.stderr
+
+
 def test_a_token_that_cannot_be_a_header_is_refused(tmp_path: Path) -> None:
     done = run_cli(
         "serve",

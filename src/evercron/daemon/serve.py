@@ -503,11 +503,16 @@ class Daemon:
         return self.settings.viewer_token or os.environ.get("EVERCRON_VIEWER_TOKEN") or None
 
     def _check_token(self, token: str | None) -> None:
-        """Refuse a token that cannot travel in a header, and, on an address other
-        machines reach (as bound: the real one), no token or one shorter than
-        `MIN_REMOTE_TOKEN`."""
-        if token is not None and not all("!" <= char <= "~" for char in token):
-            raise ServeError("the API token must be printable ASCII characters without spaces")
+        """Refuse a token (the API's or the viewer's) that cannot travel in a header,
+        and, on an address other machines reach (as bound: the real one), no API token
+        or a token shorter than `MIN_REMOTE_TOKEN`."""
+        tokens = [
+            ("the API token", "a token", token),
+            ("the viewer token", "a viewer token", self._viewer_token()),
+        ]
+        for name, _, value in tokens:
+            if value is not None and not all("!" <= char <= "~" for char in value):
+                raise ServeError(f"{name} must be printable ASCII characters without spaces")
         for sock in self._sockets.values():
             if listeners.is_loopback(listeners.address_of(sock)[0]):
                 continue
@@ -517,11 +522,12 @@ class Daemon:
                     f"listening on {where} (not loopback) needs a token: set "
                     "EVERCRON_TOKEN or [daemon] token"
                 )
-            if len(token) < MIN_REMOTE_TOKEN:
-                raise ServeError(
-                    f"listening on {where} (not loopback) needs a token of at least "
-                    f"{MIN_REMOTE_TOKEN} characters (this one has {len(token)})"
-                )
+            for _, needed, value in tokens:
+                if value is not None and len(value) < MIN_REMOTE_TOKEN:
+                    raise ServeError(
+                        f"listening on {where} (not loopback) needs {needed} of at least "
+                        f"{MIN_REMOTE_TOKEN} characters (this one has {len(value)})"
+                    )
 
     def _inheritance(self) -> dict[str, int]:
         fds = {f"listen:{name}": sock.fileno() for name, sock in self._sockets.items()}
