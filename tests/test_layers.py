@@ -20,7 +20,7 @@ ALLOWED: dict[str, set[str]] = {
     "process": set(),
     "store": {"model", "cron", "units", "text"},
     "scheduler": {"model", "cron", "units", "process", "store"},
-    "server": {"model", "cron", "units", "scheduler", "store", "process", "text"},
+    "server": {"model", "cron", "units", "scheduler", "store", "process", "text", "timezones"},
     "daemon": {
         "model",
         "cron",
