@@ -168,3 +168,18 @@ def test_a_wrong_method_names_every_method_of_the_path(shared_daemon: DaemonProc
         assert response.status_code == 405, response.text
         assert response.headers["allow"] == allowed
         assert response.json() == {"error": "Method Not Allowed"}
+
+
+def test_query_times_are_iso_8601_never_unix_seconds(shared_daemon: DaemonProcess) -> None:
+    for path, params in (
+        ("/api/v1/runs", {"until": "0.5"}),
+        ("/api/v1/runs", {"since": "2024"}),
+        ("/api/v1/schedule/preview", {"expression": "@daily", "after": "1700000000"}),
+    ):
+        response = shared_daemon.http.get(path, params=params)
+        assert response.status_code == 422, (params, response.text)
+        (name,) = (key for key in params if key != "expression")
+        assert response.json() == {
+            "error": f"{name}: expected an ISO 8601 time like 2024-05-01T12:00:00Z"
+        }
+    assert shared_daemon.api("GET", "/api/v1/runs", params={"since": "2024-05-01"}) == []

@@ -16,6 +16,7 @@ from evercron.text import printable
 
 log = logging.getLogger("evercron.server")
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+_PLACES = ("body", "query", "path", "header", "cookie")
 
 
 class ApiError(Exception):
@@ -57,7 +58,10 @@ def install_error_handlers(app: FastAPI) -> None:
                 position = item.get("loc", ("body", "?"))[-1]
                 problems.append(f"the request body is not valid JSON (at character {position})")
                 continue
-            where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+            location = list(item.get("loc", ()))
+            if location and location[0] in _PLACES:  # where a request carries it: said once
+                location = location[1:]
+            where = ".".join(str(part) for part in location)
             if item.get("type") == "extra_forbidden":
                 problems.append(f"{where}: unknown field (the fields are in the API document)")
                 continue

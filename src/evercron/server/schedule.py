@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query
 from evercron.cron import CronSyntaxError, parse
 from evercron.scheduler.timing import local_zone
 from evercron.server.errors import ApiError
-from evercron.server.schemas import ErrorOut, FireTime, PreviewOut
+from evercron.server.schemas import ErrorOut, FireTime, IsoTime, PreviewOut
 from evercron.timezones import UnknownZone, load_zone
 
 router = APIRouter(prefix="/api/v1/schedule", tags=["schedule"])
@@ -26,7 +26,7 @@ async def preview(
     ] = None,
     count: Annotated[int, Query(ge=1, le=100, description="How many fire times")] = 5,
     after: Annotated[
-        dt.datetime | None, Query(description="Start after this instant (default: now)")
+        IsoTime | None, Query(description="Start after this instant (default: now)")
     ] = None,
 ) -> PreviewOut:
     """The expression's explanation and its next `count` fire times in `timezone`, each

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainValidator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator
 
 from evercron.model import JOB_NAME
 
@@ -43,6 +43,26 @@ Size = Annotated[
         json_schema_input_type=int | str,
     ),
 ]
+
+
+def _iso_text(value: object) -> object:
+    """Refuse what pydantic would read as a Unix time (a number, or text that is one):
+    an API time is ISO 8601."""
+    if not isinstance(value, str | dt.datetime) or _is_number(value):
+        raise ValueError("expected an ISO 8601 time like 2024-05-01T12:00:00Z")
+    return value
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+IsoTime = Annotated[dt.datetime, BeforeValidator(_iso_text)]
+"""A time as ISO 8601 text (without an offset: UTC), never a number of seconds."""
 
 
 class _JobSettings(BaseModel):
