@@ -14,11 +14,13 @@ SOURCE = Path(__file__).parent.parent / "src" / "evercron"
 ALLOWED: dict[str, set[str]] = {
     "cron": {"units"},
     "units": set(),
-    "model": {"cron", "process", "units"},
+    "text": set(),
+    "timezones": {"text"},
+    "model": {"cron", "process", "units", "text", "timezones"},
     "process": set(),
-    "store": {"model", "cron", "units"},
+    "store": {"model", "cron", "units", "text"},
     "scheduler": {"model", "cron", "units", "process", "store"},
-    "server": {"model", "cron", "units", "scheduler", "store", "process"},
+    "server": {"model", "cron", "units", "scheduler", "store", "process", "text", "timezones"},
     "daemon": {
         "model",
         "cron",
@@ -32,7 +34,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "config": {"model", "cron", "units", "crontab", "settings"},
     "settings": {"units"},
-    "crontab": {"cron"},
+    "crontab": {"cron", "timezones"},
 }
 
 

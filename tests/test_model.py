@@ -73,6 +73,26 @@ def test_values_in_user_spellings_and_round_trip() -> None:
         ({"enabled": "yes"}, "enabled: expected true or false"),
         ({"kill_mode": "all"}, 'kill_mode: "all"'),
         ({"colour": "blue"}, "unknown field(s): colour"),
+        ({"timeout": True}, "timeout: expected a duration"),
+        ({"timeout": 1e308}, "timeout: invalid duration 1e+308: at most 31536000s (a year)"),
+        ({"jitter": float("inf")}, "jitter: invalid duration inf: at most 31536000s"),
+        ({"retry_backoff": float("nan")}, "retry_backoff: invalid duration nan"),
+        ({"max_output": 10**30}, "max_output: invalid size 1000000000000000000000000000000: at"),
+        ({"max_output": 1.5}, "max_output: expected a size"),
+        ({"umask": 18.5}, 'umask: "18.5" is not an octal number'),
+        ({"umask": True}, 'umask: "True" is not an octal number'),
+        ({"limits": {"nofile": 2**63}}, "limits.nofile: expected a whole number from 0 to"),
+        ({"command": "echo \udfff"}, "command: is not valid Unicode text"),
+        ({"description": "\ud800"}, "description: is not valid Unicode text"),
+        ({"cwd": "/tmp/\udcff"}, "cwd: is not valid Unicode text"),
+        ({"shell": "/bin/\udfff"}, "shell: is not valid Unicode text"),
+        ({"schedule": "@daily\udfff"}, "schedule: is not valid Unicode text"),
+        ({"name": "\udfff"}, "name: is not valid Unicode text"),
+        ({"env": {"A": "\udfff"}}, "env: A is not valid Unicode text"),
+        ({"env": {"\udfff": "x"}}, 'env: "\\udfff" is not a variable name'),
+        ({"umask": "\udfff"}, 'umask: "\\udfff" is not an octal number'),
+        ({"concurrency": "\udfff"}, 'concurrency: "\\udfff" is not one of'),
+        ({"\udfff": 1}, "unknown field(s): \\udfff"),
     ],
 )
 def test_problems_name_the_field(change: dict[str, object], message: str) -> None:
@@ -80,6 +100,7 @@ def test_problems_name_the_field(change: dict[str, object], message: str) -> Non
     with pytest.raises(JobError) as caught:
         Job.from_mapping(data)
     assert message in str(caught.value)
+    str(caught.value).encode("utf-8")  # every message can be shown and sent as JSON
 
 
 def test_finished_statuses() -> None:

@@ -9,14 +9,15 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
-import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from evercron.cron import CronExpr, CronSyntaxError, parse
 from evercron.process.spec import DEFAULT_KILL_GRACE, DEFAULT_MAX_OUTPUT, DEFAULT_SHELL, LIMITS
-from evercron.units import parse_duration, parse_size
+from evercron.text import printable, text_problem
+from evercron.timezones import UnknownZone, load_zone
+from evercron.units import MAX_RESOURCE_LIMIT, parse_duration, parse_size
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 DEFAULT_MISFIRE_GRACE = 60.0
@@ -110,7 +111,7 @@ class Job:
     @property
     def zone(self) -> dt.tzinfo | None:
         """The job's time zone, or None for the system's."""
-        return zoneinfo.ZoneInfo(self.timezone) if self.timezone else None
+        return load_zone(self.timezone) if self.timezone else None
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "api") -> Job:
@@ -153,7 +154,11 @@ _KNOWN_FIELDS = frozenset(Job.__dataclass_fields__) - {"source"}
 
 
 class _JobReader:
-    """Reads one job from loosely typed input with precise messages."""
+    """Reads one job from loosely typed input with precise messages.
+
+    Every text value (names of env variables too) must be UTF-8 encodable and free of
+    NUL: the store, a process's arguments and environment and every JSON answer need
+    that. Text is checked before any message quotes it."""
 
     def __init__(self, data: Mapping[str, Any], source: str) -> None:
         self.data = data
@@ -163,7 +168,7 @@ class _JobReader:
         problems: list[str] = []
         unknown = sorted(set(self.data) - _KNOWN_FIELDS)
         if unknown:
-            problems.append(f"unknown field(s): {', '.join(unknown)}")
+            problems.append(f"unknown field(s): {printable(', '.join(map(str, unknown)))}")
         fields: dict[str, Any] = {}
         readers: dict[str, Callable[[], Any]] = {
             "name": self._name,
@@ -220,9 +225,9 @@ class _JobReader:
         timezone = self._optional_text("timezone")
         if timezone is not None:
             try:
-                zoneinfo.ZoneInfo(timezone)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise JobError(f'timezone: unknown time zone "{timezone}"') from None
+                load_zone(timezone)
+            except UnknownZone as error:
+                raise JobError(f"timezone: {error}") from None
         return timezone
 
     def _kill_mode(self) -> str:
@@ -239,8 +244,9 @@ class _JobReader:
             return ""
         if not isinstance(value, str):
             raise JobError(f"{key}: expected a string, got {type(value).__name__}")
-        if "\0" in value:
-            raise JobError(f"{key}: must not contain a NUL character")
+        problem = text_problem(value)
+        if problem is not None:
+            raise JobError(f"{key}: {problem}")
         return value
 
     def _optional_text(self, key: str) -> str | None:
@@ -297,7 +303,7 @@ class _JobReader:
             return kind(value)
         except ValueError:
             allowed = ", ".join(member.value for member in kind)
-            raise JobError(f'{key}: "{value}" is not one of {allowed}') from None
+            raise JobError(f'{key}: "{printable(str(value))}" is not one of {allowed}') from None
 
     def _env(self) -> dict[str, str]:
         value = self.data.get("env") or {}
@@ -306,10 +312,14 @@ class _JobReader:
         ):
             raise JobError("env: expected a table of strings")
         for name, text in value.items():
-            if not name or "=" in name or "\0" in name:
-                raise JobError(f'env: "{name}" is not a variable name (empty, "=" or NUL)')
-            if "\0" in text:
-                raise JobError(f"env: {name} must not contain a NUL character")
+            if not name or "=" in name or text_problem(name) is not None:
+                raise JobError(
+                    f'env: "{printable(name)}" is not a variable name (empty, "=", NUL or '
+                    "not valid Unicode)"
+                )
+            problem = text_problem(text)
+            if problem is not None:
+                raise JobError(f"env: {name} {problem}")
         return dict(value)
 
     def _umask(self) -> int | None:
@@ -317,9 +327,12 @@ class _JobReader:
         if value is None:
             return None
         try:
-            umask = int(value, 8) if isinstance(value, str) else int(value)
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise TypeError(value)
+            umask = int(value, 8) if isinstance(value, str) else value
         except (TypeError, ValueError):
-            raise JobError(f'umask: "{value}" is not an octal number like "022"') from None
+            shown = printable(str(value))
+            raise JobError(f'umask: "{shown}" is not an octal number like "022"') from None
         if not 0 <= umask <= 0o777:
             raise JobError(f'umask: "{value}" is out of range 000-777')
         return umask
@@ -331,9 +344,16 @@ class _JobReader:
         limits = {}
         for name, limit in value.items():
             if name not in LIMITS:
-                raise JobError(f'limits: unknown limit "{name}" (known: {", ".join(LIMITS)})')
-            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-                raise JobError(f"limits.{name}: expected a whole number >= 0")
+                known = ", ".join(LIMITS)
+                raise JobError(f'limits: unknown limit "{printable(str(name))}" (known: {known})')
+            if (
+                not isinstance(limit, int)
+                or isinstance(limit, bool)
+                or not 0 <= limit <= MAX_RESOURCE_LIMIT
+            ):
+                raise JobError(
+                    f"limits.{name}: expected a whole number from 0 to {MAX_RESOURCE_LIMIT}"
+                )
             limits[name] = limit
         return limits
 

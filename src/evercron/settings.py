@@ -18,6 +18,8 @@ from evercron.units import parse_duration
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8467
+MAX_COUNT = 1_000_000_000
+MAX_DAYS = 36_500  # a century
 
 
 class Kind(enum.Enum):
@@ -30,13 +32,13 @@ class Kind(enum.Enum):
     ADDRESS = "address"
     """HOST:PORT (IPv6 as [::1]:PORT)."""
     DURATION = "duration"
-    """Seconds, or a string like 1.5s, 90s, 2m, 1h30m; 0 or more."""
+    """Seconds, or a string like 1.5s, 90s, 2m, 1h30m; 0 or more, at most a year."""
     PERIOD = "period"
     """A duration of more than 0 seconds."""
     COUNT = "count"
-    """A whole number, at least 1."""
+    """A whole number, at least 1 (at most `MAX_COUNT`)."""
     DAYS = "days"
-    """A number of days, more than 0."""
+    """A number of days, more than 0 (at most `MAX_DAYS`)."""
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,8 @@ def default_state_dir() -> Path:
 def parse_listen(text: str) -> tuple[str, int]:
     """Split HOST:PORT (IPv6 as [::1]:PORT); raise ValueError with the reason."""
     host, separator, port_text = text.rpartition(":")
+    if "\0" in text:
+        raise ValueError("listen address: must not contain a NUL character")
     if not separator or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f'listen address "{text}": expected HOST:PORT with a port 0-65535')
     host = host.strip("[]") or DEFAULT_HOST
@@ -188,14 +192,18 @@ def _period(value: Any) -> float:
 
 
 def _count(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError("expected a whole number >= 1")
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_COUNT:
+        raise ValueError(f"expected a whole number from 1 to {MAX_COUNT}")
     return value
 
 
 def _days(value: Any) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-        raise ValueError("expected a number of days > 0")
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not 0 < value <= MAX_DAYS  # (NaN fails this too)
+    ):
+        raise ValueError(f"expected a number of days > 0, at most {MAX_DAYS}")
     return float(value)
 
 

@@ -60,6 +60,7 @@ from evercron.server.context import ApiContext, GenerationInfo
 from evercron.store import RetryPolicy, Store, open_store
 
 log = logging.getLogger("evercron.daemon")
+MIN_REMOTE_TOKEN = 16  # characters of a token that other machines can try to guess
 
 
 class ServeError(RuntimeError):
@@ -270,10 +271,11 @@ class Daemon:
             "start", f"pid {os.getpid()} generation {self.generation} on {url}", serving.started
         )
         log.info(
-            "evercron %s (generation %d) serving %s (%s, state dir %s, %d jobs)",
+            "evercron %s (generation %d) serving %s on %s (%s, state dir %s, %d jobs)",
             os.getpid(),
             self.generation,
             url,
+            ", ".join(listeners.shown_address(sock) for sock in sockets),
             store.description,
             self.state_dir,
             len(scheduler.next_fires),
@@ -501,13 +503,31 @@ class Daemon:
         return self.settings.viewer_token or os.environ.get("EVERCRON_VIEWER_TOKEN") or None
 
     def _check_token(self, token: str | None) -> None:
+        """Refuse a token (the API's or the viewer's) that cannot travel in a header,
+        and, on an address other machines reach (as bound: the real one), no API token
+        or a token shorter than `MIN_REMOTE_TOKEN`."""
+        tokens = [
+            ("the API token", "a token", token),
+            ("the viewer token", "a viewer token", self._viewer_token()),
+        ]
+        for name, _, value in tokens:
+            if value is not None and not all("!" <= char <= "~" for char in value):
+                raise ServeError(f"{name} must be printable ASCII characters without spaces")
         for sock in self._sockets.values():
-            host = listeners.address_of(sock)[0]
-            if token is None and not listeners.is_loopback(host):
+            if listeners.is_loopback(listeners.address_of(sock)[0]):
+                continue
+            where = listeners.shown_address(sock)
+            if token is None:
                 raise ServeError(
-                    f"listening on {host} (not loopback) needs a token: set "
+                    f"listening on {where} (not loopback) needs a token: set "
                     "EVERCRON_TOKEN or [daemon] token"
                 )
+            for _, needed, value in tokens:
+                if value is not None and len(value) < MIN_REMOTE_TOKEN:
+                    raise ServeError(
+                        f"listening on {where} (not loopback) needs {needed} of at least "
+                        f"{MIN_REMOTE_TOKEN} characters (this one has {len(value)})"
+                    )
 
     def _inheritance(self) -> dict[str, int]:
         fds = {f"listen:{name}": sock.fileno() for name, sock in self._sockets.items()}

@@ -3,18 +3,73 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+import math
+from collections.abc import Callable
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator
 
-Duration = float | str
-Size = int | str
+from evercron.model import JOB_NAME
+
+
+def _number_or_text(what: str, whole: bool) -> Callable[[object], float | str]:
+    """A validator that takes a string, or a number (an integer when `whole`) that is
+    finite and no boolean; anything else is refused as "expected `what`"."""
+
+    def validate(value: object) -> float | str:
+        if isinstance(value, str):
+            return value
+        kinds = int if whole else int | float
+        if isinstance(value, kinds) and not isinstance(value, bool):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"expected {what}, not {value}")
+            return value
+        raise ValueError(f"expected {what}")
+
+    return validate
+
+
+Duration = Annotated[
+    float | str,
+    PlainValidator(
+        _number_or_text("a duration: seconds or a string like 1.5s, 2m, 1h30m", whole=False),
+        json_schema_input_type=float | str,
+    ),
+]
+Size = Annotated[
+    int | str,
+    PlainValidator(
+        _number_or_text("a size: bytes or a string like 512KiB, 1MiB, 10MB", whole=True),
+        json_schema_input_type=int | str,
+    ),
+]
+
+
+def _iso_text(value: object) -> object:
+    """Refuse what pydantic would read as a Unix time (a number, or text that is one):
+    an API time is ISO 8601."""
+    if not isinstance(value, str | dt.datetime) or _is_number(value):
+        raise ValueError("expected an ISO 8601 time like 2024-05-01T12:00:00Z")
+    return value
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+IsoTime = Annotated[dt.datetime, BeforeValidator(_iso_text)]
+"""A time as ISO 8601 text (without an offset: UTC), never a number of seconds."""
 
 
 class _JobSettings(BaseModel):
-    """The optional fields of a job, shared by creation and change."""
+    """The optional fields of a job, shared by creation and change. Strict: JSON types
+    are never converted (`true` is no duration, `"yes"` no boolean, `1.0` no count)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     timezone: str | None = None
     timeout: Duration | None = None
@@ -43,16 +98,22 @@ class _JobSettings(BaseModel):
 class JobSpec(_JobSettings):
     """A job as clients send it (POST); durations as seconds or `1.5s`, `2m`, `1h30m`."""
 
-    name: str = Field(max_length=128)
-    schedule: str = Field(max_length=1000)
-    command: str = Field(max_length=100_000)
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        examples=["nightly-backup"],
+        # Documented here, checked (with a clearer message) where every job is read.
+        json_schema_extra={"pattern": f"^{JOB_NAME.pattern}$"},
+    )
+    schedule: str = Field(min_length=1, max_length=1000, examples=["0 3 * * *"])
+    command: str = Field(min_length=1, max_length=100_000, examples=["backup --all"])
 
 
 class JobPatch(_JobSettings):
     """Fields to change on an existing job (PATCH); absent fields stay as they are."""
 
-    schedule: str | None = Field(default=None, max_length=1000)
-    command: str | None = Field(default=None, max_length=100_000)
+    schedule: str | None = Field(default=None, min_length=1, max_length=1000)
+    command: str | None = Field(default=None, min_length=1, max_length=100_000)
 
 
 class JobOut(BaseModel):

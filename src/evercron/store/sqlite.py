@@ -7,6 +7,7 @@ meanwhile into one transaction; the SQL itself is `SqliteDatabase`'s.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from evercron.store.schema import MIGRATIONS, Migration
 from evercron.store.sqlite_database import SqliteDatabase
 from evercron.store.worker import StoreWorker
 
+log = logging.getLogger("evercron.store")
+
 
 class SqliteStore:
     """The `Store` of one SQLite file (see `evercron.store.api` for every promise)."""
@@ -34,6 +37,7 @@ class SqliteStore:
         self.path = Path(path)
         self._database = SqliteDatabase(self.path)
         self._worker = StoreWorker(self._database)
+        self._reported: set[BrokenJob] = set()  # broken job rows already logged
 
     @property
     def description(self) -> str:
@@ -54,8 +58,12 @@ class SqliteStore:
     # -- jobs ------------------------------------------------------------------------
 
     async def list_jobs(self) -> list[StoredJob]:
-        """See `Store.list_jobs`."""
+        """See `Store.list_jobs`; each row that does not read as a job is logged, once."""
         rows = await self._worker.call(self._database.job_rows, write=False)
+        for row in rows:
+            if isinstance(row, BrokenJob) and row not in self._reported:
+                self._reported.add(row)
+                log.warning("job %s left out of listings: %s", row.name, row.error)
         return [row for row in rows if isinstance(row, StoredJob)]
 
     async def broken_jobs(self) -> list[BrokenJob]:

@@ -33,6 +33,7 @@ from evercron.store.records import (
     StoreUnavailable,
 )
 from evercron.store.schema import MIGRATIONS, Migration
+from evercron.text import printable
 
 log = logging.getLogger("evercron.store")
 BUSY_TIMEOUT_MS = 5000
@@ -70,7 +71,11 @@ _RUN_COLUMNS = (
     "signal, pid, cpu_user, cpu_system, max_rss_kb, output_bytes, output_truncated, error, "
     "retry_of, owner"
 )
-_JOB_COLUMNS = "name, definition, source, paused, created_at, updated_at"
+# Name and definition as bytes: a row written by hand may hold text that is not UTF-8,
+# which sqlite3 would fail to decode for the whole query.
+_JOB_COLUMNS = (
+    "CAST(name AS BLOB), CAST(definition AS BLOB), source, paused, created_at, updated_at"
+)
 
 
 class SqliteDatabase:
@@ -213,6 +218,8 @@ class SqliteDatabase:
         for name, row in stored.items():
             from_file = isinstance(row, BrokenJob) or row.job.source != "api"
             if from_file and name not in wanted:
+                if isinstance(row, BrokenJob):
+                    log.warning("job %s removed: %s", name, row.error)
                 self.delete_job(name)
                 changed.append(name)
         for name, job in wanted.items():
@@ -490,11 +497,17 @@ def _definition(job: Job) -> str:
     return json.dumps(job.to_mapping(), sort_keys=True)
 
 
-def _job_row(row: tuple[str, str, str, int, str, str]) -> StoredJob | BrokenJob:
-    name, definition, source, paused, created_text, updated_text = row
+def _job_row(row: tuple[bytes, bytes, str, int, str, str]) -> StoredJob | BrokenJob:
+    raw_name, definition, source, paused, created_text, updated_text = row
+    name = printable(bytes(raw_name).decode("utf-8", "replace"))
     try:
-        job = Job.from_mapping(json.loads(definition), source=source)
-    except (JobError, ValueError, TypeError) as error:
+        data = json.loads(bytes(definition))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        job = Job.from_mapping(data, source=source)
+        if job.name != name:
+            raise ValueError(f'it names the job "{job.name}"')
+    except (JobError, ValueError, TypeError, RecursionError) as error:
         return BrokenJob(name, f"the stored definition cannot be read: {error}")
     created, updated = from_text(created_text), from_text(updated_text)
     assert created is not None and updated is not None
