@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from evercron.process import libc_spawn
-from evercron.process.cgroup import FORK_GATE, RunCgroup
+from evercron.process.cgroup import RunCgroup
 from evercron.process.descriptors import sealed
 from evercron.process.direct_line import DirectLine, Redirection, parse_direct
+from evercron.process.fork_gate import FORK_GATE
 from evercron.process.shell_exec import exec_form
 from evercron.process.short_memory import ShortMemory
 from evercron.process.spec import DEFAULT_SHELL, Command, Limit
