@@ -526,6 +526,9 @@ def _trampoline(cgroup: RunCgroup | None, held: bool, script: str | None = None)
         # A pooled group removed behind our back is made again (by whoever runs this).
         procs, group = shlex.quote(cgroup.procs_path), shlex.quote(str(cgroup.path))
         steps.append(f"[ -d {group} ] || mkdir -p {group}; echo $$ > {procs} || exit")
+        # Then the v1 groups that hold its limits (made with their limits: never again
+        # here, where they would have none).
+        steps.extend(f"echo $$ > {shlex.quote(procs)} || exit" for procs in cgroup.v1_procs)
     if held:
         steps.append("IFS= read -r _ || exit")
         steps.append("exec 0</dev/null")
