@@ -6,24 +6,33 @@ import datetime as dt
 
 from evercron.model import Job
 from evercron.process import Command, Tracking
+from evercron.process.leftovers import OWNER_VARIABLE
 
 
 def command_for(
-    job: Job, run_id: int, scheduled_at: dt.datetime, attempt: int, tracking: Tracking = "auto"
+    job: Job,
+    run_id: int,
+    scheduled_at: dt.datetime,
+    attempt: int,
+    tracking: Tracking = "auto",
+    owner: str | None = None,
 ) -> Command:
     """The command of one run of `job`, with the run's facts in its environment
-    (`EVERCRON_JOB`, `EVERCRON_SCHEDULED_AT`, `EVERCRON_ATTEMPT`; the runner adds
-    `EVERCRON_RUN_ID`)."""
+    (`EVERCRON_JOB`, `EVERCRON_SCHEDULED_AT`, `EVERCRON_ATTEMPT`, and `EVERCRON_OWNER`
+    naming the daemon process that starts it: with the run id, which the runner adds as
+    `EVERCRON_RUN_ID`, unique on the machine)."""
+    facts = {
+        "EVERCRON_JOB": job.name,
+        "EVERCRON_SCHEDULED_AT": scheduled_at.astimezone(dt.UTC).isoformat(),
+        "EVERCRON_ATTEMPT": str(attempt),
+    }
+    if owner is not None:
+        facts[OWNER_VARIABLE] = owner
     return Command(
         job.command,
         shell=job.shell,
         cwd=job.cwd,
-        env={
-            **job.env,
-            "EVERCRON_JOB": job.name,
-            "EVERCRON_SCHEDULED_AT": scheduled_at.astimezone(dt.UTC).isoformat(),
-            "EVERCRON_ATTEMPT": str(attempt),
-        },
+        env={**job.env, **facts},
         umask=job.umask,
         nice=job.nice,
         limits=dict(job.limits),

@@ -162,11 +162,14 @@ class FiringPath:
             firing.scheduled_at,
             firing.attempt,
             tracking="session" if crowded else "auto",
+            owner=self._owner,
         )
         release_at = release_time(firing, job, self._rng)
         mode = launch_mode(command, release_at, self._clock.time(), crowded)
         if crowded and mode is not LaunchMode.DIRECT:  # (rare: a command line that needs a shell)
-            command = command_for(job, outcome.run_id, firing.scheduled_at, firing.attempt)
+            command = command_for(
+                job, outcome.run_id, firing.scheduled_at, firing.attempt, owner=self._owner
+            )
         self._launcher.launch(
             Launch(
                 outcome.run_id,

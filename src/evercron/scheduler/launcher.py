@@ -301,6 +301,7 @@ class Launcher:
                 process.pid,
                 process.pid_start_ticks,
                 dt.datetime.fromtimestamp(began, dt.UTC),
+                process.cgroup_directories,
             ),
         )
         return released
