@@ -15,12 +15,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evercron.cron import CronExpr, CronSyntaxError, parse
-from evercron.process.spec import DEFAULT_KILL_GRACE, DEFAULT_MAX_OUTPUT, DEFAULT_SHELL, LIMITS
+from evercron.process.spec import (
+    DEFAULT_KILL_GRACE,
+    DEFAULT_MAX_OUTPUT,
+    DEFAULT_MAX_PROCESSES,
+    DEFAULT_SHELL,
+    LIMITS,
+    MAX_PROCESSES_LIMIT,
+)
 from evercron.units import parse_duration, parse_size
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 DEFAULT_MISFIRE_GRACE = 60.0
 MAX_CATCH_UP = 100
+MIN_MAX_MEMORY = 1024 * 1024  # below a MiB not even the shell that starts a command fits
 
 
 class RunStatus(enum.StrEnum):
@@ -78,7 +86,11 @@ class JobError(ValueError):
 @dataclass(frozen=True)
 class Job:
     """One scheduled command and its policies. Create with `Job.from_mapping` to validate
-    user input; the constructor trusts its arguments."""
+    user input; the constructor trusts its arguments.
+
+    `max_processes` (processes and threads at once) and `max_memory` (bytes, swap
+    included; None: no cap) limit each run through cgroups where the machine has the
+    controllers (`evercron.process.controllers`)."""
 
     name: str
     schedule: CronExpr
@@ -102,6 +114,8 @@ class Job:
     kill_grace: float = DEFAULT_KILL_GRACE
     kill_mode: str = "group"
     max_output: int = DEFAULT_MAX_OUTPUT
+    max_processes: int = DEFAULT_MAX_PROCESSES
+    max_memory: int | None = None
     log_output: bool = False
     enabled: bool = True
     description: str = ""
@@ -143,6 +157,8 @@ class Job:
             "kill_grace": self.kill_grace,
             "kill_mode": self.kill_mode,
             "max_output": self.max_output,
+            "max_processes": self.max_processes,
+            "max_memory": self.max_memory,
             "log_output": self.log_output,
             "enabled": self.enabled,
             "description": self.description,
@@ -188,6 +204,10 @@ class _JobReader:
             "kill_grace": lambda: self._duration("kill_grace", DEFAULT_KILL_GRACE) or 0.0,
             "kill_mode": self._kill_mode,
             "max_output": lambda: self._size("max_output", DEFAULT_MAX_OUTPUT),
+            "max_processes": lambda: self._integer(
+                "max_processes", DEFAULT_MAX_PROCESSES, 1, MAX_PROCESSES_LIMIT
+            ),
+            "max_memory": self._max_memory,
             "log_output": lambda: self._boolean("log_output", False),
             "enabled": lambda: self._boolean("enabled", True),
             "description": lambda: self._text("description"),
@@ -270,6 +290,14 @@ class _JobReader:
             return parse_size(value)
         except ValueError as error:
             raise JobError(f"{key}: {error}") from None
+
+    def _max_memory(self) -> int | None:
+        if self.data.get("max_memory") is None:
+            return None
+        size = self._size("max_memory", 0)
+        if size < MIN_MAX_MEMORY:
+            raise JobError(f"max_memory: must be at least 1MiB, got {size} bytes")
+        return size
 
     def _integer(self, key: str, default: int, low: int, high: int) -> int:
         value = self._optional_integer(key, low, high)

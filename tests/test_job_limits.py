@@ -1,0 +1,45 @@
+"""The job settings `max_processes` and `max_memory`: defaults, spellings, messages."""
+
+from __future__ import annotations
+
+import pytest
+
+from evercron.model import Job, JobError
+
+BASE = {"name": "j", "schedule": "@daily", "command": "true"}
+
+
+def test_every_job_is_capped_at_4096_processes_and_no_memory_by_default() -> None:
+    job = Job.from_mapping(BASE)
+    assert (job.max_processes, job.max_memory) == (4096, None)
+    assert job.to_mapping()["max_processes"] == 4096
+    assert job.to_mapping()["max_memory"] is None
+
+
+@pytest.mark.parametrize(
+    ("given", "memory"),
+    [("512MiB", 512 << 20), ("1GiB", 1 << 30), ("10MB", 10_000_000), (1 << 20, 1 << 20)],
+)
+def test_limits_in_user_spellings_round_trip(given: object, memory: int) -> None:
+    job = Job.from_mapping({**BASE, "max_processes": 50, "max_memory": given})
+    assert (job.max_processes, job.max_memory) == (50, memory)
+    assert Job.from_mapping(job.to_mapping()) == job
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"max_processes": 0}, "max_processes: expected a whole number from 1 to 4194304"),
+        ({"max_processes": 4194305}, "max_processes: expected a whole number from 1"),
+        ({"max_processes": 2.5}, "max_processes: expected a whole number"),
+        ({"max_processes": "50"}, "max_processes: expected a whole number"),
+        ({"max_processes": True}, "max_processes: expected a whole number"),
+        ({"max_memory": "lots"}, "max_memory: invalid size 'lots'"),
+        ({"max_memory": 1000}, "max_memory: must be at least 1MiB, got 1000 bytes"),
+        ({"max_memory": "0"}, "max_memory: must be at least 1MiB"),
+        ({"max_memory": False}, "max_memory: expected a size"),
+    ],
+)
+def test_bad_limits_are_refused_naming_the_field(change: dict[str, object], message: str) -> None:
+    with pytest.raises(JobError, match=message.replace("(", r"\(")):
+        Job.from_mapping({**BASE, **change})
