@@ -21,6 +21,7 @@ from evercron.process.spec import (
     DEFAULT_MAX_PROCESSES,
     DEFAULT_SHELL,
     LIMITS,
+    MAX_MEMORY_LIMIT,
     MAX_PROCESSES_LIMIT,
 )
 from evercron.units import parse_duration, parse_size
@@ -297,6 +298,8 @@ class _JobReader:
         size = self._size("max_memory", 0)
         if size < MIN_MAX_MEMORY:
             raise JobError(f"max_memory: must be at least 1MiB, got {size} bytes")
+        if size > MAX_MEMORY_LIMIT:
+            raise JobError(f"max_memory: must be at most {MAX_MEMORY_LIMIT} bytes (8EiB)")
         return size
 
     def _integer(self, key: str, default: int, low: int, high: int) -> int:

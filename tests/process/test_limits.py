@@ -239,6 +239,8 @@ class TestWithoutControllers:
             Command("true", max_processes=0)
         with pytest.raises(ValueError, match="max_memory must be"):
             Command("true", max_memory=-1)
+        with pytest.raises(ValueError, match="max_memory must be"):
+            Command("true", max_memory=2**63)
 
 
 class TestCgroupV2Controllers:

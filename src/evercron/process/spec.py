@@ -34,6 +34,8 @@ DEFAULT_MAX_PROCESSES = 4096
 """The daemon's default `max_processes` for a job (a `Command` has no cap by default)."""
 MAX_PROCESSES_LIMIT = 4_194_304
 """The highest `max_processes`: Linux's own limit on process ids (PID_MAX_LIMIT)."""
+MAX_MEMORY_LIMIT = 2**63 - 1
+"""The highest `max_memory` (the kernel reads larger numbers wrapped around)."""
 DEFAULT_MAX_OUTPUT = 1024 * 1024
 DEFAULT_SHELL = "/bin/sh"
 
@@ -124,8 +126,10 @@ class Command:
                 f"max_processes must be a whole number from 1 to {MAX_PROCESSES_LIMIT}, "
                 f"got {processes!r}"
             )
-        if memory is not None and not (isinstance(memory, int) and memory > 0):
-            raise ValueError(f"max_memory must be a number of bytes > 0, got {memory!r}")
+        if memory is not None and not (isinstance(memory, int) and 0 < memory <= MAX_MEMORY_LIMIT):
+            raise ValueError(
+                f"max_memory must be a number of bytes from 1 to {MAX_MEMORY_LIMIT}, got {memory!r}"
+            )
         if self.tracking != "auto" and (processes is not None or memory is not None):
             raise ValueError('max_processes and max_memory need tracking="auto" (a cgroup)')
 
