@@ -4,6 +4,7 @@ cgroups that hold the limits (made, pooled, re-limited, removed)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import subprocess
 import sys
@@ -14,9 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from evercron.process import Command, Result, Status, descriptors, run, start
+from evercron.process import Command, Result, Status, descriptors, run, runner, start
 from evercron.process.cgroup import CgroupRoot, discover, limit_support
-from evercron.process.controllers import MAX_MEMORY, MAX_PROCESSES, Controller, find_controllers
+from evercron.process.controllers import (
+    MAX_MEMORY,
+    MAX_PROCESSES,
+    Controller,
+    LimitSupport,
+    find_controllers,
+)
 from tests.markers import Marker
 
 MiB = 1024 * 1024
@@ -196,6 +203,38 @@ class TestLimitGroups:
             else:
                 seen.append(_limit_seen(root, pids, text.output.text(), "pids.max"))
         assert seen == ["5", "50", True if pids.v1_root else "max", "5"]
+
+    def test_a_v1_group_removed_behind_our_back_is_made_again(self) -> None:
+        root = _root(MAX_PROCESSES)
+        pids = root.support.controllers[MAX_PROCESSES]
+        if pids.v1_root is None:
+            pytest.skip("limits are in the cgroup v2 groups themselves here")
+        group = root.acquire(max_processes=7)
+        assert group is not None
+        root.release(group, empty=True)  # pooled with its limit: the next run gets it
+        pids.directory(group.path).rmdir()
+        result = asyncio.run(run(Command("cat /proc/self/cgroup", max_processes=7)))
+        assert result.status is Status.SUCCEEDED, result.output.text()
+        assert _limit_seen(root, pids, result.output.text(), "pids.max") == "7"
+
+    def test_a_limit_that_cannot_be_set_fails_the_start(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, marker: Marker
+    ) -> None:
+        # A v1 hierarchy that is not one (no limit file can be written there): the run
+        # must not go without its limit.
+        real = discover()
+        if real is None:
+            pytest.skip("no writable cgroup v2 here")
+        broken = Controller(MAX_PROCESSES, "pids", 1, tmp_path / "evercron-runs")
+        root = CgroupRoot(real.path, LimitSupport({MAX_PROCESSES: broken}, {}))
+        root._numbers = itertools.count(1_000_000)  # (names apart from the real root's)
+        monkeypatch.setattr(runner, "discover", lambda: root)
+        result = asyncio.run(run(Command(marker.sleep(), max_processes=7)))
+        assert (result.status, result.pid, result.exit_code) == (Status.FAILED, None, None)
+        assert result.error is not None
+        assert result.error.startswith("cannot set max_processes = 7 with cgroup v1 pids in ")
+        assert not (real.path / f"{root._prefix}-1000000").exists()  # removed again
+        root.close()
 
     def test_v1_groups_are_removed_with_the_pool_and_swept_after_their_owner(self) -> None:
         root = _root(MAX_PROCESSES)

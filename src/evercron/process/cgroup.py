@@ -249,27 +249,30 @@ class CgroupRoot:
             wanted[MAX_PROCESSES] = max_processes
         if max_memory is not None and MAX_MEMORY in controllers:
             wanted[MAX_MEMORY] = max_memory
-        key = (wanted.get(MAX_PROCESSES), wanted.get(MAX_MEMORY))
-        pooled = self._take(key)
+        pooled = self._take((wanted.get(MAX_PROCESSES), wanted.get(MAX_MEMORY)))
         if pooled is not None:  # (a group removed meanwhile is made again when joined)
-            group = RunCgroup(pooled[0], pooled[1], self, pooled[2])
-        else:
-            path = self.path / f"{self._prefix}-{next(self._numbers)}"
             try:
-                path.mkdir()
-            except OSError:
-                if wanted:
-                    raise LimitError(f"cannot make a cgroup for the run in {self.path}") from None
-                return None
-            group = RunCgroup(path, (0.0, 0.0), self)  # a new group has used no CPU yet
-        if controllers:
+                return self._limited(RunCgroup(pooled[0], pooled[1], self, pooled[2]), wanted)
+            except LimitError:
+                pass  # that one is removed: a new group may do
+        path = self.path / f"{self._prefix}-{next(self._numbers)}"
+        try:
+            path.mkdir()
+        except OSError as error:
+            if wanted:
+                message = f"cannot make a cgroup for the run in {self.path}: {error.strerror}"
+                raise LimitError(message) from None
+            return None
+        return self._limited(RunCgroup(path, (0.0, 0.0), self), wanted)  # (no CPU used yet)
+
+    def _limited(self, group: RunCgroup, wanted: dict[str, int]) -> RunCgroup:
+        """`group` with the limits `wanted` set; removed when they cannot be."""
+        if self.support.controllers:
             try:
-                group.v1_procs = group.limits.prepare(group.path, controllers, wanted)
+                group.v1_procs = group.limits.prepare(group.path, self.support.controllers, wanted)
             except LimitError:
                 _remove(group.path, group.limits)
-                if pooled is None:
-                    raise
-                return self.acquire(max_processes, max_memory)  # once more, with a new one
+                raise
             group.wanted = wanted
         return group
 

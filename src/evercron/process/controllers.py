@@ -181,7 +181,7 @@ class GroupLimits:
         if controller.v1_root is None:
             return group
         made = self._v1_dirs.get(controller.setting)
-        if made is not None:
+        if made is not None and os.path.isdir(made):  # (one stat: it may have been removed)
             return made
         directory = controller.directory(group)
         try:
