@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
+import json
+import sqlite3
+from pathlib import Path
+
 import pytest
 
 from evercron.model import Job, JobError
+from evercron.store.sqlite import SqliteStore
 
 BASE = {"name": "j", "schedule": "@daily", "command": "true"}
 
@@ -44,3 +51,26 @@ def test_limits_in_user_spellings_round_trip(given: object, memory: int) -> None
 def test_bad_limits_are_refused_naming_the_field(change: dict[str, object], message: str) -> None:
     with pytest.raises(JobError, match=message.replace("(", r"\(")):
         Job.from_mapping({**BASE, **change})
+
+
+def test_a_job_that_keeps_the_defaults_is_stored_as_older_releases_read_it(
+    tmp_path: Path,
+) -> None:
+    plain = Job.from_mapping({**BASE, "name": "plain"})
+    capped = Job.from_mapping({**BASE, "name": "capped", "max_memory": "64MiB"})
+
+    async def store_and_read() -> list[Job]:
+        store = SqliteStore(tmp_path / "evercron.db")
+        await store.migrate()
+        try:
+            for job in (plain, capped):
+                await store.put_job(job, dt.datetime.now(dt.UTC))
+            return [stored.job for stored in await store.list_jobs()]
+        finally:
+            await store.close()
+
+    assert asyncio.run(store_and_read()) == [capped, plain]  # read back equal
+    with sqlite3.connect(tmp_path / "evercron.db") as db:
+        stored = dict(db.execute("SELECT name, definition FROM jobs").fetchall())
+    assert not {"max_processes", "max_memory"} & set(json.loads(stored["plain"]))
+    assert json.loads(stored["capped"])["max_memory"] == 64 << 20

@@ -127,6 +127,16 @@ class Job:
         """The job's time zone, or None for the system's."""
         return zoneinfo.ZoneInfo(self.timezone) if self.timezone else None
 
+    def to_stored(self) -> dict[str, Any]:
+        """What the store keeps: `to_mapping()` without the settings added since the
+        store's first release where they are at their default (`from_mapping` reads
+        either back to an equal job)."""
+        return {
+            key: value
+            for key, value in self.to_mapping().items()
+            if key not in _ADDED_SETTINGS or value != _ADDED_SETTINGS[key]
+        }
+
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "api") -> Job:
         """Validate user input (config table or API body); raise `JobError` listing every
@@ -167,6 +177,10 @@ class Job:
 
 
 _KNOWN_FIELDS = frozenset(Job.__dataclass_fields__) - {"source"}
+_ADDED_SETTINGS: Mapping[str, Any] = {"max_processes": DEFAULT_MAX_PROCESSES, "max_memory": None}
+"""Settings added after the store's first release, with their defaults: a job stores them
+only when it changes them, so an older release (after a rollback) still reads every job
+that leaves them alone - its reader refuses fields it does not know."""
 
 
 class _JobReader:

@@ -496,7 +496,7 @@ def storable(text: str | None) -> str | None:
 
 
 def _definition(job: Job) -> str:
-    return json.dumps(job.to_mapping(), sort_keys=True)
+    return json.dumps(job.to_stored(), sort_keys=True)
 
 
 def _job_row(row: tuple[str, str, str, int, str, str]) -> StoredJob | BrokenJob:
