@@ -59,7 +59,7 @@ def test_status_says_how_each_limit_is_enforced(start_daemon: Any) -> None:
     shown = run_cli("status", "--state-dir", str(daemon.state_dir))
     assert shown.returncode == 0, shown.stderr
     for setting, how in expected.items():
-        assert f"  {setting}: {how}\n" in shown.stdout
+        assert f"  limit {setting}: {how}\n" in shown.stdout
     assert f"job limits: max_processes: {expected[MAX_PROCESSES]}" in daemon.log()
 
 

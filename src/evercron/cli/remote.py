@@ -275,7 +275,7 @@ def status_command(client: Client, as_json: bool) -> None:
             f"{generation['started_at']}, running runs: {running}"
         )
     for setting, how in data.get("limits", {}).items():
-        click.echo(f"  {setting}: {how}")
+        click.echo(f"  limit {setting}: {how}")
 
 
 @click.command("stop")
