@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evercron.cron import CronExpr, CronSyntaxError, parse
-from evercron.process.spec import DEFAULT_KILL_GRACE, DEFAULT_MAX_OUTPUT, DEFAULT_SHELL, LIMITS
+from evercron.process.spec import (
+    DEFAULT_KILL_GRACE,
+    DEFAULT_MAX_OUTPUT,
+    DEFAULT_MAX_PROCESSES,
+    DEFAULT_SHELL,
+    LIMITS,
+    MAX_MEMORY_LIMIT,
+    MAX_PROCESSES_LIMIT,
+)
 from evercron.text import printable, text_problem
 from evercron.timezones import UnknownZone, load_zone
 from evercron.units import MAX_RESOURCE_LIMIT, parse_duration, parse_size
@@ -22,6 +30,7 @@ from evercron.units import MAX_RESOURCE_LIMIT, parse_duration, parse_size
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 DEFAULT_MISFIRE_GRACE = 60.0
 MAX_CATCH_UP = 100
+MIN_MAX_MEMORY = 1024 * 1024  # below a MiB not even the shell that starts a command fits
 
 
 class RunStatus(enum.StrEnum):
@@ -79,7 +88,11 @@ class JobError(ValueError):
 @dataclass(frozen=True)
 class Job:
     """One scheduled command and its policies. Create with `Job.from_mapping` to validate
-    user input; the constructor trusts its arguments."""
+    user input; the constructor trusts its arguments.
+
+    `max_processes` (processes and threads at once) and `max_memory` (bytes, swap
+    included; None: no cap) limit each run through cgroups where the machine has the
+    controllers (`evercron.process.controllers`)."""
 
     name: str
     schedule: CronExpr
@@ -103,6 +116,8 @@ class Job:
     kill_grace: float = DEFAULT_KILL_GRACE
     kill_mode: str = "group"
     max_output: int = DEFAULT_MAX_OUTPUT
+    max_processes: int = DEFAULT_MAX_PROCESSES
+    max_memory: int | None = None
     log_output: bool = False
     enabled: bool = True
     description: str = ""
@@ -112,6 +127,16 @@ class Job:
     def zone(self) -> dt.tzinfo | None:
         """The job's time zone, or None for the system's."""
         return load_zone(self.timezone) if self.timezone else None
+
+    def to_stored(self) -> dict[str, Any]:
+        """What the store keeps: `to_mapping()` without the settings added since the
+        store's first release where they are at their default (`from_mapping` reads
+        either back to an equal job)."""
+        return {
+            key: value
+            for key, value in self.to_mapping().items()
+            if key not in _ADDED_SETTINGS or value != _ADDED_SETTINGS[key]
+        }
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "api") -> Job:
@@ -144,6 +169,8 @@ class Job:
             "kill_grace": self.kill_grace,
             "kill_mode": self.kill_mode,
             "max_output": self.max_output,
+            "max_processes": self.max_processes,
+            "max_memory": self.max_memory,
             "log_output": self.log_output,
             "enabled": self.enabled,
             "description": self.description,
@@ -151,6 +178,10 @@ class Job:
 
 
 _KNOWN_FIELDS = frozenset(Job.__dataclass_fields__) - {"source"}
+_ADDED_SETTINGS: Mapping[str, Any] = {"max_processes": DEFAULT_MAX_PROCESSES, "max_memory": None}
+"""Settings added after the store's first release, with their defaults: a job stores them
+only when it changes them, so an older release (after a rollback) still reads every job
+that leaves them alone - its reader refuses fields it does not know."""
 
 
 class _JobReader:
@@ -193,6 +224,10 @@ class _JobReader:
             "kill_grace": lambda: self._duration("kill_grace", DEFAULT_KILL_GRACE) or 0.0,
             "kill_mode": self._kill_mode,
             "max_output": lambda: self._size("max_output", DEFAULT_MAX_OUTPUT),
+            "max_processes": lambda: self._integer(
+                "max_processes", DEFAULT_MAX_PROCESSES, 1, MAX_PROCESSES_LIMIT
+            ),
+            "max_memory": self._max_memory,
             "log_output": lambda: self._boolean("log_output", False),
             "enabled": lambda: self._boolean("enabled", True),
             "description": lambda: self._text("description"),
@@ -276,6 +311,16 @@ class _JobReader:
             return parse_size(value)
         except ValueError as error:
             raise JobError(f"{key}: {error}") from None
+
+    def _max_memory(self) -> int | None:
+        if self.data.get("max_memory") is None:
+            return None
+        size = self._size("max_memory", 0)
+        if size < MIN_MAX_MEMORY:
+            raise JobError(f"max_memory: must be at least 1MiB, got {size} bytes")
+        if size > MAX_MEMORY_LIMIT:
+            raise JobError(f"max_memory: must be at most {MAX_MEMORY_LIMIT} bytes (8EiB)")
+        return size
 
     def _integer(self, key: str, default: int, low: int, high: int) -> int:
         value = self._optional_integer(key, low, high)

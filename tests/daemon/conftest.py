@@ -20,6 +20,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
+from evercron.process.cgroup import discover
+
 
 class DaemonProcess:
     """One daemon process under test, with an authenticated API client."""
@@ -184,6 +186,9 @@ def end_daemon(daemon: DaemonProcess) -> None:
         wait_gone(pid)
     daemon.http.close()
     daemon._log.close()
+    root = discover()
+    if root is not None:  # the run cgroups of the daemons killed (a stop removes its own)
+        root.sweep()
 
 
 def daemons_of(state_dir: Path) -> list[int]:

@@ -24,7 +24,8 @@ from evercron.process import (
     runner,
     start,
 )
-from evercron.process.cgroup import FORK_GATE, discover
+from evercron.process.cgroup import discover
+from evercron.process.fork_gate import FORK_GATE
 from evercron.process.procfs import ProcStat, read_stat, started_at_ticks
 from evercron.process.reaper import reaper
 from tests.markers import Marker, zombie_children

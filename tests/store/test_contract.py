@@ -199,6 +199,16 @@ class TestRuns:
         assert run.finished_at == at(3) and run.started_at == NOW
         assert await store.running() == []
 
+    async def test_the_cgroups_of_a_run_are_kept_for_recovery(self, store: Store) -> None:
+        plain = await claim_one(store, Claim("backup", NOW, Trigger.MANUAL))
+        grouped = await claim_one(store, Claim("backup", NOW, Trigger.MANUAL))
+        assert plain is not None and grouped is not None
+        await store.mark_started(plain, 10, 1, NOW)
+        groups = ("/sys/fs/cgroup/unified/evercron-runs/7-8-9", "/sys/fs/cgroup/pids/x y/7-8-9")
+        await store.mark_started(grouped, 11, 2, NOW, groups)
+        running = {r.run.id: r.cgroups for r in await store.running()}
+        assert running == {plain: (), grouped: groups}
+
     async def test_a_finished_run_is_not_finished_again(self, store: Store) -> None:
         run_id = await claim_one(store, Claim("backup", NOW, Trigger.SCHEDULE))
         assert run_id is not None

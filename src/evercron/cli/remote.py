@@ -313,6 +313,8 @@ def status_command(client: Client, as_json: bool) -> None:
             f"{generation['pid']}, version {generation['version']}, since "
             f"{generation['started_at']}, running runs: {running}"
         )
+    for setting, how in data.get("limits", {}).items():
+        click.echo(f"  limit {setting}: {how}")
 
 
 @click.command("stop")

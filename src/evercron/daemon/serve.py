@@ -51,6 +51,7 @@ from evercron.daemon.lost import recover_lost_runs
 from evercron.daemon.notify import Notifier
 from evercron.daemon.signals import SignalRouter
 from evercron.daemon.upgrade import Handover, Predecessor, UpgradeBusy, UpgradeError, Upgrader
+from evercron.process.cgroup import limit_support
 from evercron.process.descriptors import seal_inherited_descriptors
 from evercron.process.procfs import read_stat
 from evercron.scheduler import Scheduler
@@ -210,6 +211,7 @@ class Daemon:
                 owner_alive=lambda owner: state.owner_is_alive(self.state_dir, owner),
             )
             await scheduler.load()
+            await self._log_limits(store, scheduler)
         except Exception as error:
             await store.close()
             raise ServeError(str(error)) from None
@@ -549,6 +551,13 @@ class Daemon:
         for run_id in await recover_lost_runs(store, self.state_dir):
             await store.add_event("lost", f"run {run_id}", now)
         return await store.reconcile_jobs(self.options.config.jobs, now)
+
+    async def _log_limits(self, store: Store, scheduler: Scheduler) -> None:
+        """Say how job limits are enforced here, and which jobs set one that is not."""
+        how = limit_support().describe()  # (also sweeps groups left by dead daemons)
+        log.info("job limits: %s", "; ".join(f"{key}: {value}" for key, value in how.items()))
+        for stored in await store.list_jobs():
+            scheduler.launcher.unenforced.check(stored.job)
 
     def _publish(self, url: str, token: str, started: dt.datetime) -> None:
         state.write_address(self.state_dir, url, token)

@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from evercron.process import libc_spawn
-from evercron.process.cgroup import FORK_GATE, RunCgroup
+from evercron.process.cgroup import RunCgroup
 from evercron.process.descriptors import sealed
 from evercron.process.direct_line import DirectLine, Redirection, parse_direct
+from evercron.process.fork_gate import FORK_GATE
 from evercron.process.shell_exec import exec_form
 from evercron.process.short_memory import ShortMemory
 from evercron.process.spec import DEFAULT_SHELL, Command, Limit
@@ -525,6 +526,9 @@ def _trampoline(cgroup: RunCgroup | None, held: bool, script: str | None = None)
         # A pooled group removed behind our back is made again (by whoever runs this).
         procs, group = shlex.quote(cgroup.procs_path), shlex.quote(str(cgroup.path))
         steps.append(f"[ -d {group} ] || mkdir -p {group}; echo $$ > {procs} || exit")
+        # Then the v1 groups that hold its limits (made with their limits: never again
+        # here, where they would have none).
+        steps.extend(f"echo $$ > {shlex.quote(procs)} || exit" for procs in cgroup.v1_procs)
     if held:
         steps.append("IFS= read -r _ || exit")
         steps.append("exec 0</dev/null")

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 
 from evercron.model import Concurrency, Job, RunStatus, Trigger
 from evercron.scheduler.clock import Clock
-from evercron.scheduler.command import command_for
+from evercron.scheduler.command import command_for, own_limits
 from evercron.scheduler.launcher import Launch, Launcher, LaunchMode, launch_mode
 from evercron.store import Claim, Claimed, RetryPolicy, Store, StoredJob, persist
 
@@ -156,17 +156,23 @@ class FiringPath:
         for other in outcome.replaced:
             self._launcher.kill(other)  # (another process's are asked through the store)
         job = stored.job
+        # A crowded instant's shell-free start has no cgroup: only the default cap on
+        # processes is given up for it (a job's own limits keep the usual start).
+        crowded = crowded and not own_limits(job)
         command = command_for(
             job,
             outcome.run_id,
             firing.scheduled_at,
             firing.attempt,
             tracking="session" if crowded else "auto",
+            owner=self._owner,
         )
         release_at = release_time(firing, job, self._rng)
         mode = launch_mode(command, release_at, self._clock.time(), crowded)
         if crowded and mode is not LaunchMode.DIRECT:  # (rare: a command line that needs a shell)
-            command = command_for(job, outcome.run_id, firing.scheduled_at, firing.attempt)
+            command = command_for(
+                job, outcome.run_id, firing.scheduled_at, firing.attempt, owner=self._owner
+            )
         self._launcher.launch(
             Launch(
                 outcome.run_id,

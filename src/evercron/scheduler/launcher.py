@@ -18,6 +18,7 @@ from evercron.model import Job, RunStatus, Trigger
 from evercron.process import Command, HeldGroup, Result, RunningProcess, start
 from evercron.process.spawn import runs_without_shell
 from evercron.scheduler.clock import Clock
+from evercron.scheduler.command import UnenforcedLimits
 from evercron.scheduler.lag import LagMonitor
 from evercron.scheduler.live import LiveOutput
 from evercron.scheduler.output import OutputSink
@@ -115,11 +116,14 @@ class Launcher:
         self._spawning = asyncio.Semaphore(_SPAWNING)
         self.lag = LagMonitor()
         """How late scheduled firings start (and how many were missed)."""
+        self.unenforced = UnenforcedLimits()
+        """Tells once of each job limit this machine cannot enforce."""
 
     # -- the interface -----------------------------------------------------------------
 
     def launch(self, launch: Launch) -> None:
         """Run `launch` in the background until its result is recorded."""
+        self.unenforced.check(launch.job)
         self.running[launch.run_id] = (launch, None)
         self._live.begin(launch.run_id)
         if launch.mode is LaunchMode.DIRECT:
@@ -301,6 +305,7 @@ class Launcher:
                 process.pid,
                 process.pid_start_ticks,
                 dt.datetime.fromtimestamp(began, dt.UTC),
+                process.cgroup_directories,
             ),
         )
         return released

@@ -90,6 +90,12 @@ class _JobSettings(BaseModel):
     kill_grace: Duration | None = None
     kill_mode: Literal["group", "main"] | None = None
     max_output: Size | None = None
+    max_processes: int | None = Field(
+        default=None, description="Processes (and threads) a run may have at once; 4096"
+    )
+    max_memory: Size | None = Field(
+        default=None, description="Memory of a run, swap included, e.g. 512MiB; no cap"
+    )
     log_output: bool | None = None
     enabled: bool | None = None
     description: str | None = Field(default=None, max_length=10_000)
@@ -141,6 +147,8 @@ class JobOut(BaseModel):
     kill_grace: float
     kill_mode: str
     max_output: int
+    max_processes: int
+    max_memory: int | None = Field(description="Bytes; null: no cap")
     log_output: bool
     enabled: bool
     description: str
@@ -177,7 +185,11 @@ class RunOut(BaseModel):
     )
     output_bytes: int = Field(description="Everything the command wrote, kept or not")
     output_truncated: bool = Field(description="Whether the middle of the output was dropped")
-    error: str | None = Field(description="Why it failed to start, was skipped or was lost")
+    error: str | None = Field(
+        description="Why it failed to start, was skipped or was lost (and what was done "
+        "with its leftovers), or what its limits did: processes killed for exceeding "
+        "max_memory, forks refused at max_processes"
+    )
     retry_of: int | None = Field(description="The original run of a retry")
 
 
@@ -203,6 +215,15 @@ class UpgradeOut(BaseModel):
     handover_seconds: float
 
 
+class LimitsOut(BaseModel):
+    """How this machine enforces each job limit: "cgroup v2 pids", "cgroup v1 pids",
+    "cgroup v2 memory", "cgroup v1 memory", or "unavailable: <why>" (jobs then run
+    without it, and the log says so once per job that sets it)."""
+
+    max_processes: str
+    max_memory: str
+
+
 class StatusOut(BaseModel):
     """The daemon's state."""
 
@@ -219,6 +240,7 @@ class StatusOut(BaseModel):
     access: Literal["full", "read-only"] = Field(
         description="What this request's token may do: read-only for the viewer token"
     )
+    limits: LimitsOut
 
 
 class ErrorOut(BaseModel):

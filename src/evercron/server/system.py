@@ -17,11 +17,12 @@ from prometheus_client import (
 
 from evercron import __version__
 from evercron.model import RunStatus
+from evercron.process.cgroup import limit_support
 from evercron.scheduler.timing import local_zone
 from evercron.server.access import access_of
 from evercron.server.context import UpgradeRefused, context_of
 from evercron.server.errors import ApiError
-from evercron.server.schemas import ErrorOut, Generation, StatusOut, UpgradeOut
+from evercron.server.schemas import ErrorOut, Generation, LimitsOut, StatusOut, UpgradeOut
 from evercron.store import RunQuery
 
 router = APIRouter(tags=["daemon"])
@@ -30,8 +31,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code i
 
 @router.get("/api/v1/status", response_model=StatusOut, responses=_ERRORS)
 async def status(request: Request) -> StatusOut:
-    """Version, uptime, jobs, running runs and the daemon generations: the serving one
-    and any still draining after an upgrade, each with its running runs."""
+    """Version, uptime, jobs, running runs, the daemon generations (the serving one and
+    any still draining after an upgrade, each with its running runs) and how this
+    machine enforces job limits."""
     context = context_of(request)
     jobs, paused = await context.store.job_counts()
     running = sorted(context.jobs.running_runs())
@@ -59,6 +61,7 @@ async def status(request: Request) -> StatusOut:
         generations=generations,
         timezone=str(local_zone()),
         access=access_of(request),
+        limits=LimitsOut(**limit_support().describe()),
     )
 
 

@@ -98,9 +98,15 @@ class Store(Protocol):
         ...
 
     async def mark_started(
-        self, run_id: int, pid: int | None, pid_start_ticks: int | None, started_at: dt.datetime
+        self,
+        run_id: int,
+        pid: int | None,
+        pid_start_ticks: int | None,
+        started_at: dt.datetime,
+        cgroups: Sequence[str] = (),
     ) -> None:
-        """Record the process of a claimed run."""
+        """Record the process of a claimed run, and the cgroup directories it runs in
+        (`RunningRun.cgroups`: what ends a lost run's whole tree)."""
         ...
 
     async def finish(self, run_id: int, end: RunEnd) -> bool:

@@ -120,6 +120,8 @@ class RunningRun:
 
     run: Run
     pid_start_ticks: int | None
+    cgroups: tuple[str, ...] = ()
+    """The cgroup directories recorded by `Store.mark_started`."""
 
 
 @dataclass(frozen=True)

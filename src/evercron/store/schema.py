@@ -102,4 +102,6 @@ MIGRATIONS: list[Migration] = [
     CREATE INDEX runs_running ON runs (job) WHERE status = 'running';
     CREATE UNIQUE INDEX runs_exclusive ON runs (job) WHERE status = 'running' AND exclusive = 1
     """),
+    # 5: the cgroup directories of each run (one per line), for ending a lost run's tree.
+    Migration("ALTER TABLE runs ADD COLUMN cgroups TEXT"),
 ]

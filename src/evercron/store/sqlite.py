@@ -104,11 +104,22 @@ class SqliteStore:
         return await self._worker.call(self._database.claim, claims, owner, now, write=True)
 
     async def mark_started(
-        self, run_id: int, pid: int | None, pid_start_ticks: int | None, started_at: dt.datetime
+        self,
+        run_id: int,
+        pid: int | None,
+        pid_start_ticks: int | None,
+        started_at: dt.datetime,
+        cgroups: Sequence[str] = (),
     ) -> None:
         """See `Store.mark_started`."""
         await self._worker.call(
-            self._database.mark_started, run_id, pid, pid_start_ticks, started_at, write=True
+            self._database.mark_started,
+            run_id,
+            pid,
+            pid_start_ticks,
+            started_at,
+            cgroups,
+            write=True,
         )
 
     async def finish(self, run_id: int, end: RunEnd) -> bool:

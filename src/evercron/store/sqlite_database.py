@@ -284,12 +284,18 @@ class SqliteDatabase:
         return Claimed(run_id, RunStatus.RUNNING, None, replaced)
 
     def mark_started(
-        self, run_id: int, pid: int | None, pid_start_ticks: int | None, started_at: dt.datetime
+        self,
+        run_id: int,
+        pid: int | None,
+        pid_start_ticks: int | None,
+        started_at: dt.datetime,
+        cgroups: Sequence[str] = (),
     ) -> None:
-        """See `Store.mark_started`."""
+        """See `Store.mark_started` (the cgroups one per line)."""
         self._db.execute(
-            "UPDATE runs SET pid = ?, pid_start_ticks = ?, started_at = ? WHERE id = ?",
-            (pid, pid_start_ticks, to_text(started_at), run_id),
+            "UPDATE runs SET pid = ?, pid_start_ticks = ?, started_at = ?, cgroups = ? "
+            "WHERE id = ?",
+            (pid, pid_start_ticks, to_text(started_at), "\n".join(cgroups) or None, run_id),
         )
 
     def finish(self, run_id: int, end: RunEnd) -> bool:
@@ -380,11 +386,14 @@ class SqliteDatabase:
     def running(self, owner: str | None = None) -> list[RunningRun]:
         """See `Store.running`."""
         rows = self._db.execute(
-            f"SELECT {_RUN_COLUMNS}, pid_start_ticks FROM runs WHERE status = ?"
+            f"SELECT {_RUN_COLUMNS}, pid_start_ticks, cgroups FROM runs WHERE status = ?"
             + (" AND owner = ?" if owner is not None else ""),
             (_RUNNING,) + ((owner,) if owner is not None else ()),
         ).fetchall()
-        return [RunningRun(_run(row[:-1]), row[-1]) for row in rows]
+        return [
+            RunningRun(_run(row[:-2]), row[-2], tuple(row[-1].split("\n")) if row[-1] else ())
+            for row in rows
+        ]
 
     def request_kill(self, run_id: int, at: dt.datetime) -> bool:
         """See `Store.request_kill`."""
@@ -494,7 +503,7 @@ def storable(text: str | None) -> str | None:
 
 
 def _definition(job: Job) -> str:
-    return json.dumps(job.to_mapping(), sort_keys=True)
+    return json.dumps(job.to_stored(), sort_keys=True)
 
 
 def _job_row(row: tuple[bytes, bytes, str, int, str, str]) -> StoredJob | BrokenJob:
