@@ -301,25 +301,24 @@ class _JobReader:
             raise JobError(f"{key}: must be more than 0")
         return seconds
 
-    def _size(self, key: str, default: int) -> int:
+    def _size(self, key: str, default: int, at_most: int | None = None) -> int:
         value = self.data.get(key)
         if value is None:
             return default
         if not isinstance(value, str | int) or isinstance(value, bool):
             raise JobError(f"{key}: expected a size like 512KiB, 1MiB, 10MB")
         try:
-            return parse_size(value)
+            return parse_size(value) if at_most is None else parse_size(value, at_most)
         except ValueError as error:
             raise JobError(f"{key}: {error}") from None
 
     def _max_memory(self) -> int | None:
         if self.data.get("max_memory") is None:
             return None
-        size = self._size("max_memory", 0)
+        # A memory limit may well be above the 1 GiB that bounds other sizes.
+        size = self._size("max_memory", 0, at_most=MAX_MEMORY_LIMIT)
         if size < MIN_MAX_MEMORY:
             raise JobError(f"max_memory: must be at least 1MiB, got {size} bytes")
-        if size > MAX_MEMORY_LIMIT:
-            raise JobError(f"max_memory: must be at most {MAX_MEMORY_LIMIT} bytes (8EiB)")
         return size
 
     def _integer(self, key: str, default: int, low: int, high: int) -> int:
