@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
-from evercron.model import Concurrency, Job, JobError, Misfire, RunStatus
+from evercron.model import (
+    Concurrency,
+    EventFact,
+    Job,
+    JobError,
+    Misfire,
+    NotifyEvent,
+    RunStatus,
+    result_events,
+)
 
 
 def test_defaults_follow_the_design() -> None:
@@ -22,6 +33,7 @@ def test_values_in_user_spellings_and_round_trip() -> None:
         "command": "backup --all",
         "timezone": "Europe/Berlin",
         "timeout": "1h30m",
+        "warn_after": "20m",
         "concurrency": "replace",
         "misfire": "run-all",
         "misfire_grace": "5m",
@@ -41,6 +53,7 @@ def test_values_in_user_spellings_and_round_trip() -> None:
         "description": "d",
     }
     job = Job.from_mapping(data)
+    assert job.warn_after == 1200
     assert job.timeout == 5400 and job.misfire_grace == 300 and job.umask == 0o027
     assert job.max_output == 512 * 1024 and job.kill_mode == "main"
     assert Job.from_mapping(job.to_mapping()) == job
@@ -56,6 +69,8 @@ def test_values_in_user_spellings_and_round_trip() -> None:
         ({"timezone": "Mars/Base"}, 'unknown time zone "Mars/Base"'),
         ({"timeout": "soon"}, "timeout: invalid duration"),
         ({"timeout": 0}, "timeout: must be more than 0"),
+        ({"warn_after": "-1s"}, "warn_after"),
+        ({"warn_after": 0}, "warn_after: must be more than 0"),
         ({"concurrency": "maybe"}, 'concurrency: "maybe" is not one of allow, forbid, replace'),
         ({"misfire": "never"}, "misfire:"),
         ({"retries": -1}, "retries: expected a whole number from 0 to 100"),
@@ -106,3 +121,46 @@ def test_problems_name_the_field(change: dict[str, object], message: str) -> Non
 def test_finished_statuses() -> None:
     assert not RunStatus.RUNNING.finished
     assert all(s.finished for s in RunStatus if s is not RunStatus.RUNNING)
+
+
+class TestResultEvents:
+    """Which events a result makes, given the job's previous outcome: state changes are
+    new, repeats are marked so default channels stay quiet."""
+
+    F, S = RunStatus.FAILED, RunStatus.SUCCEEDED
+
+    @pytest.mark.parametrize(
+        ("status", "previous", "facts"),
+        [
+            (S, None, [EventFact(NotifyEvent.SUCCEEDED)]),
+            (S, S, [EventFact(NotifyEvent.SUCCEEDED, repeat=True)]),
+            (S, F, [EventFact(NotifyEvent.SUCCEEDED), EventFact(NotifyEvent.RECOVERED)]),
+            (
+                S,
+                RunStatus.TIMED_OUT,
+                [EventFact(NotifyEvent.SUCCEEDED), EventFact(NotifyEvent.RECOVERED)],
+            ),
+            (F, None, [EventFact(NotifyEvent.FAILED)]),
+            (F, S, [EventFact(NotifyEvent.FAILED)]),
+            (F, F, [EventFact(NotifyEvent.FAILED, repeat=True)]),
+            (RunStatus.KILLED, RunStatus.TIMED_OUT, [EventFact(NotifyEvent.FAILED, repeat=True)]),
+            (RunStatus.TIMED_OUT, S, [EventFact(NotifyEvent.FAILED)]),
+            (RunStatus.LOST, F, [EventFact(NotifyEvent.LOST)]),
+            (RunStatus.SKIPPED, S, [EventFact(NotifyEvent.MISSED)]),
+            (RunStatus.RUNNING, S, []),
+        ],
+    )
+    def test_events(
+        self, status: RunStatus, previous: RunStatus | None, facts: list[EventFact]
+    ) -> None:
+        assert result_events(status, previous) == facts
+
+    def test_ten_failures_are_one_change_then_a_recovery(self) -> None:
+        history = [self.S] + [self.F] * 10 + [self.S]
+        new = [
+            fact.event
+            for previous, status in itertools.pairwise(history)
+            for fact in result_events(status, previous)
+            if not fact.repeat
+        ]
+        assert new == [NotifyEvent.FAILED, NotifyEvent.SUCCEEDED, NotifyEvent.RECOVERED]

@@ -99,6 +99,7 @@ class Job:
     command: str
     timezone: str | None = None
     timeout: float | None = None
+    warn_after: float | None = None
     concurrency: Concurrency = Concurrency.FORBID
     misfire: Misfire = Misfire.RUN_ONCE
     misfire_grace: float = DEFAULT_MISFIRE_GRACE
@@ -152,6 +153,7 @@ class Job:
             "command": self.command,
             "timezone": self.timezone,
             "timeout": self.timeout,
+            "warn_after": self.warn_after,
             "concurrency": str(self.concurrency),
             "misfire": str(self.misfire),
             "misfire_grace": self.misfire_grace,
@@ -207,6 +209,7 @@ class _JobReader:
             "command": lambda: self._text("command", required=True),
             "timezone": self._timezone,
             "timeout": lambda: self._duration("timeout", None, positive=True),
+            "warn_after": lambda: self._duration("warn_after", None, positive=True),
             "concurrency": lambda: self._choice("concurrency", Concurrency, Concurrency.FORBID),
             "misfire": lambda: self._choice("misfire", Misfire, Misfire.RUN_ONCE),
             "misfire_grace": lambda: self._duration("misfire_grace", DEFAULT_MISFIRE_GRACE) or 0.0,
@@ -425,3 +428,57 @@ class Run:
     error: str | None = None
     retry_of: int | None = None
     owner: str | None = None
+
+
+class NotifyEvent(enum.StrEnum):
+    """What a notification reports about a run."""
+
+    FAILED = "failed"
+    """It ended failed, timed_out or killed."""
+    RECOVERED = "recovered"
+    """It succeeded and the job's previous outcome was a failure."""
+    SUCCEEDED = "succeeded"
+    STARTED = "started"
+    LOST = "lost"
+    """The daemon process that ran it died."""
+    MISSED = "missed"
+    """A firing was recorded skipped (missed, overlap refused, the daemon stopping)."""
+    OVERDUE = "overdue"
+    """It is still running past its job's `warn_after` (once per run)."""
+
+
+FAILURES = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.KILLED})
+OUTCOMES = FAILURES | {RunStatus.SUCCEEDED}
+"""The statuses that set a job's state for notifications (`lost` and `skipped` do not:
+the daemon, not the command, decided those)."""
+
+
+@dataclass(frozen=True)
+class EventFact:
+    """One event a run's result makes. `repeat` says the outcome is the same as the job's
+    previous one: channels that notify on state changes (the default) leave it out."""
+
+    event: NotifyEvent
+    repeat: bool = False
+
+
+def result_events(status: RunStatus, previous: RunStatus | None) -> list[EventFact]:
+    """The events of a run that ended with `status`, given the status of the job's latest
+    earlier run that ended with one of `OUTCOMES` (None when there is none).
+
+    A failure after a failure is a repeat `failed`; a success after a failure is
+    `succeeded` and `recovered`; a success after a success is a repeat `succeeded`.
+    `lost` and `skipped` (-> `missed`) are never repeats. `running` makes no event.
+    """
+    if status is RunStatus.SUCCEEDED:
+        facts = [EventFact(NotifyEvent.SUCCEEDED, repeat=previous is RunStatus.SUCCEEDED)]
+        if previous in FAILURES:
+            facts.append(EventFact(NotifyEvent.RECOVERED))
+        return facts
+    if status in FAILURES:
+        return [EventFact(NotifyEvent.FAILED, repeat=previous in FAILURES)]
+    if status is RunStatus.LOST:
+        return [EventFact(NotifyEvent.LOST)]
+    if status is RunStatus.SKIPPED:
+        return [EventFact(NotifyEvent.MISSED)]
+    return []

@@ -73,6 +73,9 @@ class _JobSettings(BaseModel):
 
     timezone: str | None = None
     timeout: Duration | None = None
+    warn_after: Duration | None = Field(
+        default=None, description="A run still running this long makes an `overdue` event"
+    )
     concurrency: Literal["allow", "forbid", "replace"] | None = None
     misfire: Literal["skip", "run-once", "run-all"] | None = None
     misfire_grace: Duration | None = None
@@ -130,6 +133,7 @@ class JobOut(BaseModel):
     command: str
     timezone: str | None
     timeout: float | None
+    warn_after: float | None
     concurrency: str
     misfire: str
     misfire_grace: float
