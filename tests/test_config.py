@@ -234,3 +234,21 @@ def test_absurd_job_values_in_a_config_file(tmp_path: Path) -> None:
         f"{toml}:1: job \"a\": max_output: invalid size '2GiB': at most 1073741824 bytes (1GiB)",
         f'{toml}:1: job "a": enabled: expected true or false',
     ]
+
+
+def test_log_format_and_public_url(tmp_path: Path) -> None:
+    toml = write(
+        tmp_path / "c.toml",
+        '[daemon]\nlog_format = "json"\npublic_url = "https://cron.example.com/"\n',
+    )
+    settings = load_config(toml).settings
+    assert settings.log_format == "json"
+    assert settings.public_url == "https://cron.example.com"  # links append /runs/ID
+    assert load_config(toml, overrides={"log_format": "text"}).settings.log_format == "text"
+    bad = write(tmp_path / "bad.toml", '[daemon]\npublic_url = "ftp://x"\nlog_format = 1\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(bad)
+    assert [str(p) for p in caught.value.problems] == [
+        f'{bad}:3: log_format: "1" is not one of text, json',
+        f"{bad}:2: public_url: expected an http:// or https:// address",
+    ]

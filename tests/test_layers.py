@@ -19,7 +19,7 @@ ALLOWED: dict[str, set[str]] = {
     "model": {"cron", "process", "units", "text", "timezones"},
     "process": set(),
     "store": {"model", "cron", "units", "text"},
-    "scheduler": {"model", "cron", "units", "process", "store"},
+    "scheduler": {"model", "cron", "units", "process", "store", "logfields"},
     "server": {"model", "cron", "units", "scheduler", "store", "process", "text", "timezones"},
     "daemon": {
         "model",
@@ -31,10 +31,12 @@ ALLOWED: dict[str, set[str]] = {
         "server",
         "config",
         "settings",
+        "logfields",
     },
     "config": {"model", "cron", "units", "crontab", "settings"},
     "settings": {"units"},
     "crontab": {"cron", "timezones"},
+    "logfields": set(),
 }
 
 

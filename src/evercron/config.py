@@ -74,7 +74,7 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
     """Read the config file (optional) and crontabs; command-line `overrides` (state_dir,
-    listen) win over the file. Raises `ConfigError` with every problem."""
+    listen, log_format) win over the file. Raises `ConfigError` with every problem."""
     problems: list[Problem] = []
     daemon: dict[str, Any] = {}
     placed: list[tuple[Job, int | None]] = []  # each job with its line

@@ -12,7 +12,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from evercron.units import parse_duration
 
@@ -20,6 +20,8 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8467
 MAX_COUNT = 1_000_000_000
 MAX_DAYS = 36_500  # a century
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 
 
 class Kind(enum.Enum):
@@ -39,6 +41,10 @@ class Kind(enum.Enum):
     """A whole number, at least 1 (at most `MAX_COUNT`)."""
     DAYS = "days"
     """A number of days, more than 0 (at most `MAX_DAYS`)."""
+    LOG_FORMAT = "log format"
+    """`text` or `json`."""
+    URL = "url"
+    """An http:// or https:// address."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,11 @@ DAEMON_KEYS: tuple[Key, ...] = (
         "request; a connection that has not is closed", '"30s"'),
     Key("max_connections", Kind.COUNT, 1000, "Open HTTP connections at most (lowered to "
         "what the descriptor limit leaves); past it the oldest idle are closed", "1000"),
+    Key("log_format", Kind.LOG_FORMAT, "text", "text lines, or json: one object per line "
+        "with time, level, logger, message and job, run, node where they apply "
+        "(--log-format wins)", '"json"'),
+    Key("public_url", Kind.URL, None, "Where people reach the web page: notifications "
+        "link to a run's page under it", '"https://cron.example.com"'),
 )  # fmt: skip
 
 
@@ -104,6 +115,8 @@ class Settings:
     store_retry_interval: float = 5.0
     header_timeout: float = 30.0
     max_connections: int = 1000
+    log_format: LogFormat = "text"
+    public_url: str | None = None
 
     @property
     def listen(self) -> str:
@@ -211,6 +224,24 @@ def _address(value: Any) -> tuple[str, int]:
     return parse_listen(str(value))
 
 
+def _log_format(value: Any) -> LogFormat:
+    for known in LOG_FORMATS:
+        if value == known:
+            return known
+    raise ValueError(f'"{value}" is not one of {", ".join(LOG_FORMATS)}')
+
+
+def _url(value: Any) -> str:
+    text = _text(value)
+    if (
+        not text.startswith(("http://", "https://"))
+        or not text.split("://", 1)[1]
+        or any(ord(char) <= 32 or char == "\x7f" for char in text)
+    ):
+        raise ValueError("expected an http:// or https:// address")
+    return text.rstrip("/")  # links are made by appending "/runs/ID"
+
+
 _READERS: dict[Kind, Callable[[Any], Any]] = {
     Kind.TEXT: _text,
     Kind.PATH: _text,
@@ -219,4 +250,6 @@ _READERS: dict[Kind, Callable[[Any], Any]] = {
     Kind.PERIOD: _period,
     Kind.COUNT: _count,
     Kind.DAYS: _days,
+    Kind.LOG_FORMAT: _log_format,
+    Kind.URL: _url,
 }

@@ -11,8 +11,15 @@ import click
 from evercron.cli.errors import CliError
 from evercron.config import ConfigError, load_config
 from evercron.daemon import init, logs
-from evercron.daemon.serve import Daemon, ServeError, ServeOptions, command_arguments
+from evercron.daemon.serve import (
+    Daemon,
+    ServeError,
+    ServeOptions,
+    command_arguments,
+    node_name,
+)
 from evercron.daemon.upgrade import Predecessor, UpgradeError
+from evercron.settings import LOG_FORMATS, LogFormat
 
 
 @click.command("serve")
@@ -27,12 +34,19 @@ from evercron.daemon.upgrade import Predecessor, UpgradeError
 @click.option("--state-dir", metavar="DIR", help="Where the store, token and locks live.")
 @click.option("--listen", metavar="HOST:PORT", help="API address (default 127.0.0.1:8467).")
 @click.option("--pid-file", metavar="PATH", help="Write the daemon's pid here.")
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    help="text (default) or json: one object per line with time, level, logger, message "
+    "and job, run, node where they apply.",
+)
 def serve_command(
     config_path: str | None,
     crontabs: tuple[str, ...],
     state_dir: str | None,
     listen: str | None,
     pid_file: str | None,
+    log_format: LogFormat | None,
 ) -> None:
     """Run the daemon: schedule jobs and serve the API until stopped.
 
@@ -47,7 +61,9 @@ def serve_command(
         raise CliError(str(error)) from None
     try:
         config = load_config(
-            config_path, crontabs, overrides={"state_dir": state_dir, "listen": listen}
+            config_path,
+            crontabs,
+            overrides={"state_dir": state_dir, "listen": listen, "log_format": log_format},
         )
     except ConfigError as error:
         for problem in error.problems:
@@ -55,7 +71,7 @@ def serve_command(
         if predecessor is not None:
             predecessor.fail("invalid configuration: " + "; ".join(map(str, error.problems)))
         raise click.exceptions.Exit(2) from None
-    logs.configure(sys.stderr)
+    logs.configure(sys.stderr, config.settings.log_format, node_name())
     options = ServeOptions(config, Path(pid_file) if pid_file else None, command_arguments())
     try:
         asyncio.run(Daemon(options, predecessor).run())

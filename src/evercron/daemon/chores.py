@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from evercron.daemon import state
+from evercron.logfields import about
 from evercron.scheduler import Scheduler
 from evercron.store import Store
 
@@ -29,7 +30,11 @@ async def serve_kill_requests(store: Store, scheduler: Scheduler, owner: str) ->
             continue
         for run_id in await store.kill_requests(owner):
             if run_id not in done and scheduler.launcher.kill(run_id):
-                log.info("run %d: killed as asked through another process", run_id)
+                log.info(
+                    "run %d: killed as asked through another process",
+                    run_id,
+                    extra=about(run=run_id),
+                )
                 done.add(run_id)
 
 

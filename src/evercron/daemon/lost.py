@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 from evercron.daemon.state import owner_is_alive
+from evercron.logfields import about
 from evercron.model import RunStatus
 from evercron.process.leftovers import LostRun, end_lost_runs
 from evercron.store import RunEnd, Store
@@ -45,5 +46,7 @@ async def recover_lost_runs(store: Store, state_dir: Path) -> list[int]:
         done = endings[str(run.id)].describe()
         error = f"the daemon process that ran it ({run.owner}) died; {done}"
         await store.finish(run.id, RunEnd(RunStatus.LOST, now, error=error))
-        log.warning("run %s of %s marked lost; %s", run.id, run.job, done)
+        log.warning(
+            "run %s of %s marked lost; %s", run.id, run.job, done, extra=about(run.job, run.id)
+        )
     return [running.run.id for running in lost]

@@ -51,6 +51,7 @@ from evercron.daemon.lost import recover_lost_runs
 from evercron.daemon.notify import Notifier
 from evercron.daemon.signals import SignalRouter
 from evercron.daemon.upgrade import Handover, Predecessor, UpgradeBusy, UpgradeError, Upgrader
+from evercron.logfields import about
 from evercron.process.cgroup import limit_support
 from evercron.process.descriptors import seal_inherited_descriptors
 from evercron.process.procfs import read_stat
@@ -376,7 +377,9 @@ class Daemon:
         if serving is None:
             return
         for run_id in await recover_lost_runs(serving.store, self.state_dir):
-            log.warning("run %d of the failed new process marked lost", run_id)
+            log.warning(
+                "run %d of the failed new process marked lost", run_id, extra=about(run=run_id)
+            )
 
     # -- signals: one handler each -----------------------------------------------------
 
@@ -594,6 +597,7 @@ class Daemon:
         return uvicorn.Config(
             create_app(context),
             log_level="warning",
+            log_config=None,  # its records go through our handler and format
             lifespan="off",
             access_log=False,
             ssl_certfile=self.settings.tls_cert,
@@ -607,6 +611,12 @@ class Daemon:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def node_name() -> str:
+    """The name this daemon goes by in notifications, metric totals and JSON log lines:
+    the host's name."""
+    return socket.gethostname()
 
 
 def command_arguments() -> tuple[str, ...]:

@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from evercron.logfields import about
 from evercron.model import Job, RunStatus, Trigger
 from evercron.process import Command, HeldGroup, Result, RunningProcess, start
 from evercron.process.spawn import runs_without_shell
@@ -201,7 +202,12 @@ class Launcher:
             cancelled = True
             end = self._ended(RunStatus.KILLED, "the daemon ended it while it was starting")
         except Exception as error:
-            log.exception("run %s of %s could not be run", launch.run_id, launch.job.name)
+            log.exception(
+                "run %s of %s could not be run",
+                launch.run_id,
+                launch.job.name,
+                extra=about(launch.job.name, launch.run_id),
+            )
             end = self._ended(RunStatus.FAILED, f"internal error: {error!r}")
         finally:
             self._started_direct(launch.run_id)
@@ -259,7 +265,11 @@ class Launcher:
         await sink.close(result)
         if launch.job.log_output and result.output.total_bytes:
             log.info(
-                "run %s of %s output:\n%s", launch.run_id, launch.job.name, result.output.text()
+                "run %s of %s output:\n%s",
+                launch.run_id,
+                launch.job.name,
+                result.output.text(),
+                extra=about(launch.job.name, launch.run_id),
             )
         return _end_of(result, released, sink)
 
@@ -320,7 +330,12 @@ class Launcher:
                 lambda: self._store.finish(launch.run_id, end),
             )
         except StoreError as error:  # refused for good: record at least that it ended
-            log.error("run %s: its result could not be recorded: %s", launch.run_id, error)
+            log.error(
+                "run %s: its result could not be recorded: %s",
+                launch.run_id,
+                error,
+                extra=about(launch.job.name, launch.run_id),
+            )
             end = RunEnd(
                 end.status, end.finished_at, error=f"the result could not be recorded: {error}"
             )
@@ -333,7 +348,12 @@ class Launcher:
         self._live.end(launch.run_id, str(end.status), end.output_bytes)
         job = launch.job
         if not recorded:
-            log.warning("run %s of %s had already ended elsewhere", launch.run_id, job.name)
+            log.warning(
+                "run %s of %s had already ended elsewhere",
+                launch.run_id,
+                job.name,
+                extra=about(job.name, launch.run_id),
+            )
             return
         log.info(
             "run %s of %s %s (exit %s%s)",
@@ -342,6 +362,7 @@ class Launcher:
             end.status,
             end.exit_code,
             f", {end.signal}" if end.signal else "",
+            extra=about(job.name, launch.run_id),
         )
         if end.status in (RunStatus.FAILED, RunStatus.TIMED_OUT) and launch.attempt <= job.retries:
             self._on_retry(launch, job.retry_backoff * (2 ** (launch.attempt - 1)))
