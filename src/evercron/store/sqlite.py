@@ -1,30 +1,41 @@
 """The embedded store: `Store` on one SQLite file, for a single node.
 
 Every call goes to the store's own thread (`StoreWorker`), which groups the writes queued
-meanwhile into one transaction; the SQL itself is `SqliteDatabase`'s.
+meanwhile into one transaction; the SQL itself is `SqliteDatabase`'s (with the outbox's in
+`SqliteOutbox` and the metric totals' in `SqliteTotals`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from evercron.model import Job, Run
+from evercron.model import Job, Run, RunStatus
 from evercron.store.records import (
     BrokenJob,
     Claim,
     Claimed,
+    Delivery,
+    DeliveryState,
+    EventPolicy,
+    FanOut,
+    JobSchedule,
+    MadeDelivery,
+    OutboxEvent,
     RunEnd,
     RunMark,
     RunningRun,
     RunQuery,
     StoredChunk,
     StoredJob,
+    Total,
 )
 from evercron.store.schema import MIGRATIONS, Migration
 from evercron.store.sqlite_database import SqliteDatabase
+from evercron.store.sqlite_outbox import SqliteOutbox
+from evercron.store.sqlite_totals import SqliteTotals
 from evercron.store.worker import StoreWorker
 
 log = logging.getLogger("evercron.store")
@@ -36,6 +47,8 @@ class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._database = SqliteDatabase(self.path)
+        self._outbox = SqliteOutbox(self._database)
+        self._totals = SqliteTotals(self._database)
         self._worker = StoreWorker(self._database)
         self._reported: set[BrokenJob] = set()  # broken job rows already logged
 
@@ -96,12 +109,16 @@ class SqliteStore:
         """See `Store.reconcile_jobs`."""
         return await self._worker.call(self._database.reconcile_jobs, jobs, now, write=True)
 
+    async def job_schedules(self) -> list[JobSchedule]:
+        """See `Store.job_schedules`."""
+        return await self._worker.call(self._database.job_schedules, write=False)
+
     # -- firings and runs ------------------------------------------------------------
 
     async def claim(self, claims: Sequence[Claim], owner: str) -> list[Claimed]:
         """See `Store.claim`."""
         now = dt.datetime.now(dt.UTC)
-        return await self._worker.call(self._database.claim, claims, owner, now, write=True)
+        return await self._worker.call(self._outbox.claim, claims, owner, now, write=True)
 
     async def mark_started(
         self,
@@ -113,7 +130,7 @@ class SqliteStore:
     ) -> None:
         """See `Store.mark_started`."""
         await self._worker.call(
-            self._database.mark_started,
+            self._outbox.mark_started,
             run_id,
             pid,
             pid_start_ticks,
@@ -124,7 +141,7 @@ class SqliteStore:
 
     async def finish(self, run_id: int, end: RunEnd) -> bool:
         """See `Store.finish`."""
-        return await self._worker.call(self._database.finish, run_id, end, write=True)
+        return await self._worker.call(self._outbox.finish, run_id, end, write=True)
 
     async def get_run(self, run_id: int) -> Run | None:
         """See `Store.get_run`."""
@@ -145,6 +162,10 @@ class SqliteStore:
     async def running(self, owner: str | None = None) -> list[RunningRun]:
         """See `Store.running`."""
         return await self._worker.call(self._database.running, owner, write=False)
+
+    async def recent_status_counts(self, last: int) -> dict[RunStatus, int]:
+        """See `Store.recent_status_counts`."""
+        return await self._worker.call(self._database.recent_status_counts, last, write=False)
 
     async def last_scheduled(self, job: str) -> dt.datetime | None:
         """See `Store.last_scheduled`."""
@@ -179,6 +200,89 @@ class SqliteStore:
     async def tail_start(self, run_id: int, tail_bytes: int) -> int:
         """See `Store.tail_start`."""
         return await self._worker.call(self._database.tail_start, run_id, tail_bytes, write=False)
+
+    async def output_tail(self, run_id: int, max_bytes: int) -> bytes:
+        """See `Store.output_tail`."""
+        return await self._worker.call(self._database.output_tail, run_id, max_bytes, write=False)
+
+    # -- the notification outbox -----------------------------------------------------
+
+    async def want_events(self, policy: EventPolicy) -> None:
+        """See `Store.want_events`."""
+        # On the store's thread: the calls queued before it write what was wanted then.
+        await self._worker.call(self._outbox.want_events, policy, write=False)
+
+    async def add_overdue_event(self, run_id: int) -> bool:
+        """See `Store.add_overdue_event`."""
+        return await self._worker.call(self._outbox.add_overdue_event, run_id, write=True)
+
+    async def undispatched_events(self, limit: int = 100) -> list[OutboxEvent]:
+        """See `Store.undispatched_events`."""
+        return await self._worker.call(self._outbox.undispatched_events, limit, write=False)
+
+    async def dispatch_events(
+        self, fan_outs: Sequence[FanOut], at: dt.datetime
+    ) -> list[MadeDelivery]:
+        """See `Store.dispatch_events`."""
+        return await self._worker.call(self._outbox.dispatch_events, list(fan_outs), at, write=True)
+
+    async def claim_deliveries(self, owner: str, lease: float, limit: int = 50) -> list[Delivery]:
+        """See `Store.claim_deliveries`."""
+        return await self._worker.call(
+            self._outbox.claim_deliveries, owner, lease, limit, write=True
+        )
+
+    async def settle_delivery(
+        self,
+        delivery_id: int,
+        owner: str,
+        state: DeliveryState,
+        *,
+        outcome: str | None = None,
+        error: str | None = None,
+        retry_in: float | None = None,
+    ) -> bool:
+        """See `Store.settle_delivery`."""
+        return await self._worker.call(
+            self._outbox.settle_delivery,
+            delivery_id,
+            owner,
+            state,
+            outcome,
+            error,
+            retry_in,
+            write=True,
+        )
+
+    async def list_deliveries(
+        self, limit: int = 100, channel: str | None = None, state: DeliveryState | None = None
+    ) -> list[Delivery]:
+        """See `Store.list_deliveries`."""
+        return await self._worker.call(
+            self._outbox.list_deliveries, limit, channel, state, write=False
+        )
+
+    async def prune_notifications(self, older_than: dt.datetime) -> int:
+        """See `Store.prune_notifications`."""
+        return await self._worker.call(self._outbox.prune_notifications, older_than, write=True)
+
+    # -- metric totals ---------------------------------------------------------------
+
+    async def save_metric_totals(self, node: str, owner: str, totals: Mapping[str, Total]) -> None:
+        """See `Store.save_metric_totals`."""
+        await self._worker.call(self._totals.save, node, owner, dict(totals), write=True)
+
+    async def metric_totals(self, node: str, exclude: Collection[str] = ()) -> dict[str, float]:
+        """See `Store.metric_totals`."""
+        return await self._worker.call(self._totals.totals, node, set(exclude), write=False)
+
+    async def merged_metric_totals(self, node: str) -> dict[str, float]:
+        """See `Store.merged_metric_totals`."""
+        return await self._worker.call(self._totals.merged, node, write=False)
+
+    async def compact_metric_totals(self, node: str, keep: Collection[str]) -> int:
+        """See `Store.compact_metric_totals`."""
+        return await self._worker.call(self._totals.compact, node, set(keep), write=True)
 
     # -- events and retention --------------------------------------------------------
 

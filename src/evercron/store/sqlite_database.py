@@ -23,6 +23,7 @@ from evercron.store.records import (
     BrokenJob,
     Claim,
     Claimed,
+    JobSchedule,
     RunEnd,
     RunMark,
     RunningRun,
@@ -94,6 +95,11 @@ class SqliteDatabase:
     def close(self) -> None:
         """Close the connection."""
         self._db.close()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection, for the backend's other SQL (on the store's thread only)."""
+        return self._db
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
@@ -175,6 +181,19 @@ class SqliteDatabase:
                 f"SELECT {_JOB_COLUMNS} FROM jobs WHERE name = ?", (name,)
             ).fetchall()
         return [_job_row(row) for row in rows]
+
+    def job_schedules(self) -> list[JobSchedule]:
+        """See `Store.job_schedules` (what reads as a job: a broken row's schedule is
+        whatever it holds, so it is checked where it is used)."""
+        rows = self._db.execute(
+            "SELECT name, json_extract(definition, '$.schedule'), "
+            "json_extract(definition, '$.timezone'), paused FROM jobs ORDER BY name"
+        ).fetchall()
+        return [
+            JobSchedule(row[0], row[1], row[2], bool(row[3]))
+            for row in rows
+            if isinstance(row[1], str) and isinstance(row[2], str | None)
+        ]
 
     def create_job(self, job: Job, now: dt.datetime) -> bool:
         """See `Store.create_job`."""
@@ -375,6 +394,15 @@ class SqliteDatabase:
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(paused), 0) FROM jobs").fetchone()
         return int(row[0]), int(row[1])
 
+    def recent_status_counts(self, last: int) -> dict[RunStatus, int]:
+        """See `Store.recent_status_counts`."""
+        rows = self._db.execute(
+            "SELECT status, COUNT(*) FROM (SELECT status FROM runs ORDER BY id DESC LIMIT ?) "
+            "GROUP BY status",
+            (last,),
+        ).fetchall()
+        return {RunStatus(row[0]): row[1] for row in rows}
+
     def last_scheduled(self, job: str) -> dt.datetime | None:
         """See `Store.last_scheduled`."""
         row = self._db.execute(
@@ -457,6 +485,19 @@ class SqliteDatabase:
             (run_id, last[0] - tail_bytes),
         ).fetchone()
         return 0 if row is None else int(row[0])
+
+    def output_tail(self, run_id: int, max_bytes: int) -> bytes:
+        """See `Store.output_tail`: chunks read from the end until there are enough."""
+        parts: list[bytes] = []
+        size = 0
+        for (data,) in self._db.execute(
+            "SELECT data FROM output WHERE run_id = ? ORDER BY offset DESC", (run_id,)
+        ):
+            parts.append(bytes(data))
+            size += len(data)
+            if size >= max_bytes:
+                break
+        return b"".join(reversed(parts))[-max_bytes:] if max_bytes > 0 else b""
 
     # -- events and retention ----------------------------------------------------------
 
