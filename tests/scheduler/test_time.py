@@ -18,6 +18,7 @@ import pytest
 
 from evercron.model import Job, Run, RunStatus, Trigger
 from evercron.scheduler import KillOutcome, ManualClock, Scheduler
+from evercron.scheduler.observer import RunObserver
 from evercron.store import Claim, RunQuery
 from evercron.store.sqlite import SqliteStore
 from tests.scheduler.harness import opened_store
@@ -57,12 +58,14 @@ class World:
 
 
 @asynccontextmanager
-async def world(tmp_path: Path, *jobs: Job, start: dt.datetime = NOON) -> AsyncIterator[World]:
+async def world(
+    tmp_path: Path, *jobs: Job, start: dt.datetime = NOON, observer: RunObserver | None = None
+) -> AsyncIterator[World]:
     clock = ManualClock(start.timestamp())
     store = await opened_store(tmp_path / "db")
     for job in jobs:
         await store.put_job(job, start)
-    scheduler = Scheduler(store, "owner", clock=clock)
+    scheduler = Scheduler(store, "owner", clock=clock, observer=observer)
     await scheduler.load()
     loop = asyncio.create_task(scheduler.run())
     try:

@@ -25,8 +25,9 @@ from evercron.model import Concurrency, RunStatus, Trigger
 from evercron.scheduler.boot import current_boot
 from evercron.scheduler.clock import Clock, SystemClock
 from evercron.scheduler.firing import Firing, FiringPath
-from evercron.scheduler.launcher import Launch, Launcher
+from evercron.scheduler.launcher import Launch, Launcher, ended_as
 from evercron.scheduler.live import LiveOutput
+from evercron.scheduler.observer import RunObserver
 from evercron.scheduler.plan import Plan
 from evercron.scheduler.timing import (
     BIG_STEP,
@@ -81,6 +82,7 @@ class Scheduler:
         live: LiveOutput | None = None,
         retry: RetryPolicy | None = None,
         owner_alive: Callable[[str], bool] = lambda owner: False,
+        observer: RunObserver | None = None,
     ) -> None:
         self.store = store
         self.owner = owner
@@ -88,7 +90,9 @@ class Scheduler:
         self.live = live or LiveOutput()
         self.retry = retry or RetryPolicy()
         self._owner_alive = owner_alive
-        self.launcher = Launcher(store, self.live, self.clock, self.retry, self._retry_later)
+        self.launcher = Launcher(
+            store, self.live, self.clock, self.retry, self._retry_later, observer
+        )
         self._jobs: dict[str, StoredJob] = {}
         self._path = FiringPath(store, owner, self.launcher, self._jobs.get, self.clock, self.retry)
         self._plan = Plan()
@@ -249,8 +253,12 @@ class Scheduler:
             if mine
             else f"the daemon process that ran it ({run.owner}) is gone",
         )
-        await persist(self.retry, f"end of run {run_id}", lambda: self.store.finish(run_id, end))
+        ended = await persist(
+            self.retry, f"end of run {run_id}", lambda: self.store.finish(run_id, end)
+        )
         self.live.end(run_id, str(end.status), run.output_bytes)
+        if ended:
+            self.launcher.observer.run_ended(ended_as(run.job, run_id, run.trigger, end))
         return KillOutcome.ENDED
 
     # -- planning ----------------------------------------------------------------------

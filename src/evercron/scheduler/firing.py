@@ -18,6 +18,7 @@ from evercron.model import Concurrency, Job, RunStatus, Trigger
 from evercron.scheduler.clock import Clock
 from evercron.scheduler.command import command_for, own_limits
 from evercron.scheduler.launcher import Launch, Launcher, LaunchMode, launch_mode
+from evercron.scheduler.observer import RunEnded
 from evercron.store import Claim, Claimed, RetryPolicy, Store, StoredJob, persist
 
 MANUAL_PATIENCE = 5.0
@@ -147,9 +148,15 @@ class FiringPath:
         if outcome.run_id is None:
             return  # another process owns this firing
         if outcome.status is RunStatus.SKIPPED:
+            observer = self._launcher.observer
             if (outcome.error or "").startswith("missed"):
                 late = self._clock.time() - claim.scheduled_at.timestamp()
                 self._launcher.lag.missed(firing.job, late, firing.stands_for)
+                observer.firings_missed(firing.job, firing.stands_for)
+            at = dt.datetime.fromtimestamp(self._clock.time(), dt.UTC)
+            observer.run_ended(
+                RunEnded(firing.job, outcome.run_id, firing.trigger, outcome.status, at)
+            )
             return
         stored = self._jobs(firing.job)
         assert stored is not None  # decide() claimed nothing running for a missing job

@@ -22,6 +22,7 @@ from evercron.scheduler.clock import Clock
 from evercron.scheduler.command import UnenforcedLimits
 from evercron.scheduler.lag import LagMonitor
 from evercron.scheduler.live import LiveOutput
+from evercron.scheduler.observer import Observers, RunEnded, RunObserver, RunStarted
 from evercron.scheduler.output import OutputSink
 from evercron.scheduler.slots import Slots, live_process_limit
 from evercron.store import RetryPolicy, RunEnd, Store, StoreError, persist
@@ -93,6 +94,7 @@ class Launcher:
         clock: Clock,
         retry: RetryPolicy,
         on_retry: RetryHook,
+        observer: RunObserver | None = None,
     ) -> None:
         self._store = store
         self._live = live
@@ -119,6 +121,8 @@ class Launcher:
         """How late scheduled firings start (and how many were missed)."""
         self.unenforced = UnenforcedLimits()
         """Tells once of each job limit this machine cannot enforce."""
+        self.observer: RunObserver = observer or Observers()
+        """Told about every start, recorded end and missed firing (metrics, notifications)."""
 
     # -- the interface -----------------------------------------------------------------
 
@@ -289,6 +293,7 @@ class Launcher:
             return None
         self._spawning.release()
         self.lag.missed(launch.job.name, late)
+        self.observer.firings_missed(launch.job.name, 1)
         return self._ended(
             RunStatus.SKIPPED,
             f"missed: it could start only {late:.1f}s late (misfire_grace {grace:g}s);"
@@ -302,10 +307,20 @@ class Launcher:
         if process.pid is None:
             return released
         process.when_released(released.append)
+        due = launch.release_at or launch.scheduled_at.timestamp()
         if launch.on_schedule:
-            due = launch.release_at or launch.scheduled_at.timestamp()
             job = launch.job.name
             process.when_released(lambda at: self.lag.started(job, at - due))
+        process.when_released(
+            lambda at: self.observer.run_started(
+                RunStarted(
+                    launch.job,
+                    launch.run_id,
+                    launch.trigger,
+                    at - due if launch.on_schedule else None,
+                )
+            )
+        )
         began = max(launch.release_at or 0.0, self._clock.time())
         await persist(
             self._retry,
@@ -364,6 +379,7 @@ class Launcher:
             f", {end.signal}" if end.signal else "",
             extra=about(job.name, launch.run_id),
         )
+        self.observer.run_ended(ended_as(job.name, launch.run_id, launch.trigger, end))
         if end.status in (RunStatus.FAILED, RunStatus.TIMED_OUT) and launch.attempt <= job.retries:
             self._on_retry(launch, job.retry_backoff * (2 ** (launch.attempt - 1)))
 
@@ -410,6 +426,14 @@ class Launcher:
         self._direct.discard(run_id)
         if not self._direct:
             self._direct_started.set()
+
+
+def ended_as(job: str, run_id: int, trigger: Trigger, end: RunEnd) -> RunEnded:
+    """What observers are told of a recorded end (a duration once the command ran)."""
+    duration = None
+    if end.started_at is not None:
+        duration = max(0.0, (end.finished_at - end.started_at).total_seconds())
+    return RunEnded(job, run_id, trigger, end.status, end.finished_at, duration)
 
 
 def _end_of(result: Result, released: list[float], sink: OutputSink) -> RunEnd:
