@@ -35,7 +35,7 @@ ALLOWED: dict[str, set[str]] = {
         "notify",
     },
     "config": {"model", "cron", "units", "crontab", "settings", "notify"},
-    "notify": {"model", "cron", "units", "store", "logfields"},
+    "notify": {"model", "cron", "units", "store", "scheduler", "logfields"},
     "settings": {"units"},
     "crontab": {"cron", "timezones"},
     "logfields": set(),
