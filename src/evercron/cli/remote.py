@@ -1,5 +1,5 @@
 """Client commands: jobs, runs, logs, kill, trigger, add, rm, pause, resume, status, stop,
-upgrade, web. Tables for people, `--json` for scripts."""
+upgrade, web, notify test. Tables for people, `--json` for scripts."""
 
 from __future__ import annotations
 
@@ -353,6 +353,28 @@ def web_command(client: Client, as_json: bool) -> None:
     _emit({"url": link}, True) if as_json else click.echo(link)
 
 
+@click.group("notify")
+def notify_group() -> None:
+    """Notification channels ([[notify]] in evercron.toml)."""
+
+
+@notify_group.command("test")
+@click.argument("channel")
+@connection_options
+def notify_test_command(client: Client, as_json: bool, channel: str) -> None:
+    """Send a test notification through CHANNEL and print the outcome (HTTP status or
+    SMTP reply); exit 1 when it was not delivered."""
+    data = client.request("POST", "/api/v1/notifications/test", json={"channel": channel})
+    if as_json:
+        _emit(data, True)
+    elif data["ok"]:
+        click.echo(f"{channel}: delivered ({data['outcome']})")
+    else:
+        click.echo(f"evercron: error: {channel}: not delivered: {data['outcome']}", err=True)
+    if not data["ok"]:
+        raise click.exceptions.Exit(1)
+
+
 COMMANDS = [
     jobs_command,
     runs_command,
@@ -367,6 +389,7 @@ COMMANDS = [
     stop_command,
     upgrade_command,
     web_command,
+    notify_group,
 ]
 
 

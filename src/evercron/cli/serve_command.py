@@ -11,13 +11,8 @@ import click
 from evercron.cli.errors import CliError
 from evercron.config import ConfigError, load_config
 from evercron.daemon import init, logs
-from evercron.daemon.serve import (
-    Daemon,
-    ServeError,
-    ServeOptions,
-    command_arguments,
-    node_name,
-)
+from evercron.daemon.operations import node_name
+from evercron.daemon.serve import Daemon, ServeError, ServeOptions, command_arguments
 from evercron.daemon.upgrade import Predecessor, UpgradeError
 from evercron.settings import LOG_FORMATS, LogFormat
 

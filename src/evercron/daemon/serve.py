@@ -49,9 +49,11 @@ from evercron.daemon.control import Control
 from evercron.daemon.http import HttpServer
 from evercron.daemon.lost import recover_lost_runs
 from evercron.daemon.notify import Notifier
+from evercron.daemon.operations import Operations, node_name
 from evercron.daemon.signals import SignalRouter
 from evercron.daemon.upgrade import Handover, Predecessor, UpgradeBusy, UpgradeError, Upgrader
 from evercron.logfields import about
+from evercron.metrics import Scraper
 from evercron.process.cgroup import limit_support
 from evercron.process.descriptors import seal_inherited_descriptors
 from evercron.process.procfs import read_stat
@@ -107,6 +109,8 @@ class _Serving:
     server: HttpServer
     control: Control
     started: dt.datetime
+    operations: Operations
+    scraper: Scraper
 
 
 def _raise_open_file_limit() -> None:
@@ -200,16 +204,19 @@ class Daemon:
         # posix_spawn (the listening sockets go to a successor through pass_fds).
         seal_inherited_descriptors()
         store = open_store(self.state_dir)
+        operations = Operations.of(self.options.config, store, self.owner, node_name())
         try:
             # A successor only expands the schema: the old generation still uses it.
             await store.migrate(expand_only=self.predecessor is not None)
+            await operations.start(store)
             if self.predecessor is None:
-                await self._recover_and_reconcile(store)
+                await self._recover_and_reconcile(store, operations)
             scheduler = Scheduler(
                 store,
                 self.owner,
                 retry=RetryPolicy(self.settings.store_retry_interval),
                 owner_alive=lambda owner: state.owner_is_alive(self.state_dir, owner),
+                observer=operations.observer,
             )
             await scheduler.load()
             await self._log_limits(store, scheduler)
@@ -220,16 +227,18 @@ class Daemon:
         control = Control(
             store, self.state_dir, self.owner, self._me, self.request_stop, self.upgrade
         )
+        scraper = Scraper(store, scheduler, operations.counts, started)
         context = ApiContext(
             store,
             scheduler,
             scheduler.live,
-            scheduler.launcher.lag,
             control,
             token,
             started,
             str(self.state_dir),
             viewer_token=self._viewer_token(),
+            metrics=scraper,
+            notify=operations.dispatcher,
         )
         guard = ConnectionGuard.within_descriptors(
             self.settings.header_timeout, self.settings.max_connections, reserved_descriptors()
@@ -242,7 +251,7 @@ class Daemon:
             self._inheritance,
             self._successor_environment,
         )
-        return _Serving(store, scheduler, server, control, started)
+        return _Serving(store, scheduler, server, control, started, operations, scraper)
 
     async def _serve(self, serving: _Serving, token: str) -> None:
         """Enter the serving phase: accept, schedule, tell whoever waits."""
@@ -262,12 +271,15 @@ class Daemon:
         if self.predecessor is not None:
             if await self.predecessor.report_ready():
                 log.info("generation %d: the old process let go", self.generation)
-            for name in await self._recover_and_reconcile(store):
+            for name in await self._recover_and_reconcile(store, serving.operations):
                 await scheduler.reload(name)
             self._spawn(chores.contract_when_alone(store, self.state_dir, self.owner))
         self._spawn(
             chores.prune_forever(store, self.settings.retention_runs, self.settings.retention_days)
         )
+        self._spawn(chores.deliver_notifications(serving.operations.dispatcher))
+        self._spawn(chores.save_metrics(serving.operations.counts, store))
+        self._spawn(chores.merge_metric_totals(serving.scraper, self.state_dir, self.owner))
         self._spawn(logs.flush_forever())
         self._publish(url, token, serving.started)
         await store.add_event(
@@ -297,6 +309,7 @@ class Daemon:
         if self._http is not None:
             await self._http
         await self._finish_jobs(serving.scheduler, self.phase is Phase.DRAINING)
+        await serving.operations.dispatcher.close()  # the sends under way end, recorded
 
     async def _tear_down(self, serving: _Serving) -> None:
         """Close everything, record the stop, and leave the shared files to a successor."""
@@ -312,6 +325,8 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await serving.scheduler.close()
+        with contextlib.suppress(Exception):
+            await serving.operations.close(serving.store)
         with contextlib.suppress(Exception):
             await serving.store.add_event("stop", f"pid {os.getpid()}", dt.datetime.now(dt.UTC))
         await serving.store.close()
@@ -376,10 +391,12 @@ class Daemon:
         serving = self._serving
         if serving is None:
             return
-        for run_id in await recover_lost_runs(serving.store, self.state_dir):
+        lost = await recover_lost_runs(serving.store, self.state_dir)
+        for run_id in lost:
             log.warning(
                 "run %d of the failed new process marked lost", run_id, extra=about(run=run_id)
             )
+        await serving.operations.note_lost(serving.store, lost)
 
     # -- signals: one handler each -----------------------------------------------------
 
@@ -547,12 +564,14 @@ class Daemon:
 
     # -- shared state ------------------------------------------------------------------
 
-    async def _recover_and_reconcile(self, store: Store) -> list[str]:
-        """Mark runs of dead daemons lost and make the store's config jobs exactly the
-        config's; the names of the jobs that changed."""
+    async def _recover_and_reconcile(self, store: Store, operations: Operations) -> list[str]:
+        """Mark runs of dead daemons lost (told to `operations`) and make the store's
+        config jobs exactly the config's; the names of the jobs that changed."""
         now = dt.datetime.now(dt.UTC)
-        for run_id in await recover_lost_runs(store, self.state_dir):
+        lost = await recover_lost_runs(store, self.state_dir)
+        for run_id in lost:
             await store.add_event("lost", f"run {run_id}", now)
+        await operations.note_lost(store, lost)
         return await store.reconcile_jobs(self.options.config.jobs, now)
 
     async def _log_limits(self, store: Store, scheduler: Scheduler) -> None:
@@ -611,12 +630,6 @@ class Daemon:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-
-def node_name() -> str:
-    """The name this daemon goes by in notifications, metric totals and JSON log lines:
-    the host's name."""
-    return socket.gethostname()
 
 
 def command_arguments() -> tuple[str, ...]:

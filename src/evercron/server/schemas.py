@@ -289,3 +289,42 @@ class JobRuns(BaseModel):
 
     job: str
     runs: list[RunBrief]
+
+
+class NotificationOut(BaseModel):
+    """One delivery of a notification event to one channel."""
+
+    id: int
+    event: str = Field(description="failed, recovered, succeeded, started, lost, missed or overdue")
+    channel: str
+    job: str
+    run: int = Field(description="The run the event is about")
+    state: Literal["pending", "sent", "failed", "suppressed"] = Field(
+        description="pending: to be sent or retried; failed: given up; suppressed: over "
+        "the channel's max_per_hour"
+    )
+    summary: bool = Field(
+        description="Sent as the summary of the channel's hour (its max_per_hour reached)"
+    )
+    attempts: int
+    last_error: str | None = Field(description="Why the latest failed attempt failed")
+    outcome: str | None = Field(description="The receiver's answer: HTTP status or SMTP reply")
+    created_at: dt.datetime
+    next_attempt_at: dt.datetime | None = Field(description="When a pending one is tried next")
+    sent_at: dt.datetime | None
+
+
+class NotifyTestIn(BaseModel):
+    """Which channel to send a test notification through."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str = Field(max_length=128)
+
+
+class NotifyTestOut(BaseModel):
+    """How the test notification went."""
+
+    channel: str
+    ok: bool
+    outcome: str = Field(description="The HTTP status or SMTP reply, or why it failed")
