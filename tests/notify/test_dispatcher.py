@@ -88,8 +88,9 @@ async def finished_run(
     run_id = claimed.run_id
     assert run_id is not None
     await store.mark_started(run_id, 10, 20, NOW)
-    if output:
-        await store.append_output(run_id, [StoredChunk(0, "stdout", 0.0, output)])
+    pieces = range(0, len(output), 700)  # chunks as the launcher stores them
+    chunks = [StoredChunk(at, "stdout", 0.0, output[at : at + 700]) for at in pieces]
+    await store.append_output(run_id, chunks)
     end = RunEnd(
         status,
         NOW + dt.timedelta(seconds=1.5),
@@ -112,7 +113,7 @@ async def test_a_failure_reaches_the_webhook_signed_with_its_facts(tmp_path: Pat
     with WebhookReceiver() as receiver:
         channel = Channel("hook", receiver.url, secret="s3cret")
         async with dispatching(tmp_path / "db", [channel]) as (store, dispatcher, counted):
-            output = b"x" * 5000 + b"\nthe end\n"
+            output = bytes(range(48, 58)) * 500 + b"\nthe end\n"  # 5009 bytes
             run_id = await finished_run(store, RunStatus.FAILED, output=output)
             dispatcher.wake()
             await until(lambda: len(receiver.requests) == 1)

@@ -405,14 +405,6 @@ async def test_job_schedules_and_recent_status_counts(store: Store) -> None:
     }
 
 
-async def test_the_output_tail(store: Store) -> None:
-    chunks = [StoredChunk(i * 10, "stdout", 0.0, bytes([65 + i]) * 10) for i in range(5)]
-    await store.append_output(7, chunks)
-    assert await store.output_tail(7, 15) == b"D" * 5 + b"E" * 10
-    assert await store.output_tail(7, 1000) == b"".join(c.data for c in chunks)
-    assert await store.output_tail(8, 10) == b""
-
-
 class TestEvents:
     async def test_nothing_is_written_until_events_are_wanted(self, store: Store) -> None:
         await ended(store, RunStatus.FAILED)

@@ -197,9 +197,7 @@ class Dispatcher:
                 error=f'no channel "{delivery.channel}" in the configuration any more',
             )
             return
-        output = b""
-        if event.kind in _WITH_OUTPUT:
-            output = await self._store.output_tail(event.run.id, TAIL_BYTES)
+        output = await self._output_tail(event.run.id) if event.kind in _WITH_OUTPUT else b""
         assert self._http is not None
         notice = notice_for(delivery, channel, output, self._public_url, dt.datetime.now(dt.UTC))
         outcome = await send(channel, notice, self._smtp, self._http)
@@ -218,6 +216,13 @@ class Dispatcher:
         await self._settle(delivery, DeliveryState.PENDING, error=outcome.detail, retry_in=delay)
         self._complain(channel, delivery, outcome, gave_up=False)
         asyncio.get_running_loop().call_later(delay, self._wake.set)
+
+    async def _output_tail(self, run_id: int) -> bytes:
+        """The last `TAIL_BYTES` of a run's stored output (each chunk holds a byte at
+        least, so that many chunks from the tail's start hold all of it)."""
+        start = await self._store.tail_start(run_id, TAIL_BYTES)
+        chunks = await self._store.read_output(run_id, start - 1, TAIL_BYTES)
+        return b"".join(chunk.data for chunk in chunks)[-TAIL_BYTES:]
 
     async def _settle(
         self,

@@ -198,11 +198,6 @@ class Store(Protocol):
         of the chunk holding the first of them (0 when the output is shorter)."""
         ...
 
-    async def output_tail(self, run_id: int, max_bytes: int) -> bytes:
-        """The last `max_bytes` (at most) of a run's stored output, stdout and stderr in
-        the order they came."""
-        ...
-
     # -- the notification outbox -----------------------------------------------------
 
     async def want_events(self, policy: EventPolicy) -> None:

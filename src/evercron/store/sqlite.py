@@ -201,10 +201,6 @@ class SqliteStore:
         """See `Store.tail_start`."""
         return await self._worker.call(self._database.tail_start, run_id, tail_bytes, write=False)
 
-    async def output_tail(self, run_id: int, max_bytes: int) -> bytes:
-        """See `Store.output_tail`."""
-        return await self._worker.call(self._database.output_tail, run_id, max_bytes, write=False)
-
     # -- the notification outbox -----------------------------------------------------
 
     async def want_events(self, policy: EventPolicy) -> None:

@@ -486,19 +486,6 @@ class SqliteDatabase:
         ).fetchone()
         return 0 if row is None else int(row[0])
 
-    def output_tail(self, run_id: int, max_bytes: int) -> bytes:
-        """See `Store.output_tail`: chunks read from the end until there are enough."""
-        parts: list[bytes] = []
-        size = 0
-        for (data,) in self._db.execute(
-            "SELECT data FROM output WHERE run_id = ? ORDER BY offset DESC", (run_id,)
-        ):
-            parts.append(bytes(data))
-            size += len(data)
-            if size >= max_bytes:
-                break
-        return b"".join(reversed(parts))[-max_bytes:] if max_bytes > 0 else b""
-
     # -- events and retention ----------------------------------------------------------
 
     def add_event(self, kind: str, detail: str, at: dt.datetime) -> None:
