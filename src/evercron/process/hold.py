@@ -93,6 +93,12 @@ class HeldGroup:
             self._starting -= 1
         self._close_when_done()
 
+    @property
+    def fired_at(self) -> float | None:
+        """When `fire()` let the members run (POSIX time), or None before that."""
+        with self._lock:
+            return self._fired_at
+
     def fire(self) -> None:
         """Let every member started so far run now: one write, safe on any thread (no
         effect the second time, or after `close()`). Call `release()` on the loop after."""

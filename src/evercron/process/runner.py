@@ -346,6 +346,13 @@ class RunningProcess:
     async def _follow_to_the_end(self, main_exit: asyncio.Future[ExitInfo]) -> None:
         try:
             info = await main_exit
+            held_by = self._group
+            if self._held_in_group and held_by is not None and self._termination is None:
+                # Fired on another thread, run and exited before the loop heard of the
+                # release: it was let run all the same, and its start comes first.
+                fired_at = held_by.fired_at
+                if fired_at is not None:
+                    self._released(fired_at)
             self._main_exited = True
             if self._deadline is not None:
                 self._deadline.cancel()
