@@ -683,8 +683,11 @@ def test_a_restart_after_the_new_process_crashed_works_while_the_old_one_drains(
 ) -> None:
     # As systemd would after the serving process died: start `serve` again at once. The
     # old process still drains a job; it must neither block the restart nor lose its run.
+    # (The job ends when the test says so, however long the steps take under load.)
+    go = tmp_path / "go"
     daemon: DaemonProcess = start_daemon()
-    daemon.add_job(name="slow", schedule="@yearly", command="sleep 4; echo finished")
+    command = f"while [ ! -e {go} ]; do sleep 0.05; done; echo finished"
+    daemon.add_job(name="slow", schedule="@yearly", command=command)
     run_id = daemon.api("POST", "/api/v1/jobs/slow/trigger", 202)["id"]
     time.sleep(0.3)
     successor = daemon.upgrade()["pid"]
@@ -694,6 +697,7 @@ def test_a_restart_after_the_new_process_crashed_works_while_the_old_one_drains(
     restarted: DaemonProcess = start_daemon(state_dir=daemon.state_dir)
     assert restarted.api("GET", "/api/v1/status")["pid"] == restarted.process.pid
     assert restarted.api("GET", f"/api/v1/runs/{run_id}")["status"] == "running"
+    go.touch()
     assert daemon.process.wait(timeout=30) == 0
     run = restarted.api("GET", f"/api/v1/runs/{run_id}")
     assert run["status"] == "succeeded", run
