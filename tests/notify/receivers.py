@@ -31,10 +31,11 @@ class Request:
 
 class WebhookReceiver:
     """An HTTP server on 127.0.0.1 that answers each POST with the next status of
-    `statuses` (the last one repeats) and records it."""
+    `statuses` (the last one repeats) and `body`, and records it."""
 
-    def __init__(self, statuses: Iterable[int] = (200,)) -> None:
+    def __init__(self, statuses: Iterable[int] = (200,), body: bytes = b"ok") -> None:
         self.statuses = list(statuses)
+        self.body = body
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         receiver = self
@@ -49,9 +50,9 @@ class WebhookReceiver:
                         Request(self.path, dict(self.headers), body, time.time(), status)
                     )
                 self.send_response(status)
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(receiver.body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(receiver.body)
 
             def log_message(self, *args: object) -> None:
                 pass
