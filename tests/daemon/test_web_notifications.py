@@ -142,6 +142,9 @@ def test_filters_live_in_the_address_and_the_run_is_a_link(setup: Setup, page: P
     expect(page.locator("#notifications-note")).to_have_text("No deliveries match these filters.")
     expect(page.locator("#notifications")).to_be_hidden()
     page.select_option("#notifications-state", "")
+    names = page.locator("#channel-names option")
+    expect(names).to_have_count(2)  # the channels seen, offered to the channel filter
+    assert [name.get_attribute("value") for name in names.all()] == ["dead", "hook"]
     page.fill("#notifications-channel", "hook")
     page.locator("#notifications-channel").press("Enter")
     expect(rows).to_have_count(1)

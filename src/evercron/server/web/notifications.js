@@ -2,7 +2,7 @@
 // newest first - event, channel, job, run, state, attempts, the receiver's answer or last
 // error, and times - filtered by state and channel (kept in the address) and refreshed
 // live while shown. Rows whose delivery did not change are kept as they are, so a refresh
-// neither moves the keyboard's focus nor the page.
+// leaves the keyboard's focus where it was.
 
 import { api, Unauthorized } from "/ui/api.js";
 import { h, show } from "/ui/dom.js";
@@ -89,8 +89,11 @@ class NotificationsPage {
   }
 
   showDeliveries(deliveries, filtered) {
+    const known = this.channels.size;
     for (const delivery of deliveries) this.channels.add(delivery.channel);
-    show(this.names, [...this.channels].sort().map((name) => h("option", { value: name })));
+    if (this.channels.size !== known) {
+      show(this.names, [...this.channels].sort().map((name) => h("option", { value: name })));
+    }
     if (!deliveries.length) {
       this.rows.clear();
       show(this.tbody);
