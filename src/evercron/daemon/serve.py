@@ -379,7 +379,11 @@ class Daemon:
         # The successor holds the serve lock through the descriptor it inherited; drop
         # ours, so that if it dies while this process drains, a restart can take over.
         self._serve_lock.release()
-        if self.phase is Phase.SERVING:
+        if self.phase is Phase.SERVING and self._serving is not None:
+            # The successor's counters start from what this process counted so far:
+            # written now, a scrape after the upgrade never sees them go backwards.
+            await self._serving.operations.counts.flush(self._serving.store)
+        if self.phase is Phase.SERVING:  # (a stop may have come meanwhile)
             self._enter(Phase.DRAINING)
             self._let_go()
         self._ended.set()
