@@ -14,7 +14,7 @@ from evercron.logfields import about
 from evercron.metrics import RunMetrics, Scraper
 from evercron.notify.dispatcher import Dispatcher
 from evercron.scheduler import Scheduler
-from evercron.store import Store
+from evercron.store import RetryPolicy, Store
 
 log = logging.getLogger("evercron.daemon")
 KILL_REQUESTS_EVERY = 0.25
@@ -66,11 +66,11 @@ async def deliver_notifications(dispatcher: Dispatcher) -> None:
     await dispatcher.run()
 
 
-async def save_metrics(counts: RunMetrics, store: Store) -> None:
+async def save_metrics(counts: RunMetrics, store: Store, retry: RetryPolicy) -> None:
     """Write this process's changed metric totals every `FLUSH_EVERY` seconds."""
     while True:
         await asyncio.sleep(FLUSH_EVERY)
-        await counts.flush(store)
+        await counts.flush(store, retry)
 
 
 async def merge_metric_totals(scraper: Scraper, state_dir: Path, owner: str) -> None:

@@ -278,7 +278,8 @@ class Daemon:
             chores.prune_forever(store, self.settings.retention_runs, self.settings.retention_days)
         )
         self._spawn(chores.deliver_notifications(serving.operations.dispatcher))
-        self._spawn(chores.save_metrics(serving.operations.counts, store))
+        retry = serving.scheduler.retry
+        self._spawn(chores.save_metrics(serving.operations.counts, store, retry))
         self._spawn(chores.merge_metric_totals(serving.scraper, self.state_dir, self.owner))
         self._spawn(logs.flush_forever())
         self._publish(url, token, serving.started)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 
 from evercron.model import FAILURES, RunStatus
 from evercron.scheduler.observer import RunEnded, RunStarted
-from evercron.store import Store, StoreError, Total, TotalKind
+from evercron.store import RetryPolicy, Store, StoreError, StoreUnavailable, Total, TotalKind
 
 log = logging.getLogger("evercron.metrics")
 
@@ -117,8 +117,9 @@ class RunMetrics:
         self._dirty.clear()
         return changed
 
-    async def flush(self, store: Store) -> None:
-        """Write what changed now; what the store refused stays to be written next time."""
+    async def flush(self, store: Store, retry: RetryPolicy | None = None) -> None:
+        """Write what changed now; what the store refused stays to be written next time
+        (a passing refusal is reported to `retry`, the daemon's account of the store)."""
         changes = self.take_changes()
         if not changes:
             return
@@ -126,11 +127,15 @@ class RunMetrics:
             await store.save_metric_totals(self.node, self.owner, changes)
         except StoreError as error:
             self._dirty.update(changes)
-            if not self._refused:
+            if retry is not None and isinstance(error, StoreUnavailable):
+                retry.refused("metric totals", error)
+            elif not self._refused:
                 log.warning("metric totals not saved, tried again every second: %s", error)
             self._refused = True
             return
-        if self._refused:
+        if retry is not None:
+            retry.accepted()
+        elif self._refused:
             log.info("metric totals saved again")
         self._refused = False
 

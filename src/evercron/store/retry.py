@@ -43,7 +43,10 @@ class RetryPolicy:
         """Whether the store refuses writes right now (as far as the last try knows)."""
         return self._failing_since is not None
 
-    def _refused(self, what: str, error: StoreUnavailable) -> None:
+    def refused(self, what: str, error: StoreUnavailable) -> None:
+        """Report a write the store refused (`what` it was): the outage is logged when
+        it starts, then at most once per `log_every` seconds. For writers that retry in
+        their own way; `persist` reports its own."""
         now = self.clock()
         if self._failing_since is None:
             self._failing_since = self._logged_at = now
@@ -57,7 +60,9 @@ class RetryPolicy:
                 error,
             )
 
-    def _accepted(self) -> None:
+    def accepted(self) -> None:
+        """Report a write the store accepted: the end of an outage is logged once
+        nothing waits for the store any more."""
         if self._failing_since is not None and self._waiting == 0:
             log.warning(
                 "the store accepts writes again after %.1fs", self.clock() - self._failing_since
@@ -83,7 +88,7 @@ async def persist(
             try:
                 result = await call()
             except StoreUnavailable as error:
-                policy._refused(what, error)
+                policy.refused(what, error)
                 if give_up_after is not None and policy.clock() - began >= give_up_after:
                     raise
                 await asyncio.sleep(pause)
@@ -92,5 +97,5 @@ async def persist(
             break
     finally:
         policy._waiting -= 1
-    policy._accepted()
+    policy.accepted()
     return result
