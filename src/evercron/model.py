@@ -361,3 +361,7 @@ class Run:
     error: str | None = None
     retry_of: int | None = None
     owner: str | None = None
+    node: str | None = None
+    """The name of the node that ran it (None: recorded before nodes had names)."""
+    fence: int | None = None
+    """Increasing number given at its claim: its result is accepted only with it."""

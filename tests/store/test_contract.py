@@ -137,6 +137,30 @@ class TestClaims:
         assert await claim_one(store, Claim("backup", NOW, Trigger.SCHEDULE)) is None
 
 
+class TestFences:
+    async def test_each_claim_gets_a_greater_fence_and_the_node(self, store: Store) -> None:
+        outcomes = await store.claim(
+            [Claim("a", at(0), Trigger.SCHEDULE), Claim("b", at(0), Trigger.SCHEDULE)], "o"
+        )
+        (later,) = await store.claim([Claim("a", at(1), Trigger.MANUAL)], "o")
+        fences = [o.fence for o in [*outcomes, later]]
+        assert None not in fences and fences == sorted(set(fences))  # type: ignore[type-var]
+        for outcome in [*outcomes, later]:
+            assert outcome.run_id is not None
+            run = await store.get_run(outcome.run_id)
+            assert run is not None and (run.fence, run.node) == (outcome.fence, "node-a")
+
+    async def test_a_result_with_another_fence_is_refused(self, store: Store) -> None:
+        (claimed,) = await store.claim([Claim("a", NOW, Trigger.SCHEDULE)], "o")
+        assert claimed.run_id is not None and claimed.fence is not None
+        stale = claimed.fence - 1
+        assert not await store.finish(claimed.run_id, RunEnd(RunStatus.SUCCEEDED, NOW), stale)
+        end = RunEnd(RunStatus.SUCCEEDED, NOW)
+        assert await store.finish(claimed.run_id, end, claimed.fence)
+        run = await store.get_run(claimed.run_id)
+        assert run is not None and run.status is RunStatus.SUCCEEDED
+
+
 class TestForbidAndReplace:
     async def test_an_exclusive_claim_is_skipped_while_the_job_runs(self, store: Store) -> None:
         first = await claim_one(store, Claim("j", at(0), Trigger.SCHEDULE, exclusive=True))

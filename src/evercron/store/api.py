@@ -103,9 +103,10 @@ class Store(Protocol):
         """Record the process of a claimed run."""
         ...
 
-    async def finish(self, run_id: int, end: RunEnd) -> bool:
+    async def finish(self, run_id: int, end: RunEnd, fence: int | None = None) -> bool:
         """Record how a running run ended; False (nothing changed) when it was not
-        running any more (already finished, marked lost)."""
+        running any more (already finished, marked lost) or, with `fence`, when the run
+        no longer has that fence (it was fenced off: its result is not the run's)."""
         ...
 
     async def get_run(self, run_id: int) -> Run | None:

@@ -43,6 +43,17 @@ class BrokenJob:
 
 
 @dataclass(frozen=True)
+class Disagreement:
+    """A live node whose files define a job otherwise than the definition in force
+    (the one applied last), or define one that is not stored."""
+
+    job: str
+    node: str
+    applied_by: str | None
+    """Whose definition is in force (None: the job is not stored, or nobody's)."""
+
+
+@dataclass(frozen=True)
 class StoredChunk:
     """One stored piece of a run's output, `offset` bytes into it."""
 
@@ -89,6 +100,8 @@ class Claimed:
     status: RunStatus = RunStatus.RUNNING
     error: str | None = None
     replaced: tuple[int, ...] = ()
+    fence: int | None = None
+    """The run's fence number (see `Store.finish`)."""
 
     @property
     def owned(self) -> bool:

@@ -102,4 +102,7 @@ MIGRATIONS: list[Migration] = [
     CREATE INDEX runs_running ON runs (job) WHERE status = 'running';
     CREATE UNIQUE INDEX runs_exclusive ON runs (job) WHERE status = 'running' AND exclusive = 1
     """),
+    # 5: the node that ran each run (several nodes share a PostgreSQL store; one node
+    # names itself here too).
+    Migration("ALTER TABLE runs ADD COLUMN node TEXT"),
 ]

@@ -28,11 +28,13 @@ from evercron.store.worker import StoreWorker
 
 
 class SqliteStore:
-    """The `Store` of one SQLite file (see `evercron.store.api` for every promise)."""
+    """The `Store` of one SQLite file (see `evercron.store.api` for every promise).
+    `node` names the one node that uses it: its runs carry it."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, node: str | None = None) -> None:
         self.path = Path(path)
-        self._database = SqliteDatabase(self.path)
+        self.node = node
+        self._database = SqliteDatabase(self.path, node)
         self._worker = StoreWorker(self._database)
 
     @property
@@ -103,9 +105,9 @@ class SqliteStore:
             self._database.mark_started, run_id, pid, pid_start_ticks, started_at, write=True
         )
 
-    async def finish(self, run_id: int, end: RunEnd) -> bool:
+    async def finish(self, run_id: int, end: RunEnd, fence: int | None = None) -> bool:
         """See `Store.finish`."""
-        return await self._worker.call(self._database.finish, run_id, end, write=True)
+        return await self._worker.call(self._database.finish, run_id, end, fence, write=True)
 
     async def get_run(self, run_id: int) -> Run | None:
         """See `Store.get_run`."""

@@ -1,0 +1,405 @@
+"""The shared store: `Store` on one PostgreSQL database, for several nodes.
+
+PostgreSQL is the only arbiter between the nodes: claims are decided by the occurrence
+key (`evercron.store.postgres_claims`), `forbid` by a partial unique index, leases by the
+database's clock (`evercron.store.postgres_nodes`). Every call is one transaction on a
+pooled connection with a deadline (`evercron.store.postgres_link`). Changes other nodes
+must hear of at once (definitions, kill requests, drains) are announced with NOTIFY in
+the transaction that makes them: a hint only, since every node also polls.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from evercron.model import Job, Run, RunStatus, Trigger
+from evercron.store.postgres_claims import claim_all
+from evercron.store.postgres_definitions import (
+    JOB_COLUMNS,
+    create_job,
+    delete_job,
+    job_row,
+    notify,
+    put_job,
+    reconcile,
+)
+from evercron.store.postgres_link import Connection, Link
+from evercron.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS, PRUNE_LOCK
+from evercron.store.records import (
+    BrokenJob,
+    Claim,
+    Claimed,
+    RunEnd,
+    RunningRun,
+    RunQuery,
+    StoredChunk,
+    StoredJob,
+    StoreError,
+)
+from evercron.store.schema import Migration
+
+RUN_COLUMNS = (
+    "id, job, trigger, scheduled_at, attempt, status, started_at, finished_at, exit_code, "
+    "signal, pid, cpu_user, cpu_system, max_rss_kb, output_bytes, output_truncated, error, "
+    "retry_of, owner, node, fence"
+)
+_SCHEDULED = [str(Trigger.SCHEDULE), str(Trigger.CATCH_UP)]
+
+
+class PostgresStore:
+    """The `Store` of one PostgreSQL database (see `evercron.store.api` for every
+    promise). `node` names the node this process belongs to: its claims carry it."""
+
+    def __init__(self, url: str, node: str | None = None) -> None:
+        self.node = node
+        self.link = Link(url)
+
+    @property
+    def description(self) -> str:
+        """The database, without its password."""
+        return self.link.description
+
+    async def migrate(
+        self, *, expand_only: bool = False, migrations: Sequence[Migration] = MIGRATIONS
+    ) -> int:
+        """See `Store.migrate`: under the migration lock, so nodes starting together apply
+        each migration once. A contract migration waits (is not applied) while a live
+        node knows fewer migrations than it needs (a rolling upgrade under way)."""
+        async with self.link.transaction(timeout=120) as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_version "
+                "(version INTEGER NOT NULL, oldest_reader INTEGER NOT NULL)"
+            )
+            row = await _one(conn, "SELECT version, oldest_reader FROM schema_version")
+            version, oldest = (int(row[0]), int(row[1])) if row else (0, 0)
+            if oldest > len(migrations):
+                raise StoreError(
+                    f"the database {self.description} has schema {version}, newer than this "
+                    f"evercron can read (it needs schema {oldest} or later; this one knows "
+                    f"{len(migrations)}): upgrade evercron"
+                )
+            behind = await _oldest_live_schema(conn) if version else None
+            applied = version
+            for migration in migrations[version:]:
+                too_soon = behind is not None and behind < migration.oldest_reader
+                if migration.is_contract and (expand_only or too_soon):
+                    break
+                for statement in migration.statements():
+                    await conn.execute(statement)
+                applied += 1
+                oldest = max(oldest, migration.oldest_reader)
+            if row is None:
+                await conn.execute("INSERT INTO schema_version VALUES (%s, %s)", (applied, oldest))
+            elif applied != version:
+                await conn.execute(
+                    "UPDATE schema_version SET version = %s, oldest_reader = %s",
+                    (applied, oldest),
+                )
+            return applied
+
+    async def close(self) -> None:
+        """See `Store.close`."""
+        await self.link.close()
+
+    # -- jobs ------------------------------------------------------------------------
+
+    async def list_jobs(self) -> list[StoredJob]:
+        """See `Store.list_jobs`."""
+        return [row for row in await self._job_rows() if isinstance(row, StoredJob)]
+
+    async def broken_jobs(self) -> list[BrokenJob]:
+        """See `Store.broken_jobs`."""
+        return [row for row in await self._job_rows() if isinstance(row, BrokenJob)]
+
+    async def get_job(self, name: str) -> StoredJob | None:
+        """See `Store.get_job`."""
+        rows = await self._job_rows(name)
+        return rows[0] if rows and isinstance(rows[0], StoredJob) else None
+
+    async def _job_rows(self, name: str | None = None) -> list[StoredJob | BrokenJob]:
+        async with self.link.transaction() as conn:
+            if name is None:
+                cursor = await conn.execute(
+                    f'SELECT {JOB_COLUMNS} FROM jobs ORDER BY name COLLATE "C"'
+                )
+            else:
+                cursor = await conn.execute(
+                    f"SELECT {JOB_COLUMNS} FROM jobs WHERE name = %s", (name,)
+                )
+            return [job_row(row) for row in await cursor.fetchall()]
+
+    async def create_job(self, job: Job, now: dt.datetime) -> bool:
+        """See `Store.create_job`."""
+        async with self.link.transaction() as conn:
+            return await create_job(conn, job, now, self.node)
+
+    async def put_job(self, job: Job, now: dt.datetime) -> bool:
+        """See `Store.put_job`."""
+        async with self.link.transaction() as conn:
+            return await put_job(conn, job, now, self.node)
+
+    async def delete_job(self, name: str) -> bool:
+        """See `Store.delete_job`."""
+        async with self.link.transaction() as conn:
+            return await delete_job(conn, name)
+
+    async def set_paused(self, name: str, paused: bool) -> bool:
+        """See `Store.set_paused`."""
+        async with self.link.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE jobs SET paused = %s WHERE name = %s", (paused, name)
+            )
+            if cursor.rowcount:
+                await notify(conn, "job", name)
+            return cursor.rowcount > 0
+
+    async def reconcile_jobs(self, jobs: Sequence[Job], now: dt.datetime) -> list[str]:
+        """See `Store.reconcile_jobs`."""
+        async with self.link.transaction() as conn:
+            return await reconcile(conn, jobs, now, self.node or "")
+
+    # -- firings and runs ------------------------------------------------------------
+
+    async def claim(self, claims: Sequence[Claim], owner: str) -> list[Claimed]:
+        """See `Store.claim` (`evercron.store.postgres_claims`)."""
+        now = dt.datetime.now(dt.UTC)
+        async with self.link.transaction() as conn:
+            return await claim_all(conn, claims, owner, self.node, now)
+
+    async def mark_started(
+        self, run_id: int, pid: int | None, pid_start_ticks: int | None, started_at: dt.datetime
+    ) -> None:
+        """See `Store.mark_started`."""
+        async with self.link.transaction() as conn:
+            await conn.execute(
+                "UPDATE runs SET pid = %s, pid_start_ticks = %s, started_at = %s WHERE id = %s",
+                (pid, pid_start_ticks, started_at, run_id),
+            )
+
+    async def finish(self, run_id: int, end: RunEnd, fence: int | None = None) -> bool:
+        """See `Store.finish`. A retried call whose first try committed (its answer was
+        lost with the connection) finds its own result and says True again."""
+        async with self.link.transaction() as conn:
+            cursor = await conn.execute(
+                "UPDATE runs SET status = %s, finished_at = %s, started_at = COALESCE(%s, "
+                "started_at), exit_code = %s, signal = %s, cpu_user = %s, cpu_system = %s, "
+                "max_rss_kb = %s, output_bytes = %s, output_truncated = %s, "
+                "error = COALESCE(%s, error) WHERE id = %s AND status = 'running' "
+                "AND (%s::bigint IS NULL OR fence = %s::bigint)",
+                (
+                    str(end.status),
+                    end.finished_at,
+                    end.started_at,
+                    end.exit_code,
+                    end.signal,
+                    end.cpu_user,
+                    end.cpu_system,
+                    end.max_rss_kb,
+                    end.output_bytes,
+                    end.output_truncated,
+                    end.error,
+                    run_id,
+                    fence,
+                    fence,
+                ),
+            )
+            if cursor.rowcount:
+                return True
+            row = await _one(conn, "SELECT status, finished_at FROM runs WHERE id = %s", (run_id,))
+            return row is not None and row[0] == str(end.status) and row[1] == end.finished_at
+
+    async def get_run(self, run_id: int) -> Run | None:
+        """See `Store.get_run`."""
+        async with self.link.transaction() as conn:
+            row = await _one(conn, f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,))
+            return None if row is None else run_row(row)
+
+    async def list_runs(self, query: RunQuery) -> list[Run]:
+        """See `Store.list_runs`."""
+        clauses: list[str] = []
+        values: list[object] = []
+        if query.job is not None:
+            clauses.append("job = %s")
+            values.append(query.job)
+        if query.status is not None:
+            clauses.append("status = %s")
+            values.append(str(query.status))
+        if query.before is not None:
+            clauses.append("id < %s")
+            values.append(query.before)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        async with self.link.transaction() as conn:
+            cursor = await conn.execute(
+                f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY id DESC LIMIT %s",
+                (*values, query.limit),
+            )
+            return [run_row(row) for row in await cursor.fetchall()]
+
+    async def running(self, owner: str | None = None) -> list[RunningRun]:
+        """See `Store.running`."""
+        async with self.link.transaction() as conn:
+            cursor = await conn.execute(
+                f"SELECT {RUN_COLUMNS}, pid_start_ticks FROM runs WHERE status = 'running' "
+                "AND (%s::text IS NULL OR owner = %s::text) ORDER BY id",
+                (owner, owner),
+            )
+            return [RunningRun(run_row(row[:-1]), row[-1]) for row in await cursor.fetchall()]
+
+    async def last_scheduled(self, job: str) -> dt.datetime | None:
+        """See `Store.last_scheduled`."""
+        async with self.link.transaction() as conn:
+            row = await _one(
+                conn,
+                "SELECT max(scheduled_at) FROM runs WHERE job = %s AND trigger = ANY(%s)",
+                (job, _SCHEDULED),
+            )
+            return None if row is None or row[0] is None else _utc(row[0])
+
+    async def request_kill(self, run_id: int, at: dt.datetime) -> bool:
+        """See `Store.request_kill`."""
+        async with self.link.transaction() as conn:
+            row = await _one(
+                conn,
+                "UPDATE runs SET kill_requested_at = %s WHERE id = %s AND status = 'running' "
+                "RETURNING node",
+                (at, run_id),
+            )
+            if row is not None:
+                await notify(conn, "kill", f"{run_id} {row[0]}")
+            return row is not None
+
+    async def kill_requests(self, owner: str) -> list[int]:
+        """See `Store.kill_requests`."""
+        async with self.link.transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT id FROM runs WHERE status = 'running' AND owner = %s "
+                "AND kill_requested_at IS NOT NULL ORDER BY id",
+                (owner,),
+            )
+            return [row[0] for row in await cursor.fetchall()]
+
+    async def boot_time(self, boot_id: str, booted_at: dt.datetime) -> dt.datetime:
+        """See `Store.boot_time` (per node: each node's boots are its own)."""
+        async with self.link.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO boots (boot_id, node, booted_at) VALUES (%s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                (boot_id, self.node or "", booted_at),
+            )
+            row = await _one(
+                conn,
+                "SELECT booted_at FROM boots WHERE boot_id = %s AND node = %s",
+                (boot_id, self.node or ""),
+            )
+            assert row is not None
+            return _utc(row[0])
+
+    # -- output ----------------------------------------------------------------------
+
+    async def append_output(self, run_id: int, chunks: Iterable[StoredChunk]) -> None:
+        """See `Store.append_output`."""
+        batch = list(chunks)
+        if not batch:
+            return
+        async with self.link.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO output (run_id, byte_offset, stream, at, data) SELECT %s, * FROM "
+                "unnest(%s::bigint[], %s::text[], %s::float8[], %s::bytea[]) "
+                "ON CONFLICT DO NOTHING",
+                (
+                    run_id,
+                    [c.offset for c in batch],
+                    [c.stream for c in batch],
+                    [c.at for c in batch],
+                    [c.data for c in batch],
+                ),
+            )
+
+    async def read_output(
+        self, run_id: int, after: int = -1, limit: int = 1000
+    ) -> list[StoredChunk]:
+        """See `Store.read_output`."""
+        async with self.link.transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT byte_offset, stream, at, data FROM output WHERE run_id = %s "
+                "AND byte_offset > %s ORDER BY byte_offset LIMIT %s",
+                (run_id, after, limit),
+            )
+            return [StoredChunk(r[0], r[1], r[2], bytes(r[3])) for r in await cursor.fetchall()]
+
+    # -- events and retention --------------------------------------------------------
+
+    async def add_event(self, kind: str, detail: str, at: dt.datetime) -> None:
+        """See `Store.add_event`."""
+        async with self.link.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO events (at, kind, detail) VALUES (%s, %s, %s)", (at, kind, detail)
+            )
+
+    async def prune(self, keep_per_job: int, older_than: dt.datetime) -> int:
+        """See `Store.prune`: on one node at a time (another one pruning now: 0)."""
+        async with self.link.transaction(timeout=300) as conn:
+            locked = await _one(conn, "SELECT pg_try_advisory_xact_lock(%s)", (PRUNE_LOCK,))
+            if not (locked and locked[0]):
+                return 0
+            cursor = await conn.execute(
+                "SELECT id FROM (SELECT id, status, finished_at, row_number() OVER "
+                "(PARTITION BY job ORDER BY id DESC) AS n FROM runs) AS ranked "
+                "WHERE n > %s AND status <> 'running' AND finished_at < %s",
+                (keep_per_job, older_than),
+            )
+            doomed = [row[0] for row in await cursor.fetchall()]
+            await conn.execute("DELETE FROM output WHERE run_id = ANY(%s)", (doomed,))
+            await conn.execute("DELETE FROM runs WHERE id = ANY(%s)", (doomed,))
+            return len(doomed)
+
+
+# -- shared with the other modules of this backend --------------------------------------
+
+
+def run_row(row: tuple[Any, ...]) -> Run:
+    """A `Run` from a row of `RUN_COLUMNS`."""
+    return Run(
+        id=row[0],
+        job=row[1],
+        trigger=Trigger(row[2]),
+        scheduled_at=_utc(row[3]),
+        attempt=row[4],
+        status=RunStatus(row[5]),
+        started_at=None if row[6] is None else _utc(row[6]),
+        finished_at=None if row[7] is None else _utc(row[7]),
+        exit_code=row[8],
+        signal=row[9],
+        pid=row[10],
+        cpu_user=row[11],
+        cpu_system=row[12],
+        max_rss_kb=row[13],
+        output_bytes=row[14],
+        output_truncated=row[15],
+        error=row[16],
+        retry_of=row[17],
+        owner=row[18],
+        node=row[19],
+        fence=row[20],
+    )
+
+
+async def _one(conn: Connection, sql: str, values: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:
+    return await (await conn.execute(sql, values)).fetchone()
+
+
+async def _oldest_live_schema(conn: Connection) -> int | None:
+    """The fewest migrations a live node's release knows (None: no node is alive)."""
+    row = await _one(
+        conn,
+        "SELECT min(schema_known) FROM nodes WHERE left_at IS NULL "
+        "AND heartbeat_at + make_interval(secs => lease) > clock_timestamp()",
+    )
+    return None if row is None or row[0] is None else int(row[0])
+
+
+def _utc(moment: dt.datetime) -> dt.datetime:
+    return moment.astimezone(dt.UTC)
