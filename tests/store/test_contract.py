@@ -7,13 +7,23 @@ this file passes on it unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import zoneinfo
 
 import pytest
 
 from evercron.model import Job, RunStatus, Trigger
-from evercron.store import BrokenJob, Claim, RunEnd, RunQuery, Store, StoredChunk
+from evercron.store import (
+    BrokenJob,
+    Claim,
+    NodeInfo,
+    NodeState,
+    RunEnd,
+    RunQuery,
+    Store,
+    StoredChunk,
+)
 
 pytestmark = pytest.mark.anyio
 NOW = dt.datetime(2024, 5, 1, 12, tzinfo=dt.UTC)
@@ -362,3 +372,71 @@ async def test_broken_jobs_are_listed_apart(store: Store) -> None:
     await store.put_job(a_job("fine"), NOW)
     assert await store.broken_jobs() == []
     assert all(not isinstance(job, BrokenJob) for job in await store.list_jobs())
+
+
+class TestNodes:
+    """The node calls; a store only one node uses keeps them trivially."""
+
+    def info(self, **extra: object) -> NodeInfo:
+        fields: dict[str, object] = {
+            "name": "node-a",
+            "home": "host-1:/var/lib/evercron",
+            "owner": "owner-a",
+            "tags": ("gpu", "eu"),
+            "version": "1.2.3",
+            "pid": 4242,
+            "lease": 30.0,
+            "max_running": 5,
+        }
+        return NodeInfo(**{**fields, **extra})  # type: ignore[arg-type]
+
+    async def test_a_joined_node_is_alive_with_what_it_said(self, store: Store) -> None:
+        await store.join(self.info())
+        run_id = await claim_one(store, Claim("job", NOW, Trigger.SCHEDULE), "owner-a")
+        renewed = await store.renew(self.info())
+        assert renewed is not None
+        (node,) = [n for n in renewed if n.name == "node-a"]
+        assert (node.state, node.tags, node.version, node.pid) == (
+            NodeState.ALIVE,
+            ("gpu", "eu"),
+            "1.2.3",
+            4242,
+        )
+        assert node.running == (run_id,) and node.lease == 30.0 and node.max_running == 5
+        assert [n.name for n in await store.nodes()] == [n.name for n in renewed]
+
+    async def test_drain_and_undrain(self, store: Store) -> None:
+        await store.join(self.info())
+        assert await store.set_drained("node-a", True)
+        assert [n.state for n in await store.nodes()] == [NodeState.DRAINING]
+        assert await store.set_drained("node-a", False)
+        assert [n.state for n in await store.nodes()] == [NodeState.ALIVE]
+        assert not await store.set_drained("no-such-node", True)
+
+    async def test_running_runs_of_one_node(self, store: Store) -> None:
+        run_id = await claim_one(store, Claim("job", NOW, Trigger.SCHEDULE), "owner-a")
+        assert [r.run.id for r in await store.running(node="node-a")] == [run_id]
+
+    async def test_a_live_node_is_never_reaped(self, store: Store) -> None:
+        await store.join(self.info())
+        await claim_one(store, Claim("job", NOW, Trigger.SCHEDULE), "owner-a")
+        assert await store.reap(0.0, {"job": 3}, "owner-b") == []
+
+    async def test_listening_starts_with_a_resync(self, store: Store) -> None:
+        heard: list[tuple[str, str]] = []
+        listening = asyncio.ensure_future(store.listen(lambda *hint: heard.append(hint)))
+        try:
+            for _ in range(200):
+                if heard:
+                    break
+                await asyncio.sleep(0.01)
+            assert heard[0] == ("resync", "")
+        finally:
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listening
+
+    async def test_one_node_s_files_agree_with_themselves(self, store: Store) -> None:
+        await store.join(self.info())
+        await store.reconcile_jobs([a_job("nightly")], NOW)
+        assert await store.disagreements() == []

@@ -5,6 +5,7 @@ lost answer, the database deciding `forbid` between nodes, and no password anywh
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import re
 import time
@@ -12,8 +13,8 @@ import time
 import psycopg
 import pytest
 
-from evercron.model import RunStatus, Trigger
-from evercron.store import Claim, StoreError, StoreUnavailable
+from evercron.model import Job, RunStatus, Trigger
+from evercron.store import Claim, NodeInfo, NodeState, RunEnd, StoreError, StoreUnavailable
 from evercron.store.postgres import PostgresStore
 from evercron.store.postgres_schema import MIGRATIONS
 from evercron.store.schema import Migration
@@ -187,3 +188,159 @@ async def test_the_password_is_never_shown(postgres_server: PostgresServer) -> N
     with pytest.raises(StoreError) as bad:
         PostgresStore(f"postgresql://u:{secret}@host/db?nonsense=1", node="a")
     assert secret not in str(bad.value)
+
+
+def node(name: str, lease: float = 30.0, home: str | None = None) -> NodeInfo:
+    return NodeInfo(name, home or f"home-of-{name}", f"owner-{name}", (), "1", 1, lease)
+
+
+async def wait_until_expired(store: PostgresStore, name: str) -> None:
+    for _ in range(200):
+        if [n.state for n in await store.nodes() if n.name == name] == [NodeState.EXPIRED]:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"node {name} did not expire")
+
+
+async def test_an_expired_node_s_runs_are_lost_once_and_retried_by_the_reaper(
+    postgres_url: str,
+) -> None:
+    a, b = PostgresStore(postgres_url, node="a"), PostgresStore(postgres_url, node="b")
+    await a.migrate()
+    try:
+        await a.join(node("a", lease=0.5))
+        await b.join(node("b"))
+        (kept,) = await a.claim([Claim("retried", NOW, Trigger.SCHEDULE)], "owner-a")
+        (plain,) = await a.claim([Claim("plain", NOW, Trigger.SCHEDULE)], "owner-a")
+        assert kept.run_id is not None and plain.run_id is not None
+        assert await b.reap(0.2, {"retried": 1}, "owner-b") == []  # not expired yet
+        await wait_until_expired(b, "a")
+        await asyncio.sleep(0.3)  # and the grace
+        lost = await b.reap(0.2, {"retried": 1}, "owner-b")
+        assert sorted(r.run.id for r in lost) == sorted([kept.run_id, plain.run_id])
+        assert await b.reap(0.2, {"retried": 1}, "owner-b") == []  # never twice
+        (retry,) = [r.retry for r in lost if r.run.job == "retried"]
+        assert retry is not None and retry.owned
+        again = await b.get_run(retry.run_id or 0)
+        assert again is not None
+        assert (again.attempt, again.trigger, again.node, again.retry_of) == (
+            2,
+            Trigger.RETRY,
+            "b",
+            kept.run_id,
+        )
+        gone = await b.get_run(kept.run_id)
+        assert gone is not None and gone.status is RunStatus.LOST
+        assert "node a stopped renewing its lease" in (gone.error or "")
+        late = RunEnd(RunStatus.SUCCEEDED, NOW)
+        assert not await a.finish(kept.run_id, late, kept.fence)  # the late result
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_nothing_is_reaped_within_a_lease_of_a_database_restart(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    a, b = PostgresStore(postgres_url, node="a"), PostgresStore(postgres_url, node="b")
+    await a.migrate()
+    try:
+        await a.join(node("a", lease=2.0))
+        await a.claim([Claim("job", NOW, Trigger.SCHEDULE)], "owner-a")
+        await asyncio.sleep(2.5)  # a's lease ran out
+        postgres_server.restart_immediately()
+        assert await b.reap(0.0, {}, "owner-b") == []  # a gets a lease to renew first
+        assert await a.renew(node("a", lease=2.0)) is not None
+        await asyncio.sleep(2.2)
+        assert len(await b.reap(0.0, {}, "owner-b")) == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_a_node_name_is_one_node_s_while_it_lives(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url, node="a")
+    await store.migrate()
+    try:
+        await store.join(node("a", lease=0.5))
+        with pytest.raises(StoreError, match='node name "a" is in use'):
+            await store.join(node("a", home="elsewhere"))
+        assert await store.renew(node("a", home="elsewhere")) is None
+        await store.join(node("a", lease=0.5))  # the same home: a restart, welcome
+        await wait_until_expired(store, "a")
+        await store.join(node("a", home="elsewhere"))  # the old one is gone: taken over
+        assert await store.renew(node("a", lease=0.5)) is None
+    finally:
+        await store.close()
+
+
+async def test_a_node_leaves_only_without_running_runs(postgres_url: str) -> None:
+    store = PostgresStore(postgres_url, node="a")
+    await store.migrate()
+    try:
+        await store.join(node("a"))
+        (claimed,) = await store.claim([Claim("job", NOW, Trigger.SCHEDULE)], "owner-a")
+        assert claimed.run_id is not None
+        assert not await store.leave(node("a"))
+        await store.finish(claimed.run_id, RunEnd(RunStatus.SUCCEEDED, NOW))
+        assert await store.leave(node("a"))
+        assert [n.state for n in await store.nodes()] == [NodeState.LEFT]
+    finally:
+        await store.close()
+
+
+async def test_hints_reach_other_nodes(postgres_url: str) -> None:
+    a, b = PostgresStore(postgres_url, node="a"), PostgresStore(postgres_url, node="b")
+    await a.migrate()
+    heard: list[tuple[str, str]] = []
+    listening = asyncio.ensure_future(b.listen(lambda *hint: heard.append(hint)))
+    try:
+        while not heard:
+            await asyncio.sleep(0.01)
+        await a.put_job(Job.from_mapping({"name": "j", "schedule": "@daily", "command": "x"}), NOW)
+        await a.set_paused("j", True)
+        await a.join(node("a"))
+        for _ in range(200):
+            if len(heard) >= 4:
+                break
+            await asyncio.sleep(0.01)
+        assert heard == [("resync", ""), ("job", "j"), ("job", "j"), ("node", "a")]
+    finally:
+        listening.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listening
+        await a.close()
+        await b.close()
+
+
+async def test_files_of_live_nodes_decide_and_disagreements_show(postgres_url: str) -> None:
+    a, b = PostgresStore(postgres_url, node="a"), PostgresStore(postgres_url, node="b")
+    await a.migrate()
+
+    def job(name: str, command: str) -> Job:
+        return Job.from_mapping(
+            {"name": name, "schedule": "@daily", "command": command}, source="/etc/e.toml"
+        )
+
+    try:
+        await a.join(node("a"))
+        await b.join(node("b"))
+        assert await a.reconcile_jobs([job("shared", "v1"), job("only-a", "x")], NOW) == [
+            "shared",
+            "only-a",
+        ]
+        assert await b.reconcile_jobs([job("shared", "v2")], NOW) == ["shared"]  # b wins
+        stored = await a.get_job("shared")
+        assert stored is not None and stored.job.command == "v2"
+        assert [s.job.name for s in await a.list_jobs()] == ["only-a", "shared"]  # a's stays
+        (seen,) = await a.disagreements()
+        assert (seen.job, seen.node, seen.applied_by) == ("shared", "a", "b")
+        assert await b.reconcile_jobs([], NOW) == ["shared"]  # a still defines it: a's now
+        stored = await a.get_job("shared")
+        assert stored is not None and stored.job.command == "v1"
+        assert await a.disagreements() == []
+        assert sorted(await a.reconcile_jobs([], NOW)) == ["only-a", "shared"]
+        assert await a.list_jobs() == []
+    finally:
+        await a.close()
+        await b.close()

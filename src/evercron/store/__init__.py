@@ -5,10 +5,16 @@ backends."""
 from pathlib import Path
 
 from evercron.store.api import Store
+from evercron.store.postgres import PostgresStore
 from evercron.store.records import (
     BrokenJob,
     Claim,
     Claimed,
+    Disagreement,
+    LostRun,
+    Node,
+    NodeInfo,
+    NodeState,
     RunEnd,
     RunMark,
     RunningRun,
@@ -25,6 +31,11 @@ __all__ = [
     "BrokenJob",
     "Claim",
     "Claimed",
+    "Disagreement",
+    "LostRun",
+    "Node",
+    "NodeInfo",
+    "NodeState",
     "RetryPolicy",
     "RunEnd",
     "RunMark",
@@ -40,6 +51,10 @@ __all__ = [
 ]
 
 
-def open_store(state_dir: Path) -> Store:
-    """The store the daemon is configured for: the SQLite file in its state dir."""
-    return SqliteStore(state_dir / "evercron.db")
+def open_store(state_dir: Path, database_url: str | None = None, node: str | None = None) -> Store:
+    """The store the daemon is configured for: the PostgreSQL database at
+    `database_url` (several nodes), else the SQLite file in its state dir; opened for the
+    node called `node`."""
+    if database_url:
+        return PostgresStore(database_url, node)
+    return SqliteStore(state_dir / "evercron.db", node)

@@ -10,42 +10,53 @@ the transaction that makes them: a hint only, since every node also polls.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from evercron.model import Job, Run, RunStatus, Trigger
+import psycopg
+
+from evercron.model import Job, Run, Trigger
+from evercron.store import postgres_nodes
 from evercron.store.postgres_claims import claim_all
 from evercron.store.postgres_definitions import (
+    CHANNEL,
     JOB_COLUMNS,
     create_job,
     delete_job,
+    disagreements,
     job_row,
     notify,
     put_job,
     reconcile,
 )
-from evercron.store.postgres_link import Connection, Link
+from evercron.store.postgres_link import Connection, Link, cut
+from evercron.store.postgres_rows import RUN_COLUMNS, run_row
 from evercron.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS, PRUNE_LOCK
 from evercron.store.records import (
     BrokenJob,
     Claim,
     Claimed,
+    Disagreement,
+    LostRun,
+    Node,
+    NodeInfo,
     RunEnd,
     RunningRun,
     RunQuery,
     StoredChunk,
     StoredJob,
     StoreError,
+    StoreUnavailable,
 )
 from evercron.store.schema import Migration
 
-RUN_COLUMNS = (
-    "id, job, trigger, scheduled_at, attempt, status, started_at, finished_at, exit_code, "
-    "signal, pid, cpu_user, cpu_system, max_rss_kb, output_bytes, output_truncated, error, "
-    "retry_of, owner, node, fence"
-)
 _SCHEDULED = [str(Trigger.SCHEDULE), str(Trigger.CATCH_UP)]
+LISTEN_CHECK_EVERY = 5.0
+"""Seconds between checks that the LISTEN connection still reaches the database."""
+log = logging.getLogger("evercron.store")
 
 
 class PostgresStore:
@@ -55,6 +66,8 @@ class PostgresStore:
     def __init__(self, url: str, node: str | None = None) -> None:
         self.node = node
         self.link = Link(url)
+        self.lease_link = Link(url, max_size=2, name="evercron-lease")
+        """Renewals have connections of their own: a busy pool never delays them."""
 
     @property
     def description(self) -> str:
@@ -103,6 +116,7 @@ class PostgresStore:
     async def close(self) -> None:
         """See `Store.close`."""
         await self.link.close()
+        await self.lease_link.close()
 
     # -- jobs ------------------------------------------------------------------------
 
@@ -238,13 +252,14 @@ class PostgresStore:
             )
             return [run_row(row) for row in await cursor.fetchall()]
 
-    async def running(self, owner: str | None = None) -> list[RunningRun]:
+    async def running(self, owner: str | None = None, node: str | None = None) -> list[RunningRun]:
         """See `Store.running`."""
         async with self.link.transaction() as conn:
             cursor = await conn.execute(
                 f"SELECT {RUN_COLUMNS}, pid_start_ticks FROM runs WHERE status = 'running' "
-                "AND (%s::text IS NULL OR owner = %s::text) ORDER BY id",
-                (owner, owner),
+                "AND (%s::text IS NULL OR owner = %s::text) "
+                "AND (%s::text IS NULL OR node = %s::text) ORDER BY id",
+                (owner, owner, node, node),
             )
             return [RunningRun(run_row(row[:-1]), row[-1]) for row in await cursor.fetchall()]
 
@@ -356,35 +371,81 @@ class PostgresStore:
             await conn.execute("DELETE FROM runs WHERE id = ANY(%s)", (doomed,))
             return len(doomed)
 
+    # -- nodes -----------------------------------------------------------------------
+
+    async def join(self, node: NodeInfo) -> None:
+        """See `Store.join`. Renewals get a deadline of a third of the lease."""
+        self.lease_link.timeout = node.lease / 3
+        async with self.link.transaction() as conn:
+            await postgres_nodes.join(conn, node, len(MIGRATIONS))
+
+    async def renew(self, node: NodeInfo) -> list[Node] | None:
+        """See `Store.renew`."""
+        async with self.lease_link.transaction() as conn:
+            return await postgres_nodes.renew(conn, node)
+
+    async def nodes(self) -> list[Node]:
+        """See `Store.nodes`."""
+        async with self.link.transaction() as conn:
+            return await postgres_nodes.nodes(conn)
+
+    async def set_drained(self, name: str, drained: bool) -> bool:
+        """See `Store.set_drained`."""
+        async with self.link.transaction() as conn:
+            return await postgres_nodes.set_drained(conn, name, drained)
+
+    async def leave(self, node: NodeInfo) -> bool:
+        """See `Store.leave`."""
+        async with self.link.transaction() as conn:
+            return await postgres_nodes.leave(conn, node)
+
+    async def reap(self, grace: float, retryable: Mapping[str, int], owner: str) -> list[LostRun]:
+        """See `Store.reap` (`evercron.store.postgres_nodes`)."""
+        now = dt.datetime.now(dt.UTC)
+        async with self.link.transaction() as conn:
+            return await postgres_nodes.reap(conn, grace, retryable, owner, self.node, now)
+
+    async def disagreements(self) -> list[Disagreement]:
+        """See `Store.disagreements`."""
+        async with self.link.transaction() as conn:
+            return await disagreements(conn)
+
+    async def listen(self, on_hint: Callable[[str, str], None]) -> None:
+        """See `Store.listen`: one connection of its own, checked every few seconds (a
+        silent network would otherwise leave it waiting for hints forever); a new one,
+        and a resync, after any trouble."""
+        pause = 0.5
+        while True:
+            try:
+                conn = await self.link.connect()
+            except StoreUnavailable as error:
+                log.debug("no LISTEN connection: %s", error)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 5.0)
+                continue
+            pause = 0.5
+            try:
+                async with conn:
+                    await conn.execute(f"LISTEN {CHANNEL}")
+                    on_hint("resync", "")
+                    await self._hear(conn, on_hint)
+            except psycopg.Error as error:
+                log.debug("the LISTEN connection broke: %s", error)
+
+    async def _hear(self, conn: Connection, on_hint: Callable[[str, str], None]) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            async for note in conn.notifies(timeout=LISTEN_CHECK_EVERY):
+                kind, _, detail = note.payload.partition(" ")
+                on_hint(kind, detail)
+            cutter = loop.call_later(self.link.timeout, cut, conn)
+            try:
+                await conn.execute("SELECT 1")
+            finally:
+                cutter.cancel()
+
 
 # -- shared with the other modules of this backend --------------------------------------
-
-
-def run_row(row: tuple[Any, ...]) -> Run:
-    """A `Run` from a row of `RUN_COLUMNS`."""
-    return Run(
-        id=row[0],
-        job=row[1],
-        trigger=Trigger(row[2]),
-        scheduled_at=_utc(row[3]),
-        attempt=row[4],
-        status=RunStatus(row[5]),
-        started_at=None if row[6] is None else _utc(row[6]),
-        finished_at=None if row[7] is None else _utc(row[7]),
-        exit_code=row[8],
-        signal=row[9],
-        pid=row[10],
-        cpu_user=row[11],
-        cpu_system=row[12],
-        max_rss_kb=row[13],
-        output_bytes=row[14],
-        output_truncated=row[15],
-        error=row[16],
-        retry_of=row[17],
-        owner=row[18],
-        node=row[19],
-        fence=row[20],
-    )
 
 
 async def _one(conn: Connection, sql: str, values: tuple[Any, ...] = ()) -> tuple[Any, ...] | None:

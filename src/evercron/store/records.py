@@ -8,6 +8,7 @@ backend's rows.
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from dataclasses import dataclass
 
 from evercron.model import Job, Run, RunStatus, Trigger
@@ -158,3 +159,58 @@ class RunMark:
     status: RunStatus
     scheduled_at: dt.datetime
     duration: float | None  # seconds from start to end; None until it has both
+
+
+class NodeState(enum.StrEnum):
+    """Where a node stands, judged on the database's clock."""
+
+    ALIVE = "alive"
+    DRAINING = "draining"
+    """Alive, but asked not to claim firings (`evercron drain`)."""
+    EXPIRED = "expired"
+    """It stopped renewing its lease: its running runs are (or will be) `lost`."""
+    LEFT = "left"
+    """It stopped gracefully, after its runs ended."""
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What a node says about itself when it joins."""
+
+    name: str
+    home: str
+    """Where it runs (its machine and state dir): a node of the same name elsewhere is
+    refused while this one is alive."""
+    owner: str
+    """The daemon process that joined (the serving generation)."""
+    tags: tuple[str, ...]
+    version: str
+    pid: int
+    lease: float
+    """Seconds without a renewal after which others take the node for dead."""
+    max_running: int | None = None
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node as the store knows it."""
+
+    name: str
+    tags: tuple[str, ...]
+    state: NodeState
+    heartbeat_at: dt.datetime
+    version: str
+    pid: int
+    running: tuple[int, ...]
+    """Its runs still marked running, by id."""
+    lease: float
+    max_running: int | None = None
+
+
+@dataclass(frozen=True)
+class LostRun:
+    """A run marked `lost` because its node's lease expired, with the next attempt the
+    reaper claimed for itself (`on_lost = "retry"`), if any."""
+
+    run: Run
+    retry: Claimed | None = None
