@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import enum
 import os
+import re
+import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +20,11 @@ from evercron.units import parse_duration
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8467
+MIN_NODE_LEASE = 3.0
+"""A lease is renewed every third of it; a node that misses renewals needs a third of it
+(at least a second) to end its commands before others may take it for dead."""
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:=-]{0,63}")
+"""A node name or tag: letters, digits and "_.:=-", at most 64."""
 
 
 class Kind(enum.Enum):
@@ -37,6 +44,14 @@ class Kind(enum.Enum):
     """A whole number, at least 1."""
     DAYS = "days"
     """A number of days, more than 0."""
+    URL = "url"
+    """A PostgreSQL database URL: postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE."""
+    NAME = "name"
+    """Letters, digits and "_.:=-", at most 64."""
+    NAMES = "names"
+    """A list of names."""
+    LEASE = "lease"
+    """A duration of at least 3 seconds."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,17 @@ DAEMON_KEYS: tuple[Key, ...] = (
         "request; a connection that has not is closed", '"30s"'),
     Key("max_connections", Kind.COUNT, 1000, "Open HTTP connections at most (lowered to "
         "what the descriptor limit leaves); past it the oldest idle are closed", "1000"),
+    Key("database_url", Kind.URL, None, "A PostgreSQL database shared by several nodes "
+        "(else EVERCRON_DATABASE_URL; without either, SQLite in the state dir)",
+        '"postgresql://evercron@db.example:5432/evercron"'),
+    Key("node_name", Kind.NAME, None, "This node's name (default: the host name)",
+        '"worker-1"'),
+    Key("node_tags", Kind.NAMES, (), "This node's tags: a job with run_on runs only on "
+        "nodes that have all its tags", '["gpu", "eu"]'),
+    Key("node_lease", Kind.LEASE, 30.0, "A node that renewed nothing for this long is taken "
+        "for dead and its runs are lost; it renews every third of it", '"15s"'),
+    Key("max_running", Kind.COUNT, None, "Commands this node runs at once (default: no "
+        "limit); past it, firings go to other nodes", "100"),
 )  # fmt: skip
 
 
@@ -102,6 +128,11 @@ class Settings:
     store_retry_interval: float = 5.0
     header_timeout: float = 30.0
     max_connections: int = 1000
+    database_url: str | None = None
+    node_name: str = field(default_factory=socket.gethostname)
+    node_tags: tuple[str, ...] = ()
+    node_lease: float = 30.0
+    max_running: int | None = None
 
     @property
     def listen(self) -> str:
@@ -203,6 +234,36 @@ def _address(value: Any) -> tuple[str, int]:
     return parse_listen(str(value))
 
 
+def _url(value: Any) -> str:
+    text = _text(value)
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+    return text
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        raise ValueError('use letters, digits and "_.:=-" (at most 64)')
+    return value
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ValueError('expected a list like ["gpu", "eu"]')
+    return tuple(dict.fromkeys(_name(item) for item in value))
+
+
+def _lease(value: Any) -> float:
+    seconds = _duration(value)
+    if seconds < MIN_NODE_LEASE:
+        raise ValueError(
+            f"{seconds:g}s is too short: it is renewed every third of it, and a node that "
+            "misses renewals needs a third of it to end its commands before others take "
+            f"it for dead (at least {MIN_NODE_LEASE:g}s)"
+        )
+    return seconds
+
+
 _READERS: dict[Kind, Callable[[Any], Any]] = {
     Kind.TEXT: _text,
     Kind.PATH: _text,
@@ -211,4 +272,8 @@ _READERS: dict[Kind, Callable[[Any], Any]] = {
     Kind.PERIOD: _period,
     Kind.COUNT: _count,
     Kind.DAYS: _days,
+    Kind.URL: _url,
+    Kind.NAME: _name,
+    Kind.NAMES: _names,
+    Kind.LEASE: _lease,
 }

@@ -344,3 +344,16 @@ async def test_files_of_live_nodes_decide_and_disagreements_show(postgres_url: s
     finally:
         await a.close()
         await b.close()
+
+
+async def test_nodes_booted_together_keep_boot_times_of_their_own(postgres_url: str) -> None:
+    a, b = PostgresStore(postgres_url, node="a"), PostgresStore(postgres_url, node="b")
+    await a.migrate()
+    try:
+        first = await a.boot_time("boot-1", NOW)
+        other = await b.boot_time("boot-2", NOW)  # another machine, booted the same second
+        assert first == NOW and other > NOW
+        assert await b.boot_time("boot-2", NOW + dt.timedelta(seconds=5)) == other
+    finally:
+        await a.close()
+        await b.close()

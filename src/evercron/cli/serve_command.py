@@ -27,12 +27,26 @@ from evercron.daemon.upgrade import Predecessor, UpgradeError
 @click.option("--state-dir", metavar="DIR", help="Where the store, token and locks live.")
 @click.option("--listen", metavar="HOST:PORT", help="API address (default 127.0.0.1:8467).")
 @click.option("--pid-file", metavar="PATH", help="Write the daemon's pid here.")
+@click.option(
+    "--database-url",
+    envvar="EVERCRON_DATABASE_URL",
+    metavar="URL",
+    help="PostgreSQL database shared by several nodes (also EVERCRON_DATABASE_URL; "
+    "default: SQLite in the state dir).",
+)
+@click.option("--node-name", metavar="NAME", help="This node's name (default: the host name).")
+@click.option(
+    "--node-tag", "node_tags", multiple=True, metavar="TAG", help="A tag of this node (repeatable)."
+)
 def serve_command(
     config_path: str | None,
     crontabs: tuple[str, ...],
     state_dir: str | None,
     listen: str | None,
     pid_file: str | None,
+    database_url: str | None,
+    node_name: str | None,
+    node_tags: tuple[str, ...],
 ) -> None:
     """Run the daemon: schedule jobs and serve the API until stopped.
 
@@ -47,7 +61,15 @@ def serve_command(
         raise CliError(str(error)) from None
     try:
         config = load_config(
-            config_path, crontabs, overrides={"state_dir": state_dir, "listen": listen}
+            config_path,
+            crontabs,
+            overrides={
+                "state_dir": state_dir,
+                "listen": listen,
+                "database_url": database_url,
+                "node_name": node_name,
+                "node_tags": list(node_tags) or None,
+            },
         )
     except ConfigError as error:
         for problem in error.problems:

@@ -9,21 +9,32 @@ from evercron.process import Command, Tracking
 
 
 def command_for(
-    job: Job, run_id: int, scheduled_at: dt.datetime, attempt: int, tracking: Tracking = "auto"
+    job: Job,
+    run_id: int,
+    scheduled_at: dt.datetime,
+    attempt: int,
+    tracking: Tracking = "auto",
+    node: str | None = None,
+    fence: int | None = None,
 ) -> Command:
     """The command of one run of `job`, with the run's facts in its environment
-    (`EVERCRON_JOB`, `EVERCRON_SCHEDULED_AT`, `EVERCRON_ATTEMPT`; the runner adds
-    `EVERCRON_RUN_ID`)."""
+    (`EVERCRON_JOB`, `EVERCRON_SCHEDULED_AT`, `EVERCRON_ATTEMPT`, and `EVERCRON_NODE`
+    and `EVERCRON_FENCE` when known, so a command can fence its own side effects; the
+    runner adds `EVERCRON_RUN_ID`)."""
+    facts = {
+        "EVERCRON_JOB": job.name,
+        "EVERCRON_SCHEDULED_AT": scheduled_at.astimezone(dt.UTC).isoformat(),
+        "EVERCRON_ATTEMPT": str(attempt),
+    }
+    if node is not None:
+        facts["EVERCRON_NODE"] = node
+    if fence is not None:
+        facts["EVERCRON_FENCE"] = str(fence)
     return Command(
         job.command,
         shell=job.shell,
         cwd=job.cwd,
-        env={
-            **job.env,
-            "EVERCRON_JOB": job.name,
-            "EVERCRON_SCHEDULED_AT": scheduled_at.astimezone(dt.UTC).isoformat(),
-            "EVERCRON_ATTEMPT": str(attempt),
-        },
+        env={**job.env, **facts},
         umask=job.umask,
         nice=job.nice,
         limits=dict(job.limits),

@@ -1,15 +1,19 @@
-"""The one path every firing takes: decide, claim, launch.
+"""The one path every firing takes: decide, place, claim, launch.
 
 Scheduled, prepared ahead, crowded, late, caught up, retried, triggered by hand or by a
 boot - every firing is decided by `decide()` (the job's state and policies, applied once),
-claimed in the store (which holds `concurrency = "forbid"` itself, whichever process runs
+placed (`evercron.scheduler.placement`: which node tries when; scheduled firings and
+catch-ups only - a manual run, a retry and a boot's firing belong to this node), claimed
+in the store (which holds `concurrency = "forbid"` itself, whichever process or node runs
 the other run) and, when owned, handed to the launcher with the launch mode chosen by
-`launch_mode()`. A firing that does not run is a `skipped` row with its reason.
+`launch_mode()`. A firing that does not run is a `skipped` row with its reason. Nothing
+is claimed while this node's lease is not healthy.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
@@ -18,10 +22,14 @@ from evercron.model import Concurrency, Job, RunStatus, Trigger
 from evercron.scheduler.clock import Clock
 from evercron.scheduler.command import command_for
 from evercron.scheduler.launcher import Launch, Launcher, LaunchMode, launch_mode
+from evercron.scheduler.placement import Cluster
 from evercron.store import Claim, Claimed, RetryPolicy, Store, StoredJob, persist
 
 MANUAL_PATIENCE = 5.0
 """Seconds a manual trigger waits for a store that refuses writes before it is refused."""
+
+Planned = tuple[int, "Firing", Claim]
+"""A firing about to be claimed: its index in the call, the firing, its claim."""
 
 
 @dataclass(frozen=True)
@@ -80,6 +88,13 @@ def _inactive(stored: StoredJob | None, trigger: Trigger) -> str | None:
     return None
 
 
+def placed(firing: Firing, stored: StoredJob | None) -> bool:
+    """Whether the firing goes to whichever node placement picks (scheduled firings and
+    catch-ups), rather than to this node (manual runs, retries, a boot's firings)."""
+    on_schedule = firing.trigger in (Trigger.SCHEDULE, Trigger.CATCH_UP)
+    return on_schedule and not (stored is not None and stored.job.schedule.is_reboot)
+
+
 def release_time(firing: Firing, job: Job, rng: random.Random) -> float | None:
     """When a scheduled firing's command is let run (its time plus jitter); None for
     every other trigger: at once."""
@@ -100,6 +115,7 @@ class FiringPath:
         jobs: Callable[[str], StoredJob | None],
         clock: Clock,
         retry: RetryPolicy,
+        cluster: Cluster,
     ) -> None:
         self._store = store
         self._owner = owner
@@ -107,6 +123,7 @@ class FiringPath:
         self._jobs = jobs
         self._clock = clock
         self._retry = retry
+        self._cluster = cluster
         self._rng = random.Random()
         self.closed = False
         """Set once this process stops claiming (stopping or handed over)."""
@@ -114,34 +131,91 @@ class FiringPath:
     async def fire(
         self, firings: Sequence[Firing], crowded: Collection[dt.datetime] = ()
     ) -> list[Claimed]:
-        """Decide, claim (one store call for all) and launch `firings`; what became of
-        each, in order (`Claimed(None)`: not claimed). Firings due at an instant in
-        `crowded` are so many that CPU bounds how soon they run (see
+        """Decide, place, claim (one store call per turn) and launch `firings`; what
+        became of each, in order (`Claimed(None)`: not claimed here). Firings due at an
+        instant in `crowded` are so many that CPU bounds how soon they run (see
         `LaunchMode.DIRECT`). Once `closed`, only retries are claimed: their keys belong
         to this process's runs, nobody else claims them."""
-        now = self._clock.time()
         results = [Claimed(None) for _ in firings]
-        wanted = [
-            (index, firing, claim)
-            for index, firing in enumerate(firings)
-            if (not self.closed or firing.trigger is Trigger.RETRY)
-            and (claim := decide(firing, self._jobs(firing.job), now)) is not None
-        ]
-        if not wanted:
-            return results
-        # Someone waits for a manual run: tell them the store is unavailable rather
-        # than keep them waiting. Every other firing waits for the store.
-        by_hand = all(firing.trigger is Trigger.MANUAL for _, firing, _ in wanted)
-        outcomes = await persist(
-            self._retry,
-            f"claim of {len(wanted)} firing(s)",
-            lambda: self._store.claim([claim for _, _, claim in wanted], self._owner),
-            give_up_after=MANUAL_PATIENCE if by_hand else None,
-        )
-        for (index, firing, claim), outcome in zip(wanted, outcomes, strict=True):
-            results[index] = outcome
-            self._act_on(firing, claim, outcome, firing.scheduled_at in crowded)
+        turns = self._plan(firings)
+        started = self._clock.time()
+        for delay in sorted(turns):
+            if delay:  # a later place in the ranking: claim only if nobody did
+                await self._clock.sleep(started + delay - self._clock.time())
+            wanted = [p for p in turns[delay] if self._may_claim(p[1], late=delay > 0)]
+            if not wanted:
+                continue
+            claims = [claim for _, _, claim in wanted]
+            # Someone waits for a manual run: tell them the store is unavailable rather
+            # than keep them waiting. Every other firing waits for the store.
+            by_hand = all(firing.trigger is Trigger.MANUAL for _, firing, _ in wanted)
+            outcomes = await persist(
+                self._retry,
+                f"claim of {len(wanted)} firing(s)",
+                functools.partial(self._store.claim, claims, self._owner),
+                give_up_after=MANUAL_PATIENCE if by_hand else None,
+            )
+            for (index, firing, claim), outcome in zip(wanted, outcomes, strict=True):
+                results[index] = outcome
+                self._act_on(firing, claim, outcome, firing.scheduled_at in crowded)
         return results
+
+    def launch_claimed(self, firing: Firing, outcome: Claimed) -> None:
+        """Launch a firing claimed for this node elsewhere (an `on_lost` retry, claimed
+        in the transaction that marked the lost run)."""
+        claim = Claim(firing.job, firing.scheduled_at, firing.trigger, firing.attempt)
+        self._act_on(firing, claim, outcome, False)
+
+    def _plan(self, firings: Sequence[Firing]) -> dict[float, list[Planned]]:
+        """Each firing's claim, grouped by when this node tries it."""
+        now = self._clock.time()
+        running = len(self._launcher.running)
+        turns: dict[float, list[Planned]] = {}
+        for index, firing in enumerate(firings):
+            stored = self._jobs(firing.job)
+            if not self._may_claim(firing, late=False):
+                continue
+            claim = decide(firing, stored, now)
+            if claim is None:
+                continue
+            delay = 0.0
+            if placed(firing, stored) and stored is not None:
+                turn = self._cluster.turn(stored.job, firing.scheduled_at, firing.attempt, running)
+                if turn is None:
+                    continue
+                delay = turn.delay
+                if turn.skip_reason is not None and claim.skip_reason is None:
+                    claim = replace(claim, skip_reason=turn.skip_reason)
+            elif stored is not None and not self._cluster.fits(stored.job):
+                if firing.trigger is not Trigger.MANUAL:
+                    continue  # a boot of this node: not its to run
+                claim = replace(claim, skip_reason=self._not_here(stored.job))
+            if claim.skip_reason is None and delay == 0:
+                running += 1
+            turns.setdefault(delay, []).append((index, firing, claim))
+        return turns
+
+    def _may_claim(self, firing: Firing, late: bool) -> bool:
+        """Whether this node claims `firing` now: not once closed (but for retries), never
+        without a healthy lease, scheduled firings not while drained; a later turn not
+        when the node has since reached its `max_running`."""
+        if self.closed and firing.trigger is not Trigger.RETRY:
+            return False
+        if not self._cluster.healthy():
+            return False
+        if self._cluster.drained and firing.trigger in (Trigger.SCHEDULE, Trigger.CATCH_UP):
+            return False
+        limit = self._cluster.me.max_running
+        full = limit is not None and len(self._launcher.running) >= limit
+        return not (late and full and firing.skip_reason is None)
+
+    def _not_here(self, job: Job) -> str:
+        tags = sorted(set(job.run_on) - set(self._cluster.me.tags))
+        able = ", ".join(self._cluster.live_with(job.run_on)) or "none is alive"
+        return (
+            f"run_on: this node ({self._cluster.me.name}) lacks the tag(s) {', '.join(tags)}; "
+            f"nodes that have them: {able}"
+        )
 
     def _act_on(self, firing: Firing, claim: Claim, outcome: Claimed, crowded: bool) -> None:
         if outcome.run_id is None:
@@ -156,17 +230,23 @@ class FiringPath:
         for other in outcome.replaced:
             self._launcher.kill(other)  # (another process's are asked through the store)
         job = stored.job
+        node = self._cluster.me.name
         command = command_for(
             job,
             outcome.run_id,
             firing.scheduled_at,
             firing.attempt,
             tracking="session" if crowded else "auto",
+            node=node,
+            fence=outcome.fence,
         )
         release_at = release_time(firing, job, self._rng)
         mode = launch_mode(command, release_at, self._clock.time(), crowded)
         if crowded and mode is not LaunchMode.DIRECT:  # (rare: a command line that needs a shell)
-            command = command_for(job, outcome.run_id, firing.scheduled_at, firing.attempt)
+            command = command_for(
+                job, outcome.run_id, firing.scheduled_at, firing.attempt, node=node,
+                fence=outcome.fence,
+            )  # fmt: skip
         self._launcher.launch(
             Launch(
                 outcome.run_id,
@@ -178,5 +258,6 @@ class FiringPath:
                 release_at,
                 firing.attempt,
                 firing.retry_of,
+                outcome.fence,
             )
         )

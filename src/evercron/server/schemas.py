@@ -38,6 +38,12 @@ class _JobSettings(BaseModel):
     log_output: bool | None = None
     enabled: bool | None = None
     description: str | None = Field(default=None, max_length=10_000)
+    run_on: list[str] | None = Field(
+        default=None, description="Node tags: firings run only on a node with all of them"
+    )
+    on_lost: Literal["fail", "retry"] | None = Field(
+        default=None, description="When its node dies mid-run: fail, or retry on another"
+    )
 
 
 class JobSpec(_JobSettings):
@@ -83,6 +89,8 @@ class JobOut(BaseModel):
     log_output: bool
     enabled: bool
     description: str
+    run_on: list[str] = Field(default_factory=list)
+    on_lost: str = "fail"
     paused: bool
     source: str
     explanation: str

@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from evercron.model import Job, Run, Trigger
+from evercron.model import Job, Run, RunStatus, Trigger
 from evercron.store import postgres_nodes
 from evercron.store.postgres_claims import claim_all
 from evercron.store.postgres_definitions import (
@@ -33,7 +33,7 @@ from evercron.store.postgres_definitions import (
     reconcile,
 )
 from evercron.store.postgres_link import Connection, Link, cut
-from evercron.store.postgres_rows import RUN_COLUMNS, run_row
+from evercron.store.postgres_rows import RUN_COLUMNS, run_row, storable
 from evercron.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS, PRUNE_LOCK
 from evercron.store.records import (
     BrokenJob,
@@ -44,6 +44,7 @@ from evercron.store.records import (
     Node,
     NodeInfo,
     RunEnd,
+    RunMark,
     RunningRun,
     RunQuery,
     StoredChunk,
@@ -214,7 +215,7 @@ class PostgresStore:
                     end.max_rss_kb,
                     end.output_bytes,
                     end.output_truncated,
-                    end.error,
+                    storable(end.error),
                     run_id,
                     fence,
                     fence,
@@ -244,6 +245,15 @@ class PostgresStore:
         if query.before is not None:
             clauses.append("id < %s")
             values.append(query.before)
+        if query.since is not None:
+            clauses.append("scheduled_at >= %s")
+            values.append(query.since)
+        if query.until is not None:
+            clauses.append("scheduled_at < %s")
+            values.append(query.until)
+        if query.retry_of is not None:
+            clauses.append("retry_of = %s")
+            values.append(query.retry_of)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         async with self.link.transaction() as conn:
             cursor = await conn.execute(
@@ -251,6 +261,32 @@ class PostgresStore:
                 (*values, query.limit),
             )
             return [run_row(row) for row in await cursor.fetchall()]
+
+    async def latest_runs(self, per_job: int) -> dict[str, list[RunMark]]:
+        """See `Store.latest_runs` (one indexed read per job, in one statement)."""
+        async with self.link.transaction() as conn:
+            cursor = await conn.execute(
+                "SELECT j.name, r.id, r.status, r.scheduled_at, "
+                "extract(epoch FROM r.finished_at - r.started_at) FROM jobs j "
+                "LEFT JOIN LATERAL (SELECT id, status, scheduled_at, started_at, finished_at "
+                "FROM runs WHERE runs.job = j.name ORDER BY id DESC LIMIT %s) r ON true "
+                'ORDER BY j.name COLLATE "C", r.id DESC',
+                (per_job,),
+            )
+            found: dict[str, list[RunMark]] = {}
+            for name, run_id, status, at, seconds in await cursor.fetchall():
+                marks = found.setdefault(name, [])
+                if run_id is not None:
+                    duration = None if seconds is None else float(seconds)
+                    marks.append(RunMark(run_id, RunStatus(status), _utc(at), duration))
+            return found
+
+    async def job_counts(self) -> tuple[int, int]:
+        """See `Store.job_counts`."""
+        async with self.link.transaction() as conn:
+            row = await _one(conn, "SELECT count(*), count(*) FILTER (WHERE paused) FROM jobs")
+            assert row is not None
+            return int(row[0]), int(row[1])
 
     async def running(self, owner: str | None = None, node: str | None = None) -> list[RunningRun]:
         """See `Store.running`."""
@@ -297,20 +333,26 @@ class PostgresStore:
             return [row[0] for row in await cursor.fetchall()]
 
     async def boot_time(self, boot_id: str, booted_at: dt.datetime) -> dt.datetime:
-        """See `Store.boot_time` (per node: each node's boots are its own)."""
+        """See `Store.boot_time`, per node: each node's boots are its own. Nodes of one
+        machine share its boot time, and machines booted in the same second share it
+        too, so each node's record is made unique (a microsecond later when taken):
+        `@reboot` firings are keyed by it."""
+        node = self.node or ""
         async with self.link.transaction() as conn:
-            await conn.execute(
-                "INSERT INTO boots (boot_id, node, booted_at) VALUES (%s, %s, %s) "
-                "ON CONFLICT DO NOTHING",
-                (boot_id, self.node or "", booted_at),
-            )
-            row = await _one(
-                conn,
-                "SELECT booted_at FROM boots WHERE boot_id = %s AND node = %s",
-                (boot_id, self.node or ""),
-            )
-            assert row is not None
-            return _utc(row[0])
+            for step in range(10_000):
+                mine = await _one(
+                    conn,
+                    "SELECT booted_at FROM boots WHERE boot_id = %s AND node = %s",
+                    (boot_id, node),
+                )
+                if mine is not None:
+                    return _utc(mine[0])
+                await conn.execute(
+                    "INSERT INTO boots (boot_id, node, booted_at) VALUES (%s, %s, %s) "
+                    "ON CONFLICT DO NOTHING",
+                    (boot_id, node, booted_at + dt.timedelta(microseconds=step)),
+                )
+        raise StoreError(f"no free boot time near {booted_at.isoformat()}")
 
     # -- output ----------------------------------------------------------------------
 
@@ -345,13 +387,33 @@ class PostgresStore:
             )
             return [StoredChunk(r[0], r[1], r[2], bytes(r[3])) for r in await cursor.fetchall()]
 
+    async def tail_start(self, run_id: int, tail_bytes: int) -> int:
+        """See `Store.tail_start`."""
+        async with self.link.transaction() as conn:
+            last = await _one(
+                conn,
+                "SELECT byte_offset + length(data) FROM output WHERE run_id = %s "
+                "ORDER BY byte_offset DESC LIMIT 1",
+                (run_id,),
+            )
+            if last is None or last[0] <= tail_bytes:
+                return 0
+            row = await _one(
+                conn,
+                "SELECT byte_offset FROM output WHERE run_id = %s AND byte_offset <= %s "
+                "ORDER BY byte_offset DESC LIMIT 1",
+                (run_id, last[0] - tail_bytes),
+            )
+            return 0 if row is None else int(row[0])
+
     # -- events and retention --------------------------------------------------------
 
     async def add_event(self, kind: str, detail: str, at: dt.datetime) -> None:
         """See `Store.add_event`."""
         async with self.link.transaction() as conn:
             await conn.execute(
-                "INSERT INTO events (at, kind, detail) VALUES (%s, %s, %s)", (at, kind, detail)
+                "INSERT INTO events (at, kind, detail) VALUES (%s, %s, %s)",
+                (at, kind, storable(detail)),
             )
 
     async def prune(self, keep_per_job: int, older_than: dt.datetime) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 
 from evercron.model import RunStatus, Trigger
 from evercron.store.postgres_link import Connection
+from evercron.store.postgres_rows import storable
 from evercron.store.records import Claim, Claimed
 
 _RUNNING = str(RunStatus.RUNNING)
@@ -205,7 +206,7 @@ def _values(
         owner,
         node,
         finished_at,
-        error,
+        storable(error),
         claim.retry_of,
         exclusive,
     )

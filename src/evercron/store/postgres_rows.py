@@ -43,3 +43,11 @@ def run_row(row: tuple[Any, ...]) -> Run:
 
 def _utc(moment: dt.datetime) -> dt.datetime:
     return moment.astimezone(dt.UTC)
+
+
+def storable(text: str | None) -> str | None:
+    """`text` as PostgreSQL's text can hold it: a lone surrogate becomes a backslash
+    escape, a NUL character the two characters `\\0`."""
+    if text is None:
+        return None
+    return text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\0", "\\0")

@@ -81,6 +81,7 @@ MIGRATIONS: list[Migration] = [
         booted_at TIMESTAMPTZ NOT NULL,
         PRIMARY KEY (boot_id, node)
     );
+    CREATE UNIQUE INDEX boots_moment ON boots (booted_at);
     CREATE TABLE nodes (
         name TEXT PRIMARY KEY,
         home TEXT NOT NULL,
