@@ -7,6 +7,12 @@ import sys
 import click
 
 from evercron import __version__
+from evercron.cli.cluster_commands import (
+    apply_command,
+    drain_command,
+    nodes_command,
+    undrain_command,
+)
 from evercron.cli.errors import CliError
 from evercron.cli.remote import COMMANDS
 from evercron.cli.run_command import run_command
@@ -24,7 +30,7 @@ cli.add_command(next_command)
 cli.add_command(check_command)
 cli.add_command(run_command)
 cli.add_command(serve_command)
-for remote_command in COMMANDS:
+for remote_command in [*COMMANDS, nodes_command, drain_command, undrain_command, apply_command]:
     cli.add_command(remote_command)
 
 

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evercron.cli.client import Client
+from evercron.cli.cluster_status import status_lines
 from evercron.cli.errors import CliError
 from evercron.model import RunStatus
 
@@ -274,6 +275,8 @@ def status_command(client: Client, as_json: bool) -> None:
             f"{generation['pid']}, version {generation['version']}, since "
             f"{generation['started_at']}, running runs: {running}"
         )
+    for line in status_lines(data):
+        click.echo(line)
 
 
 @click.command("stop")

@@ -17,13 +17,14 @@ from evercron.store import RunEnd, Store
 log = logging.getLogger("evercron.daemon")
 
 
-async def recover_lost_runs(store: Store, state_dir: Path) -> list[int]:
-    """Mark every running run whose owner is dead as lost and kill its leftover process
-    group - only when the group leader's start time matches the recorded one, so a reused
-    pid is never hit. Returns the ids marked lost."""
+async def recover_lost_runs(store: Store, state_dir: Path, node: str | None = None) -> list[int]:
+    """Mark every running run of this node (`node`) whose owner is dead as lost and kill
+    its leftover process group - only when the group leader's start time matches the
+    recorded one, so a reused pid is never hit. Returns the ids marked lost. (Other
+    nodes' runs are theirs: they end with their lease.)"""
     lost = []
     now = dt.datetime.now(dt.UTC)
-    for running in await store.running():
+    for running in await store.running(node=node):
         run, start_ticks = running.run, running.pid_start_ticks
         if run.owner is not None and owner_is_alive(state_dir, run.owner):
             continue

@@ -86,6 +86,10 @@ class DaemonControl(Protocol):
         """Begin a graceful shutdown."""
         ...
 
+    def readiness(self) -> str | None:
+        """Why this daemon should not be sent work now, or None when it is ready."""
+        ...
+
     async def upgrade(self) -> UpgradeDone:
         """Hot-upgrade; raises `UpgradeRefused`."""
         ...
@@ -109,6 +113,8 @@ class ApiContext:
     started_at: dt.datetime
     state_dir: str
     viewer_token: str | None = None
+    node: str = ""
+    """This node's name."""
 
 
 def context_of(request: Request) -> ApiContext:

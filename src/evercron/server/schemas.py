@@ -126,6 +126,10 @@ class RunOut(BaseModel):
     output_truncated: bool = Field(description="Whether the middle of the output was dropped")
     error: str | None = Field(description="Why it failed to start, was skipped or was lost")
     retry_of: int | None = Field(description="The original run of a retry")
+    node: str | None = Field(default=None, description="The node that ran it")
+    fence: int | None = Field(
+        default=None, description="Increasing number given at its claim (EVERCRON_FENCE)"
+    )
 
 
 class Generation(BaseModel):
@@ -150,6 +154,48 @@ class UpgradeOut(BaseModel):
     handover_seconds: float
 
 
+class NodeOut(BaseModel):
+    """One node sharing the store (with SQLite: this one)."""
+
+    name: str
+    tags: list[str]
+    state: Literal["alive", "draining", "expired", "left"]
+    heartbeat_at: dt.datetime = Field(description="Its last lease renewal (database clock)")
+    version: str
+    pid: int
+    running: list[int] = Field(description="Its runs still running, by id")
+    lease: float = Field(description="Seconds without renewal after which it counts as dead")
+    max_running: int | None
+
+
+class DisagreementOut(BaseModel):
+    """A live node whose config files define a job otherwise than the definition in force
+    (the one applied last wins)."""
+
+    job: str
+    node: str
+    applied_by: str | None = Field(description="The node whose definition is in force")
+
+
+class ApplyIn(BaseModel):
+    """Every job of this node's config and crontab files, as `evercron apply` reads them:
+    they replace the jobs this node's files defined before."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[dict[str, object]] = Field(
+        description="Job definitions (the fields of a job), each with its `source` file"
+    )
+
+
+class ApplyOut(BaseModel):
+    """What applying files changed."""
+
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+
+
 class StatusOut(BaseModel):
     """The daemon's state."""
 
@@ -166,6 +212,10 @@ class StatusOut(BaseModel):
     access: Literal["full", "read-only"] = Field(
         description="What this request's token may do: read-only for the viewer token"
     )
+    node: str = Field(default="", description="This node's name")
+    store: str = Field(default="", description="Where the data lives (never a password)")
+    nodes: list[NodeOut] = Field(default_factory=list)
+    disagreements: list[DisagreementOut] = Field(default_factory=list)
 
 
 class ErrorOut(BaseModel):

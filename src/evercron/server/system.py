@@ -20,8 +20,9 @@ from evercron.model import RunStatus
 from evercron.scheduler.timing import local_zone
 from evercron.server.access import access_of
 from evercron.server.context import UpgradeRefused, context_of
+from evercron.server.convert import node_out
 from evercron.server.errors import ApiError
-from evercron.server.schemas import ErrorOut, Generation, StatusOut, UpgradeOut
+from evercron.server.schemas import DisagreementOut, ErrorOut, Generation, StatusOut, UpgradeOut
 from evercron.store import RunQuery
 
 router = APIRouter(tags=["daemon"])
@@ -59,6 +60,13 @@ async def status(request: Request) -> StatusOut:
         generations=generations,
         timezone=str(local_zone()),
         access=access_of(request),
+        node=context.node,
+        store=context.store.description,
+        nodes=[node_out(node) for node in await context.store.nodes()],
+        disagreements=[
+            DisagreementOut(job=d.job, node=d.node, applied_by=d.applied_by)
+            for d in await context.store.disagreements()
+        ],
     )
 
 
