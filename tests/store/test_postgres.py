@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import re
 import time
+from dataclasses import replace
 
 import psycopg
 import pytest
@@ -86,18 +87,22 @@ async def test_a_retried_claim_finds_the_row_its_lost_answer_committed(
     store = PostgresStore(postgres_url, node="a")
     await store.migrate()
     try:
-        claims = [Claim("job", NOW, Trigger.SCHEDULE), Claim("forbidding", NOW, Trigger.SCHEDULE)]
-        claims.append(Claim("skipped", NOW, Trigger.SCHEDULE, skip_reason="missed"))
+        claims = [
+            Claim("job", NOW, Trigger.SCHEDULE, token="t1"),
+            Claim("forbidding", NOW, Trigger.SCHEDULE, exclusive=True, token="t2"),
+            Claim("skipped", NOW, Trigger.SCHEDULE, skip_reason="missed", token="t3"),
+            Claim("by-hand", NOW, Trigger.MANUAL, token="t4"),
+        ]
         first = await store.claim(claims, "owner-a")
         # The same call again, as `persist` makes it when the first answer was lost:
         again = await store.claim(claims, "owner-a")
         assert [o.run_id for o in again] == [o.run_id for o in first]
-        assert [o.status for o in again] == [RunStatus.RUNNING, RunStatus.RUNNING, "skipped"]
-        assert [o.run_id for o in await store.claim(claims, "owner-b")] == [None] * 3
-        assert first[0].run_id is not None
-        await store.mark_started(first[0].run_id, 123, 1, NOW)
-        (started,) = await store.claim(claims[:1], "owner-a")
-        assert started.run_id is None  # a started run is never handed out twice
+        assert None not in [o.run_id for o in first]
+        assert [o.status for o in again] == ["running", "running", "skipped", "running"]
+        # Another claim of the same firings - even by the same process - finds them taken:
+        others = [replace(c, token=f"other-{c.token}") for c in claims[:3]]
+        assert [o.run_id for o in await store.claim(others, "owner-a")] == [None] * 3
+        assert [o.run_id for o in await store.claim(others[:1], "owner-a")] == [None]
     finally:
         await store.close()
 

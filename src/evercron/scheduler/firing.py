@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import random
+import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 
@@ -178,6 +179,7 @@ class FiringPath:
             claim = decide(firing, stored, now)
             if claim is None:
                 continue
+            claim = replace(claim, token=uuid.uuid4().hex)  # (see `Claim.token`)
             delay = 0.0
             if placed(firing, stored) and stored is not None:
                 turn = self._cluster.turn(stored.job, firing.scheduled_at, firing.attempt, running)

@@ -7,10 +7,10 @@ run per job) is the guard: of two nodes claiming two firings of one job at once,
 insert wins and the other finds the conflict and records its firing `skipped`.
 
 A claim whose commit reached the database but whose answer was lost (the connection broke
-at that moment) is retried by its caller; the retry finds the row it wrote - same key,
-same owner, never started - and owns it again rather than losing the firing. (A manual
-run has no key: a retry after such a lost answer records a second manual run, which is
-marked `lost` with its owner.)
+at that moment) is retried by its caller; the retry finds the row it wrote by the claim's
+`token` and owns it again rather than losing the firing (or, for a manual run, which has
+no key, rather than writing a second one). Another claim of the same firing - even by the
+same process - has another token and finds the key taken, as it must.
 """
 
 from __future__ import annotations
@@ -28,14 +28,15 @@ _RUNNING = str(RunStatus.RUNNING)
 _SKIPPED = str(RunStatus.SKIPPED)
 _INSERT = (
     "INSERT INTO runs (job, trigger, scheduled_at, attempt, status, owner, node, finished_at, "
-    "error, retry_of, exclusive) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
+    "error, retry_of, exclusive, claim_token) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
 )
 _BULK_INSERT = (
-    "INSERT INTO runs (job, trigger, scheduled_at, attempt, retry_of, status, owner, node) "
-    "SELECT job, trigger, scheduled_at, attempt, retry_of, 'running', %s, %s FROM unnest("
-    "%s::text[], %s::text[], %s::timestamptz[], %s::int[], %s::bigint[]) AS c(job, trigger, "
-    "scheduled_at, attempt, retry_of) ON CONFLICT DO NOTHING "
-    "RETURNING id, job, scheduled_at, attempt, fence"
+    "INSERT INTO runs (job, trigger, scheduled_at, attempt, retry_of, claim_token, status, "
+    "owner, node) SELECT job, trigger, scheduled_at, attempt, retry_of, claim_token, "
+    "'running', %s, %s FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::int[], "
+    "%s::bigint[], %s::text[]) AS c(job, trigger, scheduled_at, attempt, retry_of, "
+    "claim_token) ON CONFLICT DO NOTHING RETURNING id, job, scheduled_at, attempt, fence"
 )
 Key = tuple[str, dt.datetime, int]
 
@@ -74,6 +75,7 @@ async def _claim_plain(
                 [c.scheduled_at for c in claims],
                 [c.attempt for c in claims],
                 [c.retry_of for c in claims],
+                [c.token for c in claims],
             ),
         )
     ).fetchall()
@@ -83,13 +85,17 @@ async def _claim_plain(
     }
     lost = [c for c in claims if _key(c) not in won]
     if lost:
-        won.update(await _own_rows(conn, lost, owner))
+        won.update(await _own_rows(conn, lost))
     return [won.get(_key(c), Claimed(None)) for c in claims]
 
 
 async def _claim_one(
     conn: Connection, claim: Claim, owner: str, node: str | None, now: dt.datetime
 ) -> Claimed:
+    if claim.trigger is Trigger.MANUAL:
+        again = await _own_manual(conn, claim)
+        if again is not None:
+            return again
     error = claim.skip_reason
     if error is None and claim.exclusive:
         blocker = await _running_of(conn, claim.job)
@@ -105,7 +111,7 @@ async def _claim_one(
     ).fetchone()
     if row is None:
         if await _key_taken(conn, claim):
-            return (await _own_rows(conn, [claim], owner)).get(_key(claim), Claimed(None))
+            return (await _own_rows(conn, [claim])).get(_key(claim), Claimed(None))
         # The key is free: the conflict was runs_exclusive - another node's run started.
         blocker = await _running_of(conn, claim.job)
         reason = _forbidden(blocker) if blocker is not None else "concurrency=forbid"
@@ -135,32 +141,39 @@ async def _insert_skipped(
         )
     ).fetchone()
     if row is None:
-        return (await _own_rows(conn, [claim], owner)).get(_key(claim), Claimed(None))
+        return (await _own_rows(conn, [claim])).get(_key(claim), Claimed(None))
     return Claimed(row[0], RunStatus.SKIPPED, error, fence=row[1])
 
 
-async def _own_rows(conn: Connection, claims: Sequence[Claim], owner: str) -> dict[Key, Claimed]:
-    """Rows with these keys that `owner` itself wrote and never started: its own earlier
-    try of the same claim, committed though its answer was lost."""
+async def _own_rows(conn: Connection, claims: Sequence[Claim]) -> dict[Key, Claimed]:
+    """Rows with these keys that these very claims wrote (by their tokens): an earlier
+    try of the same claim call, committed though its answer was lost."""
+    tokens = [c.token for c in claims if c.token is not None]
+    if not tokens:
+        return {}
     rows = await (
         await conn.execute(
-            "SELECT r.id, r.job, r.scheduled_at, r.attempt, r.status, r.error, r.fence "
-            "FROM runs r JOIN unnest(%s::text[], %s::timestamptz[], %s::int[]) AS c(job, "
-            "scheduled_at, attempt) USING (job, scheduled_at, attempt) "
-            "WHERE r.trigger <> 'manual' AND r.owner = %s AND r.pid IS NULL "
-            "AND r.started_at IS NULL",
-            (
-                [c.job for c in claims],
-                [c.scheduled_at for c in claims],
-                [c.attempt for c in claims],
-                owner,
-            ),
+            "SELECT id, job, scheduled_at, attempt, status, error, fence FROM runs "
+            "WHERE claim_token = ANY(%s) AND trigger <> 'manual'",
+            (tokens,),
         )
     ).fetchall()
     return {
         (job, _utc(at), attempt): Claimed(run_id, RunStatus(status), error, fence=fence)
         for run_id, job, at, attempt, status, error, fence in rows
     }
+
+
+async def _own_manual(conn: Connection, claim: Claim) -> Claimed | None:
+    """The manual run an earlier try of this claim wrote, if any (by its token)."""
+    if claim.token is None:
+        return None
+    row = await (
+        await conn.execute(
+            "SELECT id, status, error, fence FROM runs WHERE claim_token = %s", (claim.token,)
+        )
+    ).fetchone()
+    return None if row is None else Claimed(row[0], RunStatus(row[1]), row[2], fence=row[3])
 
 
 async def _key_taken(conn: Connection, claim: Claim) -> bool:
@@ -209,6 +222,7 @@ def _values(
         storable(error),
         claim.retry_of,
         exclusive,
+        claim.token,
     )
 
 

@@ -53,8 +53,10 @@ MIGRATIONS: list[Migration] = [
         output_truncated BOOLEAN NOT NULL DEFAULT false,
         error TEXT,
         retry_of BIGINT,
-        kill_requested_at TIMESTAMPTZ
+        kill_requested_at TIMESTAMPTZ,
+        claim_token TEXT
     );
+    CREATE INDEX runs_claim_token ON runs (claim_token) WHERE claim_token IS NOT NULL;
     CREATE UNIQUE INDEX runs_claim ON runs (job, scheduled_at, attempt)
         WHERE trigger <> 'manual';
     CREATE UNIQUE INDEX runs_exclusive ON runs (job) WHERE status = 'running' AND exclusive;

@@ -75,6 +75,7 @@ class Claim:
       end (its owner kills it), in the same transaction.
     - `skip_reason`: record the firing as `skipped` with this reason (a missed firing, a
       paused job's retry): nothing runs, nothing is silent.
+    - `token`: see below.
     """
 
     job: str
@@ -85,6 +86,10 @@ class Claim:
     exclusive: bool = False
     replace: bool = False
     skip_reason: str | None = None
+    token: str | None = None
+    """Names this claim (not the firing): a store whose answer can be lost after its
+    commit (a network between) finds the row a retry of the same claim wrote, instead of
+    taking it for another process's - or, for a manual run, writing a second one."""
 
 
 @dataclass(frozen=True)
