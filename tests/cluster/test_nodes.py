@@ -79,3 +79,40 @@ def test_apply_files_and_disagreements(start_node: Any, tmp_path: Path) -> None:
     bad.write_text('[[job]]\nname = "x"\nschedule = "nope"\ncommand = "y"\n')
     refused = run_cli("apply", str(bad), env=env_a)
     assert refused.returncode == 2 and "schedule" in refused.stderr
+
+
+def test_steering_through_any_node_takes_effect_on_every_node_within_a_second(
+    start_node: Any, tmp_path: Path, marker: Any
+) -> None:
+    a = start_node("a", "--node-tag", "here")
+    b = start_node("b")
+    ledger = tmp_path / "ledger"
+    a.add_job(name="pinned", schedule="* * * * * * *", run_on=["here"], concurrency="allow",
+              command=f"echo $EVERCRON_NODE >> {ledger}")  # fmt: skip
+    wait_for(lambda: ledger.exists() and ledger.read_text())
+    assert set(ledger.read_text().split()) == {"a"}  # only the node with the tag
+    b.api("POST", "/api/v1/jobs/pinned/pause")
+    time.sleep(1.5)  # what was claimed before the pause may still start
+    count = len(ledger.read_text().split())
+    time.sleep(2)
+    assert len(ledger.read_text().split()) == count, "a paused job fired on"
+    # A command on a, followed live and killed through b.
+    talk = "for i in 1 2 3 4 5 6 7 8 9; do echo line-$i; sleep 0.3; done"
+    a.add_job(name="talky", schedule="@yearly", kill_grace="1s",
+              command=f"{talk}; {marker.sleep()}")  # fmt: skip
+    run_id = a.api("POST", "/api/v1/jobs/talky/trigger", 202)["id"]
+    env = {"EVERCRON_URL": b.url, "EVERCRON_TOKEN": b.token}
+    wait_for(lambda: b.http.get(f"/api/v1/runs/{run_id}/output").content.count(b"line") >= 2)
+    wait_for(marker.alive)
+    asked = time.monotonic()
+    assert b.api("POST", f"/api/v1/runs/{run_id}/kill", 202)["status"] == "running"
+    wait_for(lambda: not marker.alive(), 5)
+    assert time.monotonic() - asked < 1.5
+    final = b.wait_for_run(run_id)
+    assert final["status"] == "killed" and final["node"] == "a"
+    logs = run_cli("logs", str(run_id), env=env)
+    assert "line-9" in logs.stdout
+    refused = b.http.post(
+        "/api/v1/jobs/pinned/trigger", headers={"Authorization": f"Bearer {b.token}"}
+    )
+    assert refused.status_code == 409 and "lacks the tag(s) here" in refused.json()["error"]
