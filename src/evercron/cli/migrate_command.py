@@ -11,9 +11,7 @@ from evercron.cli.errors import CliError
 from evercron.config import default_state_dir
 from evercron.daemon import state
 from evercron.store import StoreError
-from evercron.store.postgres import PostgresStore
-from evercron.store.sqlite import SqliteStore
-from evercron.store.transfer import Transferred, transfer
+from evercron.store.transfer import move_history
 
 
 @click.command("migrate-store")
@@ -32,7 +30,7 @@ def migrate_store_command(url: str, state_dir: str | None, merge: bool) -> None:
     if not lock.try_acquire():
         raise CliError(f"a daemon is serving {where}: stop it first (evercron stop)")
     try:
-        done = asyncio.run(_move(path, url, merge))
+        done = asyncio.run(move_history(path, url, merge, _show))
     except StoreError as error:
         raise CliError(str(error)) from None
     finally:
@@ -40,18 +38,8 @@ def migrate_store_command(url: str, state_dir: str | None, merge: bool) -> None:
     kept = f" ({done.jobs_kept} kept the database's definition)" if done.jobs_kept else ""
     click.echo(
         f"moved {done.jobs} job(s){kept}, {done.runs} run(s) and {done.chunks} output "
-        f"chunk(s) to {PostgresStore(url).description}"
+        f"chunk(s) to {done.target}"
     )
-
-
-async def _move(path: Path, url: str, merge: bool) -> Transferred:
-    source, target = SqliteStore(path), PostgresStore(url)
-    try:
-        await source.migrate()
-        return await transfer(source, target, merge, _show)
-    finally:
-        await source.close()
-        await target.close()
 
 
 def _show(what: str, done: int, total: int) -> None:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from evercron.model import Run, RunStatus
 from evercron.store.api import Store
 from evercron.store.postgres import PostgresStore
 from evercron.store.records import RunQuery, StoreError
+from evercron.store.sqlite import SqliteStore
 
 Progress = Callable[[str, int, int], None]
 """Called with (what, done, total) as the copy goes."""
@@ -31,6 +33,21 @@ class Transferred:
     """Jobs the database already had under the same name (merging): theirs stay."""
     runs: int
     chunks: int
+    target: str
+    """The database, without its password."""
+
+
+async def move_history(
+    database_file: Path, url: str, merge: bool, progress: Progress
+) -> Transferred:
+    """Copy the SQLite store `database_file` into the PostgreSQL database at `url`."""
+    source, target = SqliteStore(database_file), PostgresStore(url)
+    try:
+        await source.migrate()
+        return await transfer(source, target, merge, progress)
+    finally:
+        await source.close()
+        await target.close()
 
 
 async def transfer(
@@ -72,7 +89,7 @@ async def transfer(
                 "SELECT setval(pg_get_serial_sequence('runs', 'id'), (SELECT max(id) FROM runs))"
             )
     kept = sum(1 for stored in jobs if stored.job.name in present)
-    return Transferred(len(jobs) - kept, kept, len(runs), chunks)
+    return Transferred(len(jobs) - kept, kept, len(runs), chunks, target.description)
 
 
 async def _every_run(source: Store) -> list[Run]:
