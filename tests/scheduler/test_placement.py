@@ -3,12 +3,17 @@ when this node's lease lets it claim at all."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import datetime as dt
+from pathlib import Path
 
-from evercron.model import Job
+from evercron.model import Job, RunStatus, Trigger
+from evercron.scheduler import Scheduler
+from evercron.scheduler.firing import Firing
 from evercron.scheduler.placement import FAILOVER_STEP, Cluster
-from evercron.store import Node, NodeInfo, NodeState
+from evercron.store import Claim, Node, NodeInfo, NodeState
+from tests.scheduler.harness import opened_store
 
 T0 = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
 
@@ -85,3 +90,28 @@ def test_the_lease_is_healthy_until_lease_minus_a_period_after_the_last_renewal_
 def test_a_node_alone_is_always_healthy_and_first() -> None:
     alone = Cluster.alone("solo")
     assert alone.healthy() and alone.turn(job(), T0, 1, 10_000) is not None
+
+
+def test_a_claim_answered_after_the_lease_lapsed_is_not_started(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = await opened_store(tmp_path / "db")
+        now = [100.0]
+        cluster = Cluster(NodeInfo("a", "h", "o", (), "1", 1, 6.0), lambda: now[0])
+        cluster.renewed(100.0, [node("a")])
+        await store.put_job(job("late", command="true"), T0)
+        scheduler = Scheduler(store, "o", cluster=cluster)
+        await scheduler.load()
+        (claimed,) = await store.claim([Claim("late", T0, Trigger.MANUAL)], "o")
+        now[0] = 110.0  # the claim's answer came after the lease lapsed
+        scheduler._path.launch_claimed(Firing("late", T0, Trigger.MANUAL), claimed)
+        for _ in range(100):
+            run = await store.get_run(claimed.run_id or 0)
+            if run is not None and run.status is not RunStatus.RUNNING:
+                break
+            await asyncio.sleep(0.02)
+        assert run is not None and run.status is RunStatus.SKIPPED
+        assert "lease lapsed" in (run.error or "")
+        assert not scheduler.launcher.running
+        await store.close()
+
+    asyncio.run(scenario())

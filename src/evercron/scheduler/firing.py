@@ -12,6 +12,7 @@ is claimed while this node's lease is not healthy.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import functools
 import random
@@ -24,7 +25,7 @@ from evercron.scheduler.clock import Clock
 from evercron.scheduler.command import command_for
 from evercron.scheduler.launcher import Launch, Launcher, LaunchMode, launch_mode
 from evercron.scheduler.placement import Cluster
-from evercron.store import Claim, Claimed, RetryPolicy, Store, StoredJob, persist
+from evercron.store import Claim, Claimed, RetryPolicy, RunEnd, Store, StoredJob, persist
 
 MANUAL_PATIENCE = 5.0
 """Seconds a manual trigger waits for a store that refuses writes before it is refused."""
@@ -126,6 +127,7 @@ class FiringPath:
         self._retry = retry
         self._cluster = cluster
         self._rng = random.Random()
+        self._abandoned: set[asyncio.Task[None]] = set()
         self.closed = False
         """Set once this process stops claiming (stopping or handed over)."""
 
@@ -211,6 +213,21 @@ class FiringPath:
         full = limit is not None and len(self._launcher.running) >= limit
         return not (late and full and firing.skip_reason is None)
 
+    def _abandon(self, run_id: int, fence: int | None) -> None:
+        end = RunEnd(
+            RunStatus.SKIPPED,
+            dt.datetime.fromtimestamp(self._clock.time(), dt.UTC),
+            error="not started: this node's lease lapsed before it could start it",
+        )
+        task = asyncio.get_running_loop().create_task(self._end(run_id, end, fence))
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
+
+    async def _end(self, run_id: int, end: RunEnd, fence: int | None) -> None:
+        await persist(
+            self._retry, f"end of run {run_id}", lambda: self._store.finish(run_id, end, fence)
+        )
+
     def _not_here(self, job: Job) -> str:
         tags = sorted(set(job.run_on) - set(self._cluster.me.tags))
         able = ", ".join(self._cluster.live_with(job.run_on)) or "none is alive"
@@ -226,6 +243,11 @@ class FiringPath:
             if (outcome.error or "").startswith("missed"):
                 late = self._clock.time() - claim.scheduled_at.timestamp()
                 self._launcher.lag.missed(firing.job, late, firing.stands_for)
+            return
+        if not self._cluster.healthy():
+            # The claim waited for a store that came back after this node's lease
+            # lapsed: its runs may be reaped any moment, so this one does not start.
+            self._abandon(outcome.run_id, outcome.fence)
             return
         stored = self._jobs(firing.job)
         assert stored is not None  # decide() claimed nothing running for a missing job
