@@ -1,6 +1,7 @@
 """Several nodes on one PostgreSQL, side by side with one node and with procrastinate.
 
     .venv/bin/python bench/cluster.py [--seconds 60] [--big-seconds 20] [--json FILE]
+                                      [--only NAME]    (BENCH_KEEP=1 keeps the nodes' files)
 
 Starts its own PostgreSQL server (Debian's binaries, as the tests do) and runs, one after
 the other on this machine, N jobs firing every second (concurrency allow, each command
@@ -9,7 +10,8 @@ appending its firing to a ledger file):
 - sqlite-1: one node on SQLite (today's embedded store) - the reference p99;
 - pg-1: one node on PostgreSQL;
 - pg-3: three nodes on one PostgreSQL database;
-- pg-3 N=1000: the same with ten times the jobs (fewer seconds: CPU bounds it here);
+- sqlite-1 N=1000 and pg-3 N=1000: ten times the jobs, for fewer seconds, with commands
+  that need no shell (CPU bounds how many commands this machine starts a second);
 - pg-3 kill: three nodes, one SIGKILLed mid-window (lease 5 s): how soon its runs are
   `lost`, and whether any later firing was missed;
 - procrastinate: the peer, 3 worker processes, the same N periodic tasks every second.
@@ -26,6 +28,7 @@ import collections
 import datetime as dt
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import statistics
@@ -33,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -45,6 +49,10 @@ from tests.postgres import PostgresServer  # noqa: E402 - the tests' throwaway s
 LEASE = "5s"
 WARMUP = 5.0
 TICK = 'echo "$EVERCRON_JOB $EVERCRON_SCHEDULED_AT $EVERCRON_NODE" >> "{ledger}"'
+TERSE = "echo {job} >> {ledger}"
+"""The big run's command: no shell (literal words and a redirection start directly, see
+docs/BENCHMARKS.md session 8); its ledger line names the job only, so exactly-once is
+checked per job: as many lines as runs that started, and none more."""
 
 
 @dataclass
@@ -100,7 +108,9 @@ def postgres_cpu(server: PostgresServer) -> float:
 class Node:
     """One `evercron serve` process."""
 
-    def __init__(self, name: str, base: Path, jobs: int, ledger: Path, url: str | None) -> None:
+    def __init__(
+        self, name: str, base: Path, jobs: int, ledger: Path, url: str | None, terse: bool
+    ) -> None:
         self.name = name
         self.state = base / name
         self.state.mkdir(parents=True)
@@ -113,7 +123,7 @@ class Node:
                 'schedule = "* * * * * * *"',
                 'concurrency = "allow"',
                 'kill_grace = "1s"',
-                f"command = '{TICK.format(ledger=ledger)}'",
+                f"command = '{(TERSE if terse else TICK).format(job=f'tick-{n}', ledger=ledger)}'",
             ]
         config.write_text("\n".join(lines) + "\n")
         self.log = base / f"{name}.log"
@@ -170,7 +180,8 @@ def evercron_run(
     ledger = base / "ledger"
     database = server.database() if postgres else None
     url = server.url(database) if database else None
-    started = [Node(f"n{i}", base, jobs, ledger, url) for i in range(nodes)]
+    terse = jobs > 100
+    started = [Node(f"n{i}", base, jobs, ledger, url, terse) for i in range(nodes)]
     outcome = Outcome(name, jobs, seconds)
     killed_at: float | None = None
     try:
@@ -189,22 +200,25 @@ def evercron_run(
         for node in started:
             node.stop()
     runs = _runs(url, started[0].state / "evercron.db", since, until)
-    _score(outcome, runs, ledger, since, until, killed_at)
+    if terse:
+        _score_counts(outcome, runs, ledger, since, until)
+    else:
+        _score(outcome, runs, ledger, since, until, killed_at)
     if database:
         server.drop(database)
+    if not os.environ.get("BENCH_KEEP"):
+        shutil.rmtree(base, ignore_errors=True)
     return outcome
 
 
 def _runs(
     url: str | None, sqlite_path: Path, since: dt.datetime, until: dt.datetime
 ) -> list[tuple[str, dt.datetime, str, dt.datetime | None, dt.datetime | None, str | None]]:
-    """(job, scheduled_at, status, started_at, finished_at, node) of the window's runs."""
+    """(job, scheduled_at, status, started_at, finished_at, node) of every run."""
     if url:
         with psycopg.connect(url) as db:
             rows = db.execute(
-                "SELECT job, scheduled_at, status, started_at, finished_at, node FROM runs "
-                "WHERE scheduled_at >= %s AND scheduled_at < %s",
-                (since, until),
+                "SELECT job, scheduled_at, status, started_at, finished_at, node FROM runs"
             ).fetchall()
         return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
     with sqlite3.connect(sqlite_path) as db:
@@ -214,7 +228,7 @@ def _runs(
     found = []
     for job, at, status, began, ended, node in rows:
         moment = _time(at)
-        if moment is not None and since <= moment < until:
+        if moment is not None:
             found.append((job, moment, status, _time(began), _time(ended), node))
     return found
 
@@ -225,12 +239,13 @@ def _time(text: str | None) -> dt.datetime | None:
 
 def _score(
     outcome: Outcome,
-    runs: list,
+    runs: list,  # type: ignore[type-arg]
     ledger: Path,
-    since: dt.datetime,  # type: ignore[type-arg]
+    since: dt.datetime,
     until: dt.datetime,
     killed_at: float | None,
 ) -> None:
+    runs = [r for r in runs if since <= r[1] < until]
     seen: collections.Counter[tuple[str, dt.datetime]] = collections.Counter()
     for line in ledger.read_text().splitlines() if ledger.exists() else []:
         job, at, _node = line.split()
@@ -263,6 +278,31 @@ def _score(
             f"kill (lease {LEASE}); {missed_after} later firings missed "
             f"({len(after)} claimed after the kill)"
         )
+
+
+def _score_counts(
+    outcome: Outcome,
+    runs: list,
+    ledger: Path,
+    since: dt.datetime,  # type: ignore[type-arg]
+    until: dt.datetime,
+) -> None:
+    """The terse ledger: per job, lines (executions) against runs that started."""
+    lines = collections.Counter(ledger.read_text().split() if ledger.exists() else [])
+    window = [r for r in runs if since <= r[1] < until]
+    ran = collections.Counter(r[0] for r in window if r[3] is not None)
+    everything = collections.Counter(r[0] for r in runs if r[3] is not None)
+    outcome.expected = outcome.jobs * int((until - since).total_seconds())
+    outcome.fired = sum(ran.values())
+    outcome.missing = outcome.expected - outcome.fired
+    outcome.doubled = sum(max(0, lines[job] - count) for job, count in everything.items())
+    outcome.skipped_or_lost = sum(1 for r in window if r[2] in ("skipped", "lost"))
+    lags = sorted((r[3] - r[1]).total_seconds() for r in window if r[3] is not None)
+    if lags:
+        outcome.p50_ms = round(statistics.median(lags) * 1000, 1)
+        outcome.p99_ms = round(lags[int(len(lags) * 0.99) - 1] * 1000, 1)
+    outcome.share = dict(collections.Counter(r[5] or "-" for r in window if r[3] is not None))
+    outcome.notes = "shell-free commands; doubled = ledger lines beyond the runs started"
 
 
 # -- the peer -------------------------------------------------------------------------
@@ -345,6 +385,7 @@ def procrastinate_run(server: PostgresServer, jobs: int, seconds: float) -> Outc
     outcome.share = dict(share)
     outcome.notes = "doubled = extra executions of a firing"
     server.drop(database)
+    shutil.rmtree(base, ignore_errors=True)
     return outcome
 
 
@@ -358,27 +399,43 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--big-seconds", type=float, default=20)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--only", help="run only the scenarios whose name contains this")
     args = parser.parse_args()
     server = PostgresServer.start()
     outcomes = []
     try:
-        plan = [
-            lambda: evercron_run(server, "sqlite-1", 1, args.jobs, args.seconds, False),
-            lambda: evercron_run(server, "pg-1", 1, args.jobs, args.seconds, True),
-            lambda: evercron_run(server, "pg-3", 3, args.jobs, args.seconds, True),
-            lambda: evercron_run(server, f"pg-3 N={args.big}", 3, args.big, args.big_seconds, True),
-            lambda: evercron_run(
-                server, "pg-3 kill", 3, args.jobs, args.seconds, True, kill_at=args.seconds / 3
+        big = f"pg-3 N={args.big}"
+        plan: list[tuple[str, Callable[[], Outcome]]] = [
+            (
+                "sqlite-1",
+                lambda: evercron_run(server, "sqlite-1", 1, args.jobs, args.seconds, False),
             ),
-            lambda: procrastinate_run(server, args.jobs, args.seconds),
+            ("pg-1", lambda: evercron_run(server, "pg-1", 1, args.jobs, args.seconds, True)),
+            ("pg-3", lambda: evercron_run(server, "pg-3", 3, args.jobs, args.seconds, True)),
+            (
+                f"sqlite-1 N={args.big}",
+                lambda: evercron_run(
+                    server, f"sqlite-1 N={args.big}", 1, args.big, args.big_seconds, False
+                ),
+            ),
+            (big, lambda: evercron_run(server, big, 3, args.big, args.big_seconds, True)),
+            (
+                "pg-3 kill",
+                lambda: evercron_run(
+                    server, "pg-3 kill", 3, args.jobs, args.seconds, True, kill_at=args.seconds / 3
+                ),
+            ),
+            ("procrastinate-3", lambda: procrastinate_run(server, args.jobs, args.seconds)),
         ]
-        for step in plan:
+        for name, step in plan:
+            if args.only and args.only not in name:
+                continue
             outcome = step()
             outcomes.append(outcome)
             print(json.dumps(asdict(outcome)), flush=True)
     finally:
         server.stop()
-    reference = next(o for o in outcomes if o.name == "sqlite-1").p99_ms
+    reference = next((o.p99_ms for o in outcomes if o.name == "sqlite-1"), 0.0)
     print(
         f"\n{'scenario':<18}{'N':>6}{'expected':>10}{'fired':>8}{'missing':>9}{'doubled':>9}"
         f"{'p50 ms':>9}{'p99 ms':>9}{'p99/sqlite':>11}{'CPU nodes':>11}{'CPU pg':>8}"

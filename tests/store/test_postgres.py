@@ -17,6 +17,7 @@ import pytest
 from evercron.model import Job, RunStatus, Trigger
 from evercron.store import Claim, NodeInfo, NodeState, RunEnd, StoreError, StoreUnavailable
 from evercron.store.postgres import PostgresStore
+from evercron.store.postgres_link import CHECK_IDLE
 from evercron.store.postgres_schema import MIGRATIONS
 from evercron.store.schema import Migration
 from tests.postgres import PostgresServer, free_port
@@ -146,12 +147,15 @@ async def test_a_lost_connection_is_a_passing_failure(
                 )
             with pytest.raises(StoreUnavailable, match="terminating connection"):
                 await waiting
-        with postgres_server.connect("postgres") as admin:  # every pooled connection too
+        await asyncio.sleep(CHECK_IDLE + 0.2)
+        assert await store.list_jobs() == []  # the other pooled ones were dropped too: checked
+        with postgres_server.connect("postgres") as admin:  # and again
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
                 (database,),
             )
-        assert await store.list_jobs() == []  # a dropped connection is not handed out
+        await asyncio.sleep(CHECK_IDLE + 0.2)
+        assert await store.list_jobs() == []  # a dropped idle connection is not handed out
     finally:
         await store.close()
 
@@ -359,6 +363,24 @@ async def test_nodes_booted_together_keep_boot_times_of_their_own(postgres_url: 
         other = await b.boot_time("boot-2", NOW)  # another machine, booted the same second
         assert first == NOW and other > NOW
         assert await b.boot_time("boot-2", NOW + dt.timedelta(seconds=5)) == other
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_the_same_jobs_from_files_elsewhere_change_nothing(postgres_url: str) -> None:
+    a, b = PostgresStore(postgres_url, node="a"), PostgresStore(postgres_url, node="b")
+    await a.migrate()
+
+    def job(source: str) -> Job:
+        return Job.from_mapping({"name": "j", "schedule": "@daily", "command": "x"}, source=source)
+
+    try:
+        await a.join(node("a"))
+        await b.join(node("b"))
+        assert await a.reconcile_jobs([job("/etc/a/evercron.toml")], NOW) == ["j"]
+        assert await b.reconcile_jobs([job("/srv/b/evercron.toml")], NOW) == []
+        assert await b.disagreements() == []
     finally:
         await a.close()
         await b.close()

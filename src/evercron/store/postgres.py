@@ -135,7 +135,7 @@ class PostgresStore:
         return rows[0] if rows and isinstance(rows[0], StoredJob) else None
 
     async def _job_rows(self, name: str | None = None) -> list[StoredJob | BrokenJob]:
-        async with self.link.transaction() as conn:
+        async with self.link.connection() as conn:
             if name is None:
                 cursor = await conn.execute(
                     f'SELECT {JOB_COLUMNS} FROM jobs ORDER BY name COLLATE "C"'
@@ -188,7 +188,7 @@ class PostgresStore:
         self, run_id: int, pid: int | None, pid_start_ticks: int | None, started_at: dt.datetime
     ) -> None:
         """See `Store.mark_started`."""
-        async with self.link.transaction() as conn:
+        async with self.link.connection() as conn:
             await conn.execute(
                 "UPDATE runs SET pid = %s, pid_start_ticks = %s, started_at = %s WHERE id = %s",
                 (pid, pid_start_ticks, started_at, run_id),
@@ -197,7 +197,7 @@ class PostgresStore:
     async def finish(self, run_id: int, end: RunEnd, fence: int | None = None) -> bool:
         """See `Store.finish`. A retried call whose first try committed (its answer was
         lost with the connection) finds its own result and says True again."""
-        async with self.link.transaction() as conn:
+        async with self.link.connection() as conn:
             cursor = await conn.execute(
                 "UPDATE runs SET status = %s, finished_at = %s, started_at = COALESCE(%s, "
                 "started_at), exit_code = %s, signal = %s, cpu_user = %s, cpu_system = %s, "
@@ -228,7 +228,7 @@ class PostgresStore:
 
     async def get_run(self, run_id: int) -> Run | None:
         """See `Store.get_run`."""
-        async with self.link.transaction() as conn:
+        async with self.link.connection() as conn:
             row = await _one(conn, f"SELECT {RUN_COLUMNS} FROM runs WHERE id = %s", (run_id,))
             return None if row is None else run_row(row)
 
@@ -255,7 +255,7 @@ class PostgresStore:
             clauses.append("retry_of = %s")
             values.append(query.retry_of)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        async with self.link.transaction() as conn:
+        async with self.link.connection() as conn:
             cursor = await conn.execute(
                 f"SELECT {RUN_COLUMNS} FROM runs {where} ORDER BY id DESC LIMIT %s",
                 (*values, query.limit),
@@ -264,7 +264,7 @@ class PostgresStore:
 
     async def latest_runs(self, per_job: int) -> dict[str, list[RunMark]]:
         """See `Store.latest_runs` (one indexed read per job, in one statement)."""
-        async with self.link.transaction() as conn:
+        async with self.link.connection() as conn:
             cursor = await conn.execute(
                 "SELECT j.name, r.id, r.status, r.scheduled_at, "
                 "extract(epoch FROM r.finished_at - r.started_at) FROM jobs j "
@@ -283,14 +283,14 @@ class PostgresStore:
 
     async def job_counts(self) -> tuple[int, int]:
         """See `Store.job_counts`."""
-        async with self.link.transaction() as conn:
+        async with self.link.connection() as conn:
             row = await _one(conn, "SELECT count(*), count(*) FILTER (WHERE paused) FROM jobs")
             assert row is not None
             return int(row[0]), int(row[1])
 
     async def running(self, owner: str | None = None, node: str | None = None) -> list[RunningRun]:
         """See `Store.running`."""
-        async with self.link.transaction() as conn:
+        async with self.link.connection() as conn:
             cursor = await conn.execute(
                 f"SELECT {RUN_COLUMNS}, pid_start_ticks FROM runs WHERE status = 'running' "
                 "AND (%s::text IS NULL OR owner = %s::text) "
@@ -301,7 +301,7 @@ class PostgresStore:
 
     async def last_scheduled(self, job: str) -> dt.datetime | None:
         """See `Store.last_scheduled`."""
-        async with self.link.transaction() as conn:
+        async with self.link.connection() as conn:
             row = await _one(
                 conn,
                 "SELECT max(scheduled_at) FROM runs WHERE job = %s AND trigger = ANY(%s)",
@@ -324,7 +324,7 @@ class PostgresStore:
 
     async def kill_requests(self, owner: str) -> list[int]:
         """See `Store.kill_requests`."""
-        async with self.link.transaction() as conn:
+        async with self.link.connection() as conn:
             cursor = await conn.execute(
                 "SELECT id FROM runs WHERE status = 'running' AND owner = %s "
                 "AND kill_requested_at IS NOT NULL ORDER BY id",
@@ -361,7 +361,7 @@ class PostgresStore:
         batch = list(chunks)
         if not batch:
             return
-        async with self.link.transaction() as conn:
+        async with self.link.connection() as conn:
             await conn.execute(
                 "INSERT INTO output (run_id, byte_offset, stream, at, data) SELECT %s, * FROM "
                 "unnest(%s::bigint[], %s::text[], %s::float8[], %s::bytea[]) "
@@ -379,7 +379,7 @@ class PostgresStore:
         self, run_id: int, after: int = -1, limit: int = 1000
     ) -> list[StoredChunk]:
         """See `Store.read_output`."""
-        async with self.link.transaction() as conn:
+        async with self.link.connection() as conn:
             cursor = await conn.execute(
                 "SELECT byte_offset, stream, at, data FROM output WHERE run_id = %s "
                 "AND byte_offset > %s ORDER BY byte_offset LIMIT %s",
@@ -389,7 +389,7 @@ class PostgresStore:
 
     async def tail_start(self, run_id: int, tail_bytes: int) -> int:
         """See `Store.tail_start`."""
-        async with self.link.transaction() as conn:
+        async with self.link.connection() as conn:
             last = await _one(
                 conn,
                 "SELECT byte_offset + length(data) FROM output WHERE run_id = %s "
@@ -410,7 +410,7 @@ class PostgresStore:
 
     async def add_event(self, kind: str, detail: str, at: dt.datetime) -> None:
         """See `Store.add_event`."""
-        async with self.link.transaction() as conn:
+        async with self.link.connection() as conn:
             await conn.execute(
                 "INSERT INTO events (at, kind, detail) VALUES (%s, %s, %s)",
                 (at, kind, storable(detail)),
@@ -443,12 +443,12 @@ class PostgresStore:
 
     async def renew(self, node: NodeInfo) -> list[Node] | None:
         """See `Store.renew`."""
-        async with self.lease_link.transaction() as conn:
+        async with self.lease_link.connection() as conn:
             return await postgres_nodes.renew(conn, node)
 
     async def nodes(self) -> list[Node]:
         """See `Store.nodes`."""
-        async with self.link.transaction() as conn:
+        async with self.link.connection() as conn:
             return await postgres_nodes.nodes(conn)
 
     async def set_drained(self, name: str, drained: bool) -> bool:
@@ -469,7 +469,7 @@ class PostgresStore:
 
     async def disagreements(self) -> list[Disagreement]:
         """See `Store.disagreements`."""
-        async with self.link.transaction() as conn:
+        async with self.link.connection() as conn:
             return await disagreements(conn)
 
     async def listen(self, on_hint: Callable[[str, str], None]) -> None:

@@ -57,13 +57,19 @@ async def reconcile(
     wanted = {job.name: job for job in jobs}
     for name, job in wanted.items():
         existing = stored.get(name)
-        if existing is not None and existing[1] == "api":
-            log.warning("config job %s replaces the API job of the same name", name)
-        if existing is None or existing[0] != definition(job) or existing[1] != job.source:
-            if existing is not None and existing[2] not in (None, node):
-                log.warning("job %s: this node's definition replaces node %s's", name, existing[2])
+        if existing is None:
             await put_job(conn, job, now, node)
             changed.append(name)
+            continue
+        text, source, applied_by = existing
+        if source == "api":
+            log.warning("config job %s replaces the API job of the same name", name)
+        elif text == definition(job) and (source == job.source or applied_by != node):
+            continue  # the same job (another node's copy of the file may be elsewhere)
+        elif text != definition(job) and applied_by not in (None, node):
+            log.warning("job %s: this node's definition replaces node %s's", name, applied_by)
+        await put_job(conn, job, now, node)
+        changed.append(name)
     for name, (_, source, applied_by) in stored.items():
         if source == "api" or name in wanted:
             continue
@@ -86,7 +92,7 @@ async def disagreements(conn: Connection) -> list[Disagreement]:
         "SELECT nj.name, nj.node, j.applied_by, j.name IS NULL FROM node_jobs nj "
         f"JOIN nodes n ON n.name = nj.node AND {LIVE_NODE} "
         "LEFT JOIN jobs j ON j.name = nj.name "
-        "WHERE j.name IS NULL OR j.definition <> nj.definition OR j.source <> nj.source "
+        "WHERE j.name IS NULL OR j.definition <> nj.definition "
         'ORDER BY nj.name COLLATE "C", nj.node COLLATE "C"'
     )
     return [

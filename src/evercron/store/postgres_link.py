@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
+import time
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,6 +33,9 @@ from evercron.store.records import StoreError, StoreUnavailable
 OPERATION_TIMEOUT = 10.0
 """Seconds a call may take before its connection is cut (a silent database)."""
 CONNECT_TIMEOUT = 5
+CHECK_IDLE = 2.0
+"""A pooled connection idle longer than this is checked before use (the server may have
+restarted meanwhile); one in steady use is not, which saves a round trip per call."""
 Connection = AsyncConnection[tuple[Any, ...]]
 
 
@@ -75,9 +81,8 @@ class Link:
             min_size=1,
             max_size=max_size,
             kwargs={"autocommit": True},
-            # A connection the server dropped (a restart) is noticed before it is used:
-            # one round trip per call, against every call failing once per connection.
-            check=AsyncConnectionPool.check_connection,
+            check=self._check,
+            reset=self._returned,
             open=False,
             timeout=OPERATION_TIMEOUT,
             # Give up a connection attempt soon: the next call starts a fresh one, so a
@@ -85,6 +90,17 @@ class Link:
             reconnect_timeout=4.0,
         )
         self._opened = False
+        self._last_use: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
+        # Lost connections are reported as StoreUnavailable, once; not by the pool too.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+
+    async def _check(self, conn: Connection) -> None:
+        last = self._last_use.get(conn)
+        if last is None or time.monotonic() - last > CHECK_IDLE:
+            await AsyncConnectionPool.check_connection(conn)
+
+    async def _returned(self, conn: Connection) -> None:
+        self._last_use[conn] = time.monotonic()
 
     async def open(self) -> None:
         """Open the pool; raises `StoreUnavailable` when the database cannot be reached."""
@@ -112,6 +128,21 @@ class Link:
                 try:
                     async with conn.transaction():
                         yield conn
+                finally:
+                    cutter.cancel()
+
+    @contextlib.asynccontextmanager
+    async def connection(self, timeout: float | None = None) -> AsyncIterator[Connection]:
+        """A connection for one statement (autocommit: it is its own transaction), with
+        the same deadline and errors as `transaction`."""
+        timeout = self.timeout if timeout is None else timeout
+        await self.open()
+        loop = asyncio.get_running_loop()
+        with self.translated():
+            async with self._pool.connection(timeout=timeout) as conn:
+                cutter = loop.call_later(timeout, cut, conn)
+                try:
+                    yield conn
                 finally:
                     cutter.cancel()
 
