@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,23 +109,12 @@ def postgres_cpu(server: PostgresServer) -> float:
 class Node:
     """One `evercron serve` process."""
 
-    def __init__(
-        self, name: str, base: Path, jobs: int, ledger: Path, url: str | None, terse: bool
-    ) -> None:
+    def __init__(self, name: str, base: Path, url: str | None) -> None:
         self.name = name
         self.state = base / name
         self.state.mkdir(parents=True)
         config = base / f"{name}.toml"
         lines = ["[daemon]", f'node_name = "{name}"', f'node_lease = "{LEASE}"']
-        for n in range(jobs):
-            lines += [
-                "[[job]]",
-                f'name = "tick-{n}"',
-                'schedule = "* * * * * * *"',
-                'concurrency = "allow"',
-                'kill_grace = "1s"',
-                f"command = '{(TERSE if terse else TICK).format(job=f'tick-{n}', ledger=ledger)}'",
-            ]
         config.write_text("\n".join(lines) + "\n")
         self.log = base / f"{name}.log"
         env = {**os.environ, "EVERCRON_DATABASE_URL": url or ""}
@@ -150,6 +140,28 @@ class Node:
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"node {name} did not start:\n{self.log.read_text()}")
             time.sleep(0.05)
+        self.address = json.loads((self.state / "daemon.json").read_text())
+
+    def apply(self, jobs: int, ledger: Path, terse: bool) -> None:
+        """Give the cluster its jobs through this node, once every node serves (so that
+        no node carries them all while the others start)."""
+        line = TERSE if terse else TICK
+        body = {
+            "jobs": [
+                {"name": f"tick-{n}", "schedule": "* * * * * * *", "concurrency": "allow",
+                 "kill_grace": "1s", "source": "bench",
+                 "command": line.format(job=f"tick-{n}", ledger=ledger)}
+                for n in range(jobs)
+            ]
+        }  # fmt: skip
+        request = urllib.request.Request(
+            self.address["url"] + "/api/v1/apply",
+            data=json.dumps(body).encode(),
+            headers={"Authorization": f"Bearer {self.address['token']}",
+                     "Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(request, timeout=300) as answer:
+            answer.read()
 
     def cpu(self) -> float:
         return cpu_seconds(self.process.pid)
@@ -181,10 +193,11 @@ def evercron_run(
     database = server.database() if postgres else None
     url = server.url(database) if database else None
     terse = jobs > 100
-    started = [Node(f"n{i}", base, jobs, ledger, url, terse) for i in range(nodes)]
+    started = [Node(f"n{i}", base, url) for i in range(nodes)]
     outcome = Outcome(name, jobs, seconds)
     killed_at: float | None = None
     try:
+        started[0].apply(jobs, ledger, terse)
         time.sleep(WARMUP)
         since = dt.datetime.now(dt.UTC).replace(microsecond=0) + dt.timedelta(seconds=1)
         until = since + dt.timedelta(seconds=seconds)

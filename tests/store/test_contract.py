@@ -171,6 +171,33 @@ class TestFences:
         assert run is not None and run.status is RunStatus.SUCCEEDED
 
 
+class TestManyAtOnce:
+    async def test_concurrent_starts_results_and_output_each_get_their_answer(
+        self, store: Store
+    ) -> None:
+        claims = [Claim("j", at(n), Trigger.SCHEDULE) for n in range(40)]
+        claimed = await store.claim(claims, "o")
+        ids = [c.run_id for c in claimed]
+        fences = [c.fence for c in claimed]
+        assert None not in ids and None not in fences
+        await asyncio.gather(
+            *(store.mark_started(i, 100 + n, n, at(n)) for n, i in enumerate(ids) if i),
+            *(store.append_output(i, [StoredChunk(0, "stdout", 1.0, b"x")]) for i in ids if i),
+        )
+        ends = [
+            store.finish(i, RunEnd(RunStatus.SUCCEEDED, at(n + 1)), f if n % 2 else (f or 0) - 1)
+            for n, (i, f) in enumerate(zip(ids, fences, strict=True))
+            if i is not None
+        ]
+        assert await asyncio.gather(*ends) == [n % 2 == 1 for n in range(40)]
+        for n, run_id in enumerate(ids):
+            assert run_id is not None
+            run = await store.get_run(run_id)
+            assert run is not None and run.pid == 100 + n
+            assert run.status is (RunStatus.SUCCEEDED if n % 2 else RunStatus.RUNNING)
+            assert [c.data for c in await store.read_output(run_id)] == [b"x"]
+
+
 class TestForbidAndReplace:
     async def test_an_exclusive_claim_is_skipped_while_the_job_runs(self, store: Store) -> None:
         first = await claim_one(store, Claim("j", at(0), Trigger.SCHEDULE, exclusive=True))

@@ -384,3 +384,24 @@ async def test_the_same_jobs_from_files_elsewhere_change_nothing(postgres_url: s
     finally:
         await a.close()
         await b.close()
+
+
+async def test_nodes_claiming_the_same_second_in_other_orders_never_deadlock(
+    postgres_url: str,
+) -> None:
+    nodes = [PostgresStore(postgres_url, node=f"n{n}") for n in range(3)]
+    await nodes[0].migrate()
+    try:
+        for second in range(10):
+            at = NOW + dt.timedelta(seconds=second)
+            claims = [Claim(f"job-{n}", at, Trigger.SCHEDULE) for n in range(3000)]
+            orders = [claims, claims[::-1], claims[1500:] + claims[:1500]]
+            outcomes = await asyncio.gather(
+                *(node.claim(order, f"owner-{n}") for n, (node, order) in
+                  enumerate(zip(nodes, orders, strict=True)))
+            )  # fmt: skip
+            owned = [o.run_id for found in outcomes for o in found if o.run_id is not None]
+            assert len(owned) == len(set(owned)) == 3000
+    finally:
+        for node in nodes:
+            await node.close()

@@ -20,6 +20,7 @@ import psycopg
 
 from evercron.model import Job, Run, RunStatus, Trigger
 from evercron.store import postgres_nodes
+from evercron.store.postgres_batch import WriteBatcher
 from evercron.store.postgres_claims import claim_all
 from evercron.store.postgres_definitions import (
     CHANNEL,
@@ -69,6 +70,7 @@ class PostgresStore:
         self.link = Link(url)
         self.lease_link = Link(url, max_size=2, name="evercron-lease")
         """Renewals have connections of their own: a busy pool never delays them."""
+        self.batch = WriteBatcher(self.link)
 
     @property
     def description(self) -> str:
@@ -115,7 +117,8 @@ class PostgresStore:
             return applied
 
     async def close(self) -> None:
-        """See `Store.close`."""
+        """See `Store.close`: queued writes first."""
+        await self.batch.drain()
         await self.link.close()
         await self.lease_link.close()
 
@@ -187,44 +190,14 @@ class PostgresStore:
     async def mark_started(
         self, run_id: int, pid: int | None, pid_start_ticks: int | None, started_at: dt.datetime
     ) -> None:
-        """See `Store.mark_started`."""
-        async with self.link.connection() as conn:
-            await conn.execute(
-                "UPDATE runs SET pid = %s, pid_start_ticks = %s, started_at = %s WHERE id = %s",
-                (pid, pid_start_ticks, started_at, run_id),
-            )
+        """See `Store.mark_started` (committed in a group, `postgres_batch`)."""
+        await self.batch.mark_started(run_id, pid, pid_start_ticks, started_at)
 
     async def finish(self, run_id: int, end: RunEnd, fence: int | None = None) -> bool:
-        """See `Store.finish`. A retried call whose first try committed (its answer was
-        lost with the connection) finds its own result and says True again."""
-        async with self.link.connection() as conn:
-            cursor = await conn.execute(
-                "UPDATE runs SET status = %s, finished_at = %s, started_at = COALESCE(%s, "
-                "started_at), exit_code = %s, signal = %s, cpu_user = %s, cpu_system = %s, "
-                "max_rss_kb = %s, output_bytes = %s, output_truncated = %s, "
-                "error = COALESCE(%s, error) WHERE id = %s AND status = 'running' "
-                "AND (%s::bigint IS NULL OR fence = %s::bigint)",
-                (
-                    str(end.status),
-                    end.finished_at,
-                    end.started_at,
-                    end.exit_code,
-                    end.signal,
-                    end.cpu_user,
-                    end.cpu_system,
-                    end.max_rss_kb,
-                    end.output_bytes,
-                    end.output_truncated,
-                    storable(end.error),
-                    run_id,
-                    fence,
-                    fence,
-                ),
-            )
-            if cursor.rowcount:
-                return True
-            row = await _one(conn, "SELECT status, finished_at FROM runs WHERE id = %s", (run_id,))
-            return row is not None and row[0] == str(end.status) and row[1] == end.finished_at
+        """See `Store.finish` (committed in a group, `postgres_batch`). A retried call
+        whose first try committed (its answer was lost with the connection) finds its
+        own result and says True again."""
+        return await self.batch.finish(run_id, end, fence)
 
     async def get_run(self, run_id: int) -> Run | None:
         """See `Store.get_run`."""
@@ -357,23 +330,10 @@ class PostgresStore:
     # -- output ----------------------------------------------------------------------
 
     async def append_output(self, run_id: int, chunks: Iterable[StoredChunk]) -> None:
-        """See `Store.append_output`."""
+        """See `Store.append_output` (committed in a group, `postgres_batch`)."""
         batch = list(chunks)
-        if not batch:
-            return
-        async with self.link.connection() as conn:
-            await conn.execute(
-                "INSERT INTO output (run_id, byte_offset, stream, at, data) SELECT %s, * FROM "
-                "unnest(%s::bigint[], %s::text[], %s::float8[], %s::bytea[]) "
-                "ON CONFLICT DO NOTHING",
-                (
-                    run_id,
-                    [c.offset for c in batch],
-                    [c.stream for c in batch],
-                    [c.at for c in batch],
-                    [c.data for c in batch],
-                ),
-            )
+        if batch:
+            await self.batch.append_output(run_id, batch)
 
     async def read_output(
         self, run_id: int, after: int = -1, limit: int = 1000

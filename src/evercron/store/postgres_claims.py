@@ -36,7 +36,8 @@ _BULK_INSERT = (
     "owner, node) SELECT job, trigger, scheduled_at, attempt, retry_of, claim_token, "
     "'running', %s, %s FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::int[], "
     "%s::bigint[], %s::text[]) AS c(job, trigger, scheduled_at, attempt, retry_of, "
-    "claim_token) ON CONFLICT DO NOTHING RETURNING id, job, scheduled_at, attempt, fence"
+    "claim_token) ORDER BY job, scheduled_at, attempt "
+    "ON CONFLICT DO NOTHING RETURNING id, job, scheduled_at, attempt, fence"
 )
 Key = tuple[str, dt.datetime, int]
 
@@ -63,7 +64,9 @@ def _plain(claim: Claim) -> bool:
 async def _claim_plain(
     conn: Connection, claims: Sequence[Claim], owner: str, node: str | None
 ) -> list[Claimed]:
-    """Every claim in one statement; the keys someone else holds come back as None."""
+    """Every claim in one statement; the keys someone else holds come back as None.
+    Rows go in in key order: two nodes claiming overlapping firings at once then wait
+    for each other in one order, never in a cycle (a deadlock)."""
     rows = await (
         await conn.execute(
             _BULK_INSERT,
