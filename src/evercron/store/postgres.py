@@ -58,6 +58,7 @@ from evercron.store.schema import Migration
 _SCHEDULED = [str(Trigger.SCHEDULE), str(Trigger.CATCH_UP)]
 LISTEN_CHECK_EVERY = 5.0
 """Seconds between checks that the LISTEN connection still reaches the database."""
+RECONCILE_TIMEOUT = 120.0
 log = logging.getLogger("evercron.store")
 
 
@@ -175,8 +176,8 @@ class PostgresStore:
             return cursor.rowcount > 0
 
     async def reconcile_jobs(self, jobs: Sequence[Job], now: dt.datetime) -> list[str]:
-        """See `Store.reconcile_jobs`."""
-        async with self.link.transaction() as conn:
+        """See `Store.reconcile_jobs` (a thousand jobs take a while: a longer deadline)."""
+        async with self.link.transaction(timeout=RECONCILE_TIMEOUT) as conn:
             return await reconcile(conn, jobs, now, self.node or "")
 
     # -- firings and runs ------------------------------------------------------------
