@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -160,8 +161,15 @@ class Node:
             headers={"Authorization": f"Bearer {self.address['token']}",
                      "Content-Type": "application/json"},
         )  # fmt: skip
-        with urllib.request.urlopen(request, timeout=300) as answer:
-            answer.read()
+        for attempt in range(5):
+            try:
+                with urllib.request.urlopen(request, timeout=300) as answer:
+                    answer.read()
+                return
+            except urllib.error.HTTPError as error:  # 503: the database was too slow
+                if error.code != 503 or attempt == 4:
+                    raise RuntimeError(f"apply: {error.read().decode()}") from None
+                time.sleep(2)
 
     def cpu(self) -> float:
         return cpu_seconds(self.process.pid)
