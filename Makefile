@@ -34,6 +34,7 @@ typecheck: $(DEV_STAMP)
 
 unit: $(DEV_STAMP)
 	bash scripts/ensure-chromium
+	bash scripts/ensure-promtool
 	bash scripts/ensure-postgresql
 	$(VENV)/bin/pytest -q
 

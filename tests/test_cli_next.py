@@ -79,6 +79,13 @@ def test_bad_options_are_one_line_and_exit_2() -> None:
         assert "Traceback" not in done.stderr
 
 
+def test_zone_names_that_are_folders_or_too_long_are_one_line() -> None:
+    for name in ("America", "Etc", "A" * 300):
+        done = run_cli("next", "@daily", "--tz", name)
+        assert done.returncode == 2, name
+        assert done.stderr == f'evercron: error: unknown time zone "{name}"\n'
+
+
 def test_six_fields_ending_in_star_warn() -> None:
     done = run_cli("next", "*/5 * * * * *", "-n", "1")
     assert done.returncode == 0

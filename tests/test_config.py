@@ -160,7 +160,7 @@ def test_bad_http_connection_limits_are_named(tmp_path: Path) -> None:
         load_config(toml)
     assert [str(p) for p in caught.value.problems] == [
         f"{toml}:2: header_timeout: must be more than 0 seconds",
-        f"{toml}:3: max_connections: expected a whole number >= 1",
+        f"{toml}:3: max_connections: expected a whole number from 1 to 1000000000",
     ]
     with pytest.raises(ConfigError, match="header_timeout: invalid duration 'soon'"):
         load_config(write(tmp_path / "d.toml", '[daemon]\nheader_timeout = "soon"\n'))
@@ -174,3 +174,81 @@ def test_the_viewer_token(tmp_path: Path) -> None:
         toml = write(tmp_path / "bad.toml", f"[daemon]\nviewer_token = {bad}\n")
         with pytest.raises(ConfigError, match=r"bad.toml:2: viewer_token: expected a non-empty"):
             load_config(toml)
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        ("retention_days = nan", "retention_days: expected a number of days > 0, at most 36500"),
+        ("retention_days = inf", "retention_days: expected a number of days > 0, at most 36500"),
+        ("retention_days = 1e300", "retention_days: expected a number of days > 0, at most 36500"),
+        (
+            "retention_runs = 99999999999999999999",
+            "retention_runs: expected a whole number from 1 to 1000000000",
+        ),
+        (
+            "shutdown_grace = 1e308",
+            "shutdown_grace: invalid duration 1e+308: at most 31536000s (a year)",
+        ),
+        (
+            "upgrade_timeout = inf",
+            "upgrade_timeout: invalid duration inf: at most 31536000s (a year)",
+        ),
+        ("upgrade_timeout = [1]", "upgrade_timeout: expected a duration like 90, 1.5s, 2m, 1h30m"),
+        (
+            "header_timeout = 1e308",
+            "header_timeout: invalid duration 1e+308: at most 31536000s (a year)",
+        ),
+        (
+            "store_retry_interval = nan",
+            "store_retry_interval: invalid duration nan: must be a finite number >= 0",
+        ),
+        ("token = 5", "token: expected a non-empty string"),
+        (
+            "max_connections = 10000000000",
+            "max_connections: expected a whole number from 1 to 1000000000",
+        ),
+        ('state_dir = "/tmp/\\u0000x"', "state_dir: must not contain a NUL character"),
+        ('listen = "a\\u0000b:80"', "listen address: must not contain a NUL character"),
+    ],
+)
+def test_absurd_daemon_settings(tmp_path: Path, line: str, reason: str) -> None:
+    toml = write(tmp_path / "e.toml", f"[daemon]\n{line}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(toml)
+    assert [str(p) for p in caught.value.problems] == [f"{toml}:2: {reason}"]
+
+
+def test_absurd_job_values_in_a_config_file(tmp_path: Path) -> None:
+    toml = write(
+        tmp_path / "j.toml",
+        '[[job]]\nname = "a"\nschedule = "@daily"\ncommand = "x"\ntimeout = inf\n'
+        'max_output = "2GiB"\nkill_grace = 1e300\nenabled = 1\numask = 18.0\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(toml)
+    assert [str(p) for p in caught.value.problems] == [
+        f'{toml}:1: job "a": timeout: invalid duration inf: at most 31536000s (a year)',
+        f'{toml}:1: job "a": umask: "18.0" is not an octal number like "022"',
+        f'{toml}:1: job "a": kill_grace: invalid duration 1e+300: at most 31536000s (a year)',
+        f"{toml}:1: job \"a\": max_output: invalid size '2GiB': at most 1073741824 bytes (1GiB)",
+        f'{toml}:1: job "a": enabled: expected true or false',
+    ]
+
+
+def test_log_format_and_public_url(tmp_path: Path) -> None:
+    toml = write(
+        tmp_path / "c.toml",
+        '[daemon]\nlog_format = "json"\npublic_url = "https://cron.example.com/"\n',
+    )
+    settings = load_config(toml).settings
+    assert settings.log_format == "json"
+    assert settings.public_url == "https://cron.example.com"  # links append /runs/ID
+    assert load_config(toml, overrides={"log_format": "text"}).settings.log_format == "text"
+    bad = write(tmp_path / "bad.toml", '[daemon]\npublic_url = "ftp://x"\nlog_format = 1\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(bad)
+    assert [str(p) for p in caught.value.problems] == [
+        f'{bad}:3: log_format: "1" is not one of text, json',
+        f"{bad}:2: public_url: expected an http:// or https:// address",
+    ]

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from evercron.model import Job
+from evercron.notify.channels import CHANNEL_KEYS, SMTP_KEYS, read_channels
 from evercron.settings import DAEMON_KEYS, Settings, read_settings
 
 DOC = Path(__file__).parent.parent / "docs" / "CONFIGURATION.md"
@@ -90,3 +91,50 @@ def test_job_field_default_and_example(key: str) -> None:
     else:
         documented = Job.from_mapping({**MINIMAL, key: toml_value(default)})
         assert getattr(documented, key) == getattr(base, key)
+
+
+NOTIFY = table("## `[[notify]]`")
+SMTP = table("## `[smtp]`")
+A_CHANNEL = {"name": "ops", "url": "https://example.com/hook"}
+A_SERVER = {"host": "smtp.example.com", "from": "cron@example.com"}
+PARTNERS = {"username": {"password": "p"}, "password": {"username": "u"}}
+
+
+def read_one(channel: dict[str, Any], smtp: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """The channel and SMTP server these tables make (asserting they are valid)."""
+    channels, server, problems = read_channels([channel], smtp, [1], 1)
+    assert problems == []
+    return channels[0], server
+
+
+def test_every_notify_and_smtp_key_is_documented_and_no_other() -> None:
+    assert sorted(NOTIFY) == sorted(CHANNEL_KEYS)
+    assert sorted(SMTP) == sorted(SMTP_KEYS)
+
+
+@pytest.mark.parametrize("key", sorted(NOTIFY))
+def test_notify_key_default_and_example(key: str) -> None:
+    _, default, example, meaning = NOTIFY[key]
+    assert meaning
+    base, _ = read_one(A_CHANNEL)
+    with_example, _ = read_one({**A_CHANNEL, key: toml_value(example)})
+    assert with_example != base or key in A_CHANNEL
+    if default == "(required)":
+        assert key in A_CHANNEL
+    elif default != "-":
+        assert read_one({**A_CHANNEL, key: toml_value(default)})[0] == base
+
+
+@pytest.mark.parametrize("key", sorted(SMTP))
+def test_smtp_key_default_and_example(key: str) -> None:
+    _, default, example, meaning = SMTP[key]
+    assert meaning
+    _, base = read_one(A_CHANNEL, A_SERVER)
+    _, with_example = read_one(
+        A_CHANNEL, {**A_SERVER, **PARTNERS.get(key, {}), key: toml_value(example)}
+    )
+    assert with_example != base or key in A_SERVER
+    if default == "(required)":
+        assert key in A_SERVER
+    elif default != "-":
+        assert read_one(A_CHANNEL, {**A_SERVER, key: toml_value(default)})[1] == base

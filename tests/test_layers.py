@@ -14,11 +14,13 @@ SOURCE = Path(__file__).parent.parent / "src" / "evercron"
 ALLOWED: dict[str, set[str]] = {
     "cron": {"units"},
     "units": set(),
-    "model": {"cron", "process", "units"},
+    "text": set(),
+    "timezones": {"text"},
+    "model": {"cron", "process", "units", "text", "timezones"},
     "process": set(),
-    "store": {"model", "cron", "units"},
-    "scheduler": {"model", "cron", "units", "process", "store"},
-    "server": {"model", "cron", "units", "scheduler", "store", "process"},
+    "store": {"model", "cron", "units", "text"},
+    "scheduler": {"model", "cron", "units", "process", "store", "logfields"},
+    "server": {"model", "cron", "units", "scheduler", "store", "process", "text", "timezones"},
     "daemon": {
         "model",
         "cron",
@@ -29,10 +31,16 @@ ALLOWED: dict[str, set[str]] = {
         "server",
         "config",
         "settings",
+        "logfields",
+        "notify",
+        "metrics",
     },
-    "config": {"model", "cron", "units", "crontab", "settings"},
+    "config": {"model", "cron", "units", "crontab", "settings", "notify"},
+    "notify": {"model", "cron", "units", "store", "scheduler", "logfields"},
+    "metrics": {"model", "cron", "units", "store", "scheduler"},
     "settings": {"units"},
-    "crontab": {"cron"},
+    "crontab": {"cron", "timezones"},
+    "logfields": set(),
 }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from evercron.crontab import read_crontab
 from evercron.model import Job, JobError
+from evercron.notify.channels import Channel, Smtp, read_channels
 from evercron.settings import (
     DEFAULT_HOST,
     DEFAULT_PORT,
@@ -62,10 +63,13 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Config:
-    """Settings plus every job defined in config and crontab files."""
+    """Settings plus every job defined in config and crontab files, and the notification
+    channels (with the SMTP server mail channels use)."""
 
     settings: Settings
     jobs: list[Job] = field(default_factory=list)
+    channels: list[Channel] = field(default_factory=list)
+    smtp: Smtp | None = None
 
 
 def load_config(
@@ -74,13 +78,14 @@ def load_config(
     overrides: Mapping[str, Any] | None = None,
 ) -> Config:
     """Read the config file (optional) and crontabs; command-line `overrides` (state_dir,
-    listen) win over the file. Raises `ConfigError` with every problem."""
+    listen, log_format) win over the file. Raises `ConfigError` with every problem."""
     problems: list[Problem] = []
     daemon: dict[str, Any] = {}
     placed: list[tuple[Job, int | None]] = []  # each job with its line
     key_lines: dict[str, int] = {}
+    channels: tuple[list[Channel], Smtp | None] = ([], None)
     if config_path is not None:
-        daemon, placed, key_lines = _read_toml(config_path, problems)
+        daemon, placed, key_lines, channels = _read_toml(config_path, problems)
     given = {k: v for k, v in (overrides or {}).items() if v is not None}
     daemon.update(given)
     key_lines = {k: line for k, line in key_lines.items() if k not in given}
@@ -118,29 +123,33 @@ def load_config(
     if problems:
         raise ConfigError(problems)
     assert settings is not None
-    return Config(settings, [job for job, _ in placed])
+    return Config(settings, [job for job, _ in placed], *channels)
+
+
+_Channels = tuple[list[Channel], Smtp | None]
 
 
 def _read_toml(
     path: str, problems: list[Problem]
-) -> tuple[dict[str, Any], list[tuple[Job, int | None]], dict[str, int]]:
-    """The [daemon] table, the jobs with the line of their [[job]] header, and the line
-    of each [daemon] key; problems are added to `problems`."""
+) -> tuple[dict[str, Any], list[tuple[Job, int | None]], dict[str, int], _Channels]:
+    """The [daemon] table, the jobs with the line of their [[job]] header, the line of
+    each [daemon] key, and the notification channels; problems are added to `problems`."""
+    nothing: _Channels = ([], None)
     try:
         with open(path, "rb") as file:
             raw = file.read()
         data = tomllib.loads(raw.decode())
     except OSError as error:
         problems.append(Problem(path, None, f"cannot read: {error.strerror or error}"))
-        return {}, [], {}
+        return {}, [], {}, nothing
     except UnicodeDecodeError:
         problems.append(Problem(path, None, "invalid TOML: not UTF-8 text"))
-        return {}, [], {}
+        return {}, [], {}, nothing
     except tomllib.TOMLDecodeError as error:
         problems.append(Problem(path, None, f"invalid TOML: {error}"))
-        return {}, [], {}
+        return {}, [], {}, nothing
     job_lines, key_lines = _toml_lines(raw.decode())
-    unknown = sorted(set(data) - {"daemon", "job"})
+    unknown = sorted(set(data) - {"daemon", "job", "notify", "smtp"})
     if unknown:
         problems.append(Problem(path, None, f"unknown section(s): {', '.join(unknown)}"))
     daemon = data.get("daemon", {})
@@ -163,7 +172,30 @@ def _read_toml(
             jobs.append((Job.from_mapping(table, source=path), line))
         except JobError as error:
             problems.extend(Problem(path, line, f"{label}: {p}") for p in error.problems)
-    return dict(daemon), jobs, key_lines
+    return dict(daemon), jobs, key_lines, _read_notify(path, raw.decode(), data, problems)
+
+
+def _read_notify(path: str, text: str, data: dict[str, Any], problems: list[Problem]) -> _Channels:
+    """The [[notify]] channels and the [smtp] table; problems are added to `problems`."""
+    tables = data.get("notify", [])
+    if not isinstance(tables, list):
+        problems.append(Problem(path, None, "notification channels are [[notify]] tables"))
+        tables = []
+    smtp_line = next(iter(_header_lines(text, "smtp")), None)
+    channels, smtp, found = read_channels(
+        tables, data.get("smtp"), _header_lines(text, "notify"), smtp_line
+    )
+    problems.extend(Problem(path, line, reason) for line, reason in found)
+    return channels, smtp
+
+
+def _header_lines(text: str, section: str) -> list[int]:
+    """The lines of the `[section]` or `[[section]]` headers, in order (as `_toml_lines`)."""
+    return [
+        number
+        for number, line in enumerate(text.splitlines(), start=1)
+        if (header := _TABLE_HEADER.match(line)) and header.group(1) == section
+    ]
 
 
 _TABLE_HEADER = re.compile(r"^\s*\[\[?\s*([A-Za-z0-9_.-]+)\s*\]\]?\s*(?:#.*)?$")

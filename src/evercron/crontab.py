@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from evercron.cron import CronExpr, CronSyntaxError, parse
+from evercron.timezones import UnknownZone, load_zone
 
 _ENV_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)")
 _NAME_COMMENT = re.compile(r"#\s*name:\s*(\S+)\s*$")
@@ -129,9 +129,9 @@ def _parse_job_line(
 
 def _check_zone(value: str, path: str, number: int, result: CrontabFile) -> str | None:
     try:
-        zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        result.problems.append(CrontabProblem(path, number, f'unknown time zone "{value}"'))
+        load_zone(value)
+    except UnknownZone as error:
+        result.problems.append(CrontabProblem(path, number, str(error)))
         return None
     return value
 

@@ -9,20 +9,30 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import re
-import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from evercron.cron import CronExpr, CronSyntaxError, parse
-from evercron.process.spec import DEFAULT_KILL_GRACE, DEFAULT_MAX_OUTPUT, DEFAULT_SHELL, LIMITS
-from evercron.units import parse_duration, parse_size
+from evercron.process.spec import (
+    DEFAULT_KILL_GRACE,
+    DEFAULT_MAX_OUTPUT,
+    DEFAULT_MAX_PROCESSES,
+    DEFAULT_SHELL,
+    LIMITS,
+    MAX_MEMORY_LIMIT,
+    MAX_PROCESSES_LIMIT,
+)
+from evercron.text import printable, text_problem
+from evercron.timezones import UnknownZone, load_zone
+from evercron.units import MAX_RESOURCE_LIMIT, parse_duration, parse_size
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 NODE_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:=-]{0,63}")
 """A node tag (and a node name): letters, digits, "_.:=-", at most 64."""
 DEFAULT_MISFIRE_GRACE = 60.0
 MAX_CATCH_UP = 100
+MIN_MAX_MEMORY = 1024 * 1024  # below a MiB not even the shell that starts a command fits
 
 
 class RunStatus(enum.StrEnum):
@@ -89,13 +99,18 @@ class JobError(ValueError):
 @dataclass(frozen=True)
 class Job:
     """One scheduled command and its policies. Create with `Job.from_mapping` to validate
-    user input; the constructor trusts its arguments."""
+    user input; the constructor trusts its arguments.
+
+    `max_processes` (processes and threads at once) and `max_memory` (bytes, swap
+    included; None: no cap) limit each run through cgroups where the machine has the
+    controllers (`evercron.process.controllers`)."""
 
     name: str
     schedule: CronExpr
     command: str
     timezone: str | None = None
     timeout: float | None = None
+    warn_after: float | None = None
     concurrency: Concurrency = Concurrency.FORBID
     misfire: Misfire = Misfire.RUN_ONCE
     misfire_grace: float = DEFAULT_MISFIRE_GRACE
@@ -113,6 +128,8 @@ class Job:
     kill_grace: float = DEFAULT_KILL_GRACE
     kill_mode: str = "group"
     max_output: int = DEFAULT_MAX_OUTPUT
+    max_processes: int = DEFAULT_MAX_PROCESSES
+    max_memory: int | None = None
     log_output: bool = False
     enabled: bool = True
     description: str = ""
@@ -124,7 +141,17 @@ class Job:
     @property
     def zone(self) -> dt.tzinfo | None:
         """The job's time zone, or None for the system's."""
-        return zoneinfo.ZoneInfo(self.timezone) if self.timezone else None
+        return load_zone(self.timezone) if self.timezone else None
+
+    def to_stored(self) -> dict[str, Any]:
+        """What the store keeps: `to_mapping()` without the settings added since the
+        store's first release where they are at their default (`from_mapping` reads
+        either back to an equal job)."""
+        return {
+            key: value
+            for key, value in self.to_mapping().items()
+            if key not in _ADDED_SETTINGS or value != _ADDED_SETTINGS[key]
+        }
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str = "api") -> Job:
@@ -140,6 +167,7 @@ class Job:
             "command": self.command,
             "timezone": self.timezone,
             "timeout": self.timeout,
+            "warn_after": self.warn_after,
             "concurrency": str(self.concurrency),
             "misfire": str(self.misfire),
             "misfire_grace": self.misfire_grace,
@@ -157,6 +185,8 @@ class Job:
             "kill_grace": self.kill_grace,
             "kill_mode": self.kill_mode,
             "max_output": self.max_output,
+            "max_processes": self.max_processes,
+            "max_memory": self.max_memory,
             "log_output": self.log_output,
             "enabled": self.enabled,
             "description": self.description,
@@ -168,10 +198,18 @@ class Job:
 
 
 _KNOWN_FIELDS = frozenset(Job.__dataclass_fields__) - {"source"}
+_ADDED_SETTINGS: Mapping[str, Any] = {"max_processes": DEFAULT_MAX_PROCESSES, "max_memory": None}
+"""Settings added after the store's first release, with their defaults: a job stores them
+only when it changes them, so an older release (after a rollback) still reads every job
+that leaves them alone - its reader refuses fields it does not know."""
 
 
 class _JobReader:
-    """Reads one job from loosely typed input with precise messages."""
+    """Reads one job from loosely typed input with precise messages.
+
+    Every text value (names of env variables too) must be UTF-8 encodable and free of
+    NUL: the store, a process's arguments and environment and every JSON answer need
+    that. Text is checked before any message quotes it."""
 
     def __init__(self, data: Mapping[str, Any], source: str) -> None:
         self.data = data
@@ -181,7 +219,7 @@ class _JobReader:
         problems: list[str] = []
         unknown = sorted(set(self.data) - _KNOWN_FIELDS)
         if unknown:
-            problems.append(f"unknown field(s): {', '.join(unknown)}")
+            problems.append(f"unknown field(s): {printable(', '.join(map(str, unknown)))}")
         fields: dict[str, Any] = {}
         readers: dict[str, Callable[[], Any]] = {
             "name": self._name,
@@ -189,6 +227,7 @@ class _JobReader:
             "command": lambda: self._text("command", required=True),
             "timezone": self._timezone,
             "timeout": lambda: self._duration("timeout", None, positive=True),
+            "warn_after": lambda: self._duration("warn_after", None, positive=True),
             "concurrency": lambda: self._choice("concurrency", Concurrency, Concurrency.FORBID),
             "misfire": lambda: self._choice("misfire", Misfire, Misfire.RUN_ONCE),
             "misfire_grace": lambda: self._duration("misfire_grace", DEFAULT_MISFIRE_GRACE) or 0.0,
@@ -206,6 +245,10 @@ class _JobReader:
             "kill_grace": lambda: self._duration("kill_grace", DEFAULT_KILL_GRACE) or 0.0,
             "kill_mode": self._kill_mode,
             "max_output": lambda: self._size("max_output", DEFAULT_MAX_OUTPUT),
+            "max_processes": lambda: self._integer(
+                "max_processes", DEFAULT_MAX_PROCESSES, 1, MAX_PROCESSES_LIMIT
+            ),
+            "max_memory": self._max_memory,
             "log_output": lambda: self._boolean("log_output", False),
             "enabled": lambda: self._boolean("enabled", True),
             "description": lambda: self._text("description"),
@@ -240,9 +283,9 @@ class _JobReader:
         timezone = self._optional_text("timezone")
         if timezone is not None:
             try:
-                zoneinfo.ZoneInfo(timezone)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                raise JobError(f'timezone: unknown time zone "{timezone}"') from None
+                load_zone(timezone)
+            except UnknownZone as error:
+                raise JobError(f"timezone: {error}") from None
         return timezone
 
     def _kill_mode(self) -> str:
@@ -259,8 +302,9 @@ class _JobReader:
             return ""
         if not isinstance(value, str):
             raise JobError(f"{key}: expected a string, got {type(value).__name__}")
-        if "\0" in value:
-            raise JobError(f"{key}: must not contain a NUL character")
+        problem = text_problem(value)
+        if problem is not None:
+            raise JobError(f"{key}: {problem}")
         return value
 
     def _optional_text(self, key: str) -> str | None:
@@ -280,16 +324,25 @@ class _JobReader:
             raise JobError(f"{key}: must be more than 0")
         return seconds
 
-    def _size(self, key: str, default: int) -> int:
+    def _size(self, key: str, default: int, at_most: int | None = None) -> int:
         value = self.data.get(key)
         if value is None:
             return default
         if not isinstance(value, str | int) or isinstance(value, bool):
             raise JobError(f"{key}: expected a size like 512KiB, 1MiB, 10MB")
         try:
-            return parse_size(value)
+            return parse_size(value) if at_most is None else parse_size(value, at_most)
         except ValueError as error:
             raise JobError(f"{key}: {error}") from None
+
+    def _max_memory(self) -> int | None:
+        if self.data.get("max_memory") is None:
+            return None
+        # A memory limit may well be above the 1 GiB that bounds other sizes.
+        size = self._size("max_memory", 0, at_most=MAX_MEMORY_LIMIT)
+        if size < MIN_MAX_MEMORY:
+            raise JobError(f"max_memory: must be at least 1MiB, got {size} bytes")
+        return size
 
     def _integer(self, key: str, default: int, low: int, high: int) -> int:
         value = self._optional_integer(key, low, high)
@@ -317,7 +370,7 @@ class _JobReader:
             return kind(value)
         except ValueError:
             allowed = ", ".join(member.value for member in kind)
-            raise JobError(f'{key}: "{value}" is not one of {allowed}') from None
+            raise JobError(f'{key}: "{printable(str(value))}" is not one of {allowed}') from None
 
     def _env(self) -> dict[str, str]:
         value = self.data.get("env") or {}
@@ -326,10 +379,14 @@ class _JobReader:
         ):
             raise JobError("env: expected a table of strings")
         for name, text in value.items():
-            if not name or "=" in name or "\0" in name:
-                raise JobError(f'env: "{name}" is not a variable name (empty, "=" or NUL)')
-            if "\0" in text:
-                raise JobError(f"env: {name} must not contain a NUL character")
+            if not name or "=" in name or text_problem(name) is not None:
+                raise JobError(
+                    f'env: "{printable(name)}" is not a variable name (empty, "=", NUL or '
+                    "not valid Unicode)"
+                )
+            problem = text_problem(text)
+            if problem is not None:
+                raise JobError(f"env: {name} {problem}")
         return dict(value)
 
     def _run_on(self) -> tuple[str, ...]:
@@ -348,9 +405,12 @@ class _JobReader:
         if value is None:
             return None
         try:
-            umask = int(value, 8) if isinstance(value, str) else int(value)
+            if isinstance(value, bool) or not isinstance(value, str | int):
+                raise TypeError(value)
+            umask = int(value, 8) if isinstance(value, str) else value
         except (TypeError, ValueError):
-            raise JobError(f'umask: "{value}" is not an octal number like "022"') from None
+            shown = printable(str(value))
+            raise JobError(f'umask: "{shown}" is not an octal number like "022"') from None
         if not 0 <= umask <= 0o777:
             raise JobError(f'umask: "{value}" is out of range 000-777')
         return umask
@@ -362,9 +422,16 @@ class _JobReader:
         limits = {}
         for name, limit in value.items():
             if name not in LIMITS:
-                raise JobError(f'limits: unknown limit "{name}" (known: {", ".join(LIMITS)})')
-            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
-                raise JobError(f"limits.{name}: expected a whole number >= 0")
+                known = ", ".join(LIMITS)
+                raise JobError(f'limits: unknown limit "{printable(str(name))}" (known: {known})')
+            if (
+                not isinstance(limit, int)
+                or isinstance(limit, bool)
+                or not 0 <= limit <= MAX_RESOURCE_LIMIT
+            ):
+                raise JobError(
+                    f"limits.{name}: expected a whole number from 0 to {MAX_RESOURCE_LIMIT}"
+                )
             limits[name] = limit
         return limits
 
@@ -396,3 +463,57 @@ class Run:
     """The name of the node that ran it (None: recorded before nodes had names)."""
     fence: int | None = None
     """Increasing number given at its claim: its result is accepted only with it."""
+
+
+class NotifyEvent(enum.StrEnum):
+    """What a notification reports about a run."""
+
+    FAILED = "failed"
+    """It ended failed, timed_out or killed."""
+    RECOVERED = "recovered"
+    """It succeeded and the job's previous outcome was a failure."""
+    SUCCEEDED = "succeeded"
+    STARTED = "started"
+    LOST = "lost"
+    """The daemon process that ran it died."""
+    MISSED = "missed"
+    """A firing was recorded skipped (missed, overlap refused, the daemon stopping)."""
+    OVERDUE = "overdue"
+    """It is still running past its job's `warn_after` (once per run)."""
+
+
+FAILURES = frozenset({RunStatus.FAILED, RunStatus.TIMED_OUT, RunStatus.KILLED})
+OUTCOMES = FAILURES | {RunStatus.SUCCEEDED}
+"""The statuses that set a job's state for notifications (`lost` and `skipped` do not:
+the daemon, not the command, decided those)."""
+
+
+@dataclass(frozen=True)
+class EventFact:
+    """One event a run's result makes. `repeat` says the outcome is the same as the job's
+    previous one: channels that notify on state changes (the default) leave it out."""
+
+    event: NotifyEvent
+    repeat: bool = False
+
+
+def result_events(status: RunStatus, previous: RunStatus | None) -> list[EventFact]:
+    """The events of a run that ended with `status`, given the status of the job's latest
+    earlier run that ended with one of `OUTCOMES` (None when there is none).
+
+    A failure after a failure is a repeat `failed`; a success after a failure is
+    `succeeded` and `recovered`; a success after a success is a repeat `succeeded`.
+    `lost` and `skipped` (-> `missed`) are never repeats. `running` makes no event.
+    """
+    if status is RunStatus.SUCCEEDED:
+        facts = [EventFact(NotifyEvent.SUCCEEDED, repeat=previous is RunStatus.SUCCEEDED)]
+        if previous in FAILURES:
+            facts.append(EventFact(NotifyEvent.RECOVERED))
+        return facts
+    if status in FAILURES:
+        return [EventFact(NotifyEvent.FAILED, repeat=previous in FAILURES)]
+    if status is RunStatus.LOST:
+        return [EventFact(NotifyEvent.LOST)]
+    if status is RunStatus.SKIPPED:
+        return [EventFact(NotifyEvent.MISSED)]
+    return []

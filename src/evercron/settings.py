@@ -14,12 +14,16 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from evercron.units import parse_duration
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8467
+MAX_COUNT = 1_000_000_000
+MAX_DAYS = 36_500  # a century
+LogFormat = Literal["text", "json"]
+LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
 MIN_NODE_LEASE = 3.0
 """A lease is renewed every third of it; a node that misses renewals needs a third of it
 (at least a second) to end its commands before others may take it for dead."""
@@ -37,14 +41,18 @@ class Kind(enum.Enum):
     ADDRESS = "address"
     """HOST:PORT (IPv6 as [::1]:PORT)."""
     DURATION = "duration"
-    """Seconds, or a string like 1.5s, 90s, 2m, 1h30m; 0 or more."""
+    """Seconds, or a string like 1.5s, 90s, 2m, 1h30m; 0 or more, at most a year."""
     PERIOD = "period"
     """A duration of more than 0 seconds."""
     COUNT = "count"
-    """A whole number, at least 1."""
+    """A whole number, at least 1 (at most `MAX_COUNT`)."""
     DAYS = "days"
-    """A number of days, more than 0."""
+    """A number of days, more than 0 (at most `MAX_DAYS`)."""
+    LOG_FORMAT = "log format"
+    """`text` or `json`."""
     URL = "url"
+    """An http:// or https:// address."""
+    DATABASE = "database"
     """A PostgreSQL database URL: postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE."""
     NAME = "name"
     """Letters, digits and "_.:=-", at most 64."""
@@ -95,7 +103,12 @@ DAEMON_KEYS: tuple[Key, ...] = (
         "request; a connection that has not is closed", '"30s"'),
     Key("max_connections", Kind.COUNT, 1000, "Open HTTP connections at most (lowered to "
         "what the descriptor limit leaves); past it the oldest idle are closed", "1000"),
-    Key("database_url", Kind.URL, None, "A PostgreSQL database shared by several nodes "
+    Key("log_format", Kind.LOG_FORMAT, "text", "text lines, or json: one object per line "
+        "with time, level, logger, message and job, run, node where they apply "
+        "(--log-format wins)", '"json"'),
+    Key("public_url", Kind.URL, None, "Where people reach the web page: notifications "
+        "link to a run's page under it", '"https://cron.example.com"'),
+    Key("database_url", Kind.DATABASE, None, "A PostgreSQL database shared by several nodes "
         "(else EVERCRON_DATABASE_URL; without either, SQLite in the state dir)",
         '"postgresql://evercron@db.example:5432/evercron"'),
     Key("node_name", Kind.NAME, None, "This node's name (default: the host name)",
@@ -128,6 +141,8 @@ class Settings:
     store_retry_interval: float = 5.0
     header_timeout: float = 30.0
     max_connections: int = 1000
+    log_format: LogFormat = "text"
+    public_url: str | None = None
     database_url: str | None = None
     node_name: str = field(default_factory=socket.gethostname)
     node_tags: tuple[str, ...] = ()
@@ -152,6 +167,8 @@ def default_state_dir() -> Path:
 def parse_listen(text: str) -> tuple[str, int]:
     """Split HOST:PORT (IPv6 as [::1]:PORT); raise ValueError with the reason."""
     host, separator, port_text = text.rpartition(":")
+    if "\0" in text:
+        raise ValueError("listen address: must not contain a NUL character")
     if not separator or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f'listen address "{text}": expected HOST:PORT with a port 0-65535')
     host = host.strip("[]") or DEFAULT_HOST
@@ -219,14 +236,18 @@ def _period(value: Any) -> float:
 
 
 def _count(value: Any) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError("expected a whole number >= 1")
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_COUNT:
+        raise ValueError(f"expected a whole number from 1 to {MAX_COUNT}")
     return value
 
 
 def _days(value: Any) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
-        raise ValueError("expected a number of days > 0")
+    if (
+        not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not 0 < value <= MAX_DAYS  # (NaN fails this too)
+    ):
+        raise ValueError(f"expected a number of days > 0, at most {MAX_DAYS}")
     return float(value)
 
 
@@ -234,7 +255,25 @@ def _address(value: Any) -> tuple[str, int]:
     return parse_listen(str(value))
 
 
+def _log_format(value: Any) -> LogFormat:
+    for known in LOG_FORMATS:
+        if value == known:
+            return known
+    raise ValueError(f'"{value}" is not one of {", ".join(LOG_FORMATS)}')
+
+
 def _url(value: Any) -> str:
+    text = _text(value)
+    if (
+        not text.startswith(("http://", "https://"))
+        or not text.split("://", 1)[1]
+        or any(ord(char) <= 32 or char == "\x7f" for char in text)
+    ):
+        raise ValueError("expected an http:// or https:// address")
+    return text.rstrip("/")  # links are made by appending "/runs/ID"
+
+
+def _database(value: Any) -> str:
     text = _text(value)
     if not text.startswith(("postgresql://", "postgres://")):
         raise ValueError("expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
@@ -272,7 +311,9 @@ _READERS: dict[Kind, Callable[[Any], Any]] = {
     Kind.PERIOD: _period,
     Kind.COUNT: _count,
     Kind.DAYS: _days,
+    Kind.LOG_FORMAT: _log_format,
     Kind.URL: _url,
+    Kind.DATABASE: _database,
     Kind.NAME: _name,
     Kind.NAMES: _names,
     Kind.LEASE: _lease,

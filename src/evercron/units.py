@@ -2,13 +2,22 @@
 
 Durations: a number of seconds (``90``, ``1.5``) or units run together (``1.5s``, ``2m``,
 ``1h30m``, ``250ms``, ``1d``). Sizes: a number of bytes or ``512KiB``, ``1MiB`` (1024-based),
-``10MB``, ``1kB`` (1000-based). Both raise `ValueError` with a one-line message on bad input.
+``10MB``, ``1kB`` (1000-based). Both raise `ValueError` with a one-line message on bad input,
+and both refuse absurd values: past `MAX_DURATION` and `MAX_SIZE`.
 """
 
 from __future__ import annotations
 
 import math
 import re
+
+MAX_DURATION = 365 * 86400.0
+"""The longest duration taken (a year): longer ones are mistakes (milliseconds given as
+seconds) and overflow the time arithmetic that uses them."""
+MAX_SIZE = 1024**3
+"""The largest size taken (1 GiB): `max_output` bytes of each run are held in memory."""
+MAX_RESOURCE_LIMIT = 2**63 - 1
+"""The largest resource limit (`limits`) a job may set: what `setrlimit` takes."""
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -26,20 +35,27 @@ _SIZE_UNITS = {
 }
 
 
-def parse_duration(value: str | float) -> float:
-    """Seconds in a duration; raise `ValueError` naming the text when it is not one."""
-    if isinstance(value, bool):
-        raise ValueError(f"invalid duration {value!r}")
+def parse_duration(value: str | float, at_most: float | None = MAX_DURATION) -> float:
+    """Seconds in a duration of at most `at_most` seconds (None: no limit); raise
+    `ValueError` naming the text when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"invalid duration {_shown(value)}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float
+            seconds = math.inf
     else:
         text = value.strip()
         try:
             seconds = float(text)
         except ValueError:
             seconds = _parse_duration_units(text)
-    if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"invalid duration {value!r}: must be a finite number >= 0")
+    if math.isnan(seconds) or seconds < 0 or (at_most is None and math.isinf(seconds)):
+        raise ValueError(f"invalid duration {_shown(value)}: must be a finite number >= 0")
+    if at_most is not None and seconds > at_most:
+        limit = f"{at_most:.15g}s" + (" (a year)" if at_most == MAX_DURATION else "")
+        raise ValueError(f"invalid duration {_shown(value)}: at most {limit}")
     return seconds
 
 
@@ -57,17 +73,27 @@ def _parse_duration_units(text: str) -> float:
     return total
 
 
-def parse_size(value: str | int) -> int:
-    """Bytes in a size; raise `ValueError` naming the text when it is not one."""
-    if isinstance(value, bool):
-        raise ValueError(f"invalid size {value!r}")
+def parse_size(value: str | int, at_most: int = MAX_SIZE) -> int:
+    """Bytes in a size of at most `at_most` bytes; raise `ValueError` naming the text
+    when it is not one."""
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"invalid size {_shown(value)}")
     if isinstance(value, int):
-        size = value
+        size: float = value
     else:
         match = _SIZE.fullmatch(value.strip())
         if match is None:
             raise ValueError(f"invalid size {value!r}: use bytes or units like 512KiB, 1MiB, 10MB")
-        size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
+        size = float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
     if size < 0:
-        raise ValueError(f"invalid size {value!r}: must be >= 0")
-    return size
+        raise ValueError(f"invalid size {_shown(value)}: must be >= 0")
+    if size > at_most:  # (also a number too long for a float: infinity)
+        limit = f"{at_most} bytes" + (" (1GiB)" if at_most == MAX_SIZE else "")
+        raise ValueError(f"invalid size {_shown(value)}: at most {limit}")
+    return int(size)
+
+
+def _shown(value: object) -> str:
+    """A value as an error message quotes it: short, whatever was given."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:36]}..."

@@ -7,6 +7,7 @@ import functools
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from typing import Any
 import httpx
 import pytest
 from playwright.sync_api import Browser, sync_playwright
+
+from evercron.process.cgroup import discover
 
 
 class DaemonProcess:
@@ -183,6 +186,9 @@ def end_daemon(daemon: DaemonProcess) -> None:
         wait_gone(pid)
     daemon.http.close()
     daemon._log.close()
+    root = discover()
+    if root is not None:  # the run cgroups of the daemons killed (a stop removes its own)
+        root.sweep()
 
 
 def daemons_of(state_dir: Path) -> list[int]:
@@ -209,3 +215,36 @@ def browser() -> Iterator[Browser]:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key (PEM files), made by openssl."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl(1) is needed to make a test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return cert, key

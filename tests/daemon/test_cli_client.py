@@ -96,3 +96,46 @@ def test_runs_status_is_checked_before_asking_the_daemon(tmp_path: Path) -> None
     done = run_cli("runs", "--status", "sleeping", "--state-dir", str(tmp_path))
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "'sleeping' is not one of 'running', 'succeeded'" in done.stderr
+
+
+def test_add_runs_the_words_given_or_one_shell_line(start_daemon: Any) -> None:
+    daemon: DaemonProcess = start_daemon()
+    words = ("printf", "[%s]\\n", "a b", "$HOME", "it's", "*")
+    added = cli(daemon, "add", "words", "@yearly", "--", *words)
+    assert added["command"] == "printf '[%s]\\n' 'a b' '$HOME' 'it'\"'\"'s' '*'"
+    line = cli(daemon, "add", "line", "@yearly", "--", "echo one; echo 'two  spaces'")
+    assert line["command"] == "echo one; echo 'two  spaces'"
+    outputs = {}
+    for name in ("words", "line"):
+        run = daemon.wait_for_run(cli(daemon, "trigger", name)["id"])
+        logs = run_cli("logs", str(run["id"]), "--state-dir", str(daemon.state_dir))
+        outputs[name] = logs.stdout
+    assert outputs == {"words": "[a b]\n[$HOME]\n[it's]\n[*]\n", "line": "one\ntwo  spaces\n"}
+
+
+def test_arguments_that_are_not_utf8_are_one_line(tmp_path: Path) -> None:
+    # A byte that is no UTF-8 reaches Python as a lone surrogate (here given as one).
+    where = ("--url", "http://127.0.0.1:9", "--token", "t")
+    for args, shown in (
+        (["runs", "--job", "\udcff", *where], '--job "\\udcff"'),
+        (["trigger", "a\udcff", *where], 'JOB "a\\udcff"'),
+        (["add", "x", "@daily", *where, "--", "echo", "\udcff"], 'COMMAND "\\udcff"'),
+        (["add", "x", "@daily", "--timezone", "\udcff", *where, "--", "true"], "--timezone"),
+    ):
+        done = run_cli(*args)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith(f"evercron: error: {shown}"), done.stderr
+        assert done.stderr.endswith(" is not valid UTF-8 text\n"), done.stderr
+
+
+def test_a_url_or_token_that_cannot_be_sent_is_one_line() -> None:
+    for args, message in (
+        (["--url", "nonsense", "--token", "t"], '"nonsense" is not an http:// or https:// URL'),
+        (["--url", "http://[::1", "--token", "t"], '"http://[::1" is not a usable URL: '),
+        (["--url", "http://h\udcff:1", "--token", "t"], '"http://h\\udcff:1" is not a usable'),
+        (["--url", "http://127.0.0.1:9", "--token", "t\u00e9"], "the API token must be printable"),
+    ):
+        done = run_cli("status", *args)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith(f"evercron: error: {message}"), done.stderr
+        assert len(done.stderr.splitlines()) == 1

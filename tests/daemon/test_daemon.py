@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import shutil
 import signal
 import ssl
 import subprocess
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.daemon.conftest import DaemonProcess
 from tests.markers import Marker
@@ -344,34 +342,8 @@ def test_token_from_the_environment_and_generated_token_file(
     assert generated.state_dir.stat().st_mode & 0o777 == 0o700
 
 
-def test_tls(start_daemon: Any, tmp_path: Path) -> None:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl(1) is needed to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+def test_tls(start_daemon: Any, tmp_path: Path, self_signed: tuple[Path, Path]) -> None:
+    cert, key = self_signed
     config = tmp_path / "tls.toml"
     config.write_text(f'[daemon]\ntls_cert = "{cert}"\ntls_key = "{key}"\n')
     daemon: DaemonProcess = start_daemon("--config", str(config))
@@ -379,7 +351,10 @@ def test_tls(start_daemon: Any, tmp_path: Path) -> None:
     trusted = ssl.create_default_context(cafile=str(cert))
     assert httpx.get(f"{daemon.url}/healthz", verify=trusted).json() == {"status": "ok"}
     jobs = subprocess.run(
-        [sys.executable, "-m", "evercron", "jobs", "--json", "--state-dir", str(daemon.state_dir)],
+        [
+            *(sys.executable, "-m", "evercron", "jobs", "--json"),
+            *("--state-dir", str(daemon.state_dir), "--ca-cert", str(cert)),
+        ],
         capture_output=True,
         text=True,
         timeout=30,

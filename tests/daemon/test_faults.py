@@ -206,9 +206,17 @@ def test_forbid_holds_after_a_stall(start_daemon: Any, tmp_path: Path) -> None:
     daemon.process.send_signal(signal.SIGSTOP)
     time.sleep(8)
     daemon.process.send_signal(signal.SIGCONT)
-    time.sleep(8)
-    last = int(time.time()) - 3
-    found = rows_by_second(daemon, "single")
+    last = int(time.time()) + 2
+    # The catch-ups run one after the other (run-all, forbid): wait until each second
+    # of the window has its row, however long they take on a loaded machine.
+    deadline = time.monotonic() + 60
+    while True:
+        found = rows_by_second(daemon, "single")
+        window = [found.get(second, [{"status": "running"}]) for second in range(first, last + 1)]
+        if all(run["status"] != "running" for rows in window for run in rows):
+            break
+        assert time.monotonic() < deadline, sorted(set(range(first, last + 1)) - set(found))
+        time.sleep(0.5)
     metrics = daemon.http.get("/metrics").text
     assert daemon.stop() == 0
     depth = 0

@@ -221,14 +221,13 @@ def test_a_follower_joining_before_the_first_output_is_stored_misses_nothing(
         for n, piece in enumerate(pieces):
             live.publish(run_id, LiveEvent("stdout", n * 100, piece))
         context = ApiContext(
-            store,
-            None,
-            live,
-            None,
-            _Daemon(),
-            "token",
-            NOW,
-            str(tmp_path),  # type: ignore[arg-type]
+            store=store,
+            jobs=None,  # type: ignore[arg-type]
+            live=live,
+            daemon=_Daemon(),
+            token="token",
+            started_at=NOW,
+            state_dir=str(tmp_path),
         )
         stream = output_stream.follow(context, _Client(), run_id, -1)  # type: ignore[arg-type]
         received: list[bytes] = []

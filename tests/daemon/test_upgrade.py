@@ -94,9 +94,14 @@ def test_sighup_upgrades(start_daemon: Any) -> None:
     assert httpx.get(f"{daemon.url}/healthz").json() == {"status": "ok"}
 
 
-def test_a_job_running_at_the_upgrade_finishes_in_the_old_process(start_daemon: Any) -> None:
+def test_a_job_running_at_the_upgrade_finishes_in_the_old_process(
+    start_daemon: Any, tmp_path: Path
+) -> None:
+    # The job ends when the test says so, however long the upgrade takes under load.
+    go = tmp_path / "go"
     daemon: DaemonProcess = start_daemon()
-    daemon.add_job(name="slow", schedule="@yearly", command="sleep 2; echo finished")
+    command = f"while [ ! -e {go} ]; do sleep 0.05; done; echo finished"
+    daemon.add_job(name="slow", schedule="@yearly", command=command)
     run_id = daemon.api("POST", "/api/v1/jobs/slow/trigger", 202)["id"]
     time.sleep(0.3)
     answer = daemon.upgrade()
@@ -108,6 +113,7 @@ def test_a_job_running_at_the_upgrade_finishes_in_the_old_process(start_daemon: 
         assert draining == [
             {**draining[0], "pid": daemon.process.pid, "generation": 1, "running_runs": [run_id]}
         ]
+    go.touch()
     assert daemon.process.wait(timeout=30) == 0
     with httpx.Client(base_url=daemon.url, headers=daemon.http.headers) as client:
         run = client.get(f"/api/v1/runs/{run_id}").json()
@@ -133,6 +139,30 @@ def test_a_kill_through_the_new_process_reaches_a_job_of_the_old_one(
     with httpx.Client(base_url=daemon.url, headers=daemon.http.headers) as client:
         assert client.get(f"/api/v1/runs/{run_id}").json()["status"] == "killed"
     assert marker.alive() == []
+
+
+def test_replace_ends_a_run_of_the_draining_process(start_daemon: Any, marker: Any) -> None:
+    daemon: DaemonProcess = start_daemon()
+    daemon.add_job(
+        name="newest", schedule="0 0 1 1 *", concurrency="replace", command=marker.sleep()
+    )
+    first = daemon.api("POST", "/api/v1/jobs/newest/trigger", 202)["id"]
+    deadline = time.monotonic() + 10
+    while not marker.alive():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    daemon.upgrade()  # the first run stays with the old, draining process
+    with httpx.Client(base_url=daemon.url, headers=daemon.http.headers) as client:
+        second = client.post("/api/v1/jobs/newest/trigger").json()["id"]
+        assert daemon.process.wait(timeout=30) == 0  # its run was ended: it could exit
+        ended = client.get(f"/api/v1/runs/{first}").json()
+        assert ended["status"] == "killed"
+        assert client.get(f"/api/v1/runs/{second}").json()["status"] == "running"
+        client.post(f"/api/v1/runs/{second}/kill")
+    deadline = time.monotonic() + 20
+    while marker.alive():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
 
 
 def test_a_kept_alive_connection_is_told_to_close_after_the_handover(
@@ -653,8 +683,11 @@ def test_a_restart_after_the_new_process_crashed_works_while_the_old_one_drains(
 ) -> None:
     # As systemd would after the serving process died: start `serve` again at once. The
     # old process still drains a job; it must neither block the restart nor lose its run.
+    # (The job ends when the test says so, however long the steps take under load.)
+    go = tmp_path / "go"
     daemon: DaemonProcess = start_daemon()
-    daemon.add_job(name="slow", schedule="@yearly", command="sleep 4; echo finished")
+    command = f"while [ ! -e {go} ]; do sleep 0.05; done; echo finished"
+    daemon.add_job(name="slow", schedule="@yearly", command=command)
     run_id = daemon.api("POST", "/api/v1/jobs/slow/trigger", 202)["id"]
     time.sleep(0.3)
     successor = daemon.upgrade()["pid"]
@@ -664,6 +697,7 @@ def test_a_restart_after_the_new_process_crashed_works_while_the_old_one_drains(
     restarted: DaemonProcess = start_daemon(state_dir=daemon.state_dir)
     assert restarted.api("GET", "/api/v1/status")["pid"] == restarted.process.pid
     assert restarted.api("GET", f"/api/v1/runs/{run_id}")["status"] == "running"
+    go.touch()
     assert daemon.process.wait(timeout=30) == 0
     run = restarted.api("GET", f"/api/v1/runs/{run_id}")
     assert run["status"] == "succeeded", run

@@ -28,7 +28,7 @@ schedule = "0 0 1 1 *"
 command = "echo '<img src=x onerror=window.pwned=1>'"
 description = "<b onmouseover=window.pwned=2>bold</b>"
 """
-PAGES = ("/", "/jobs/hello", "/runs", "/runs/1")
+PAGES = ("/", "/jobs/hello", "/runs", "/runs/1", "/notifications")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from evercron.process.cgroup import ForkGate
+from evercron.process.fork_gate import ForkGate
 
 
 def test_forks_share_the_gate_and_a_visit_waits_for_them() -> None:

@@ -24,7 +24,8 @@ from evercron.process import (
     runner,
     start,
 )
-from evercron.process.cgroup import FORK_GATE, discover
+from evercron.process.cgroup import discover
+from evercron.process.fork_gate import FORK_GATE
 from evercron.process.procfs import ProcStat, read_stat, started_at_ticks
 from evercron.process.reaper import reaper
 from tests.markers import Marker, zombie_children
@@ -613,6 +614,28 @@ class TestHeldStart:
         assert len(held) == 1 and released <= held[0] < released + 1
         assert killed == []
         assert len(direct) == 1 and direct[0] < released + 10
+
+    def test_a_member_that_ran_and_ended_before_the_loop_heard_of_the_release(
+        self, tracking: str
+    ) -> None:
+        """The instant's thread fired the group; the command ran and exited before the
+        loop got to `release()` (a busy loop): its start is still told, and timed."""
+
+        async def scenario() -> tuple[list[float], float, Result]:
+            group = HeldGroup()
+            process = await start(Command(tracking=tracking, args="true"), held=group)
+            told: list[float] = []
+            process.when_released(told.append)
+            group.fire()
+            fired_at = group.fired_at
+            assert fired_at is not None
+            result = await asyncio.wait_for(process.wait(), 10)
+            group.release()  # only now
+            return told, fired_at, result
+
+        told, fired_at, result = asyncio.run(scenario())
+        assert told == [fired_at]
+        assert result.started_at.timestamp() == pytest.approx(fired_at, abs=1e-3)
 
     def test_held_commands_take_no_stdin(self) -> None:
         async def scenario() -> None:

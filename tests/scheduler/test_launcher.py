@@ -17,6 +17,7 @@ from evercron.process.cgroup import discover
 from evercron.scheduler.slots import Slots, live_process_limit
 from tests.markers import Marker
 from tests.scheduler.harness import claim, launch_of, launcher_for, opened_store
+from tests.scheduler.test_observer import Recorder
 
 
 def test_slots_bound_hand_over_in_order_and_refuse_once_closed() -> None:
@@ -56,9 +57,12 @@ def test_a_firing_that_waits_past_misfire_grace_is_recorded_missed(tmp_path: Pat
         {"name": "j", "schedule": "@yearly", "command": "sleep 1", "misfire_grace": "0.3s"}
     )
 
+    recorder = Recorder()
+
     async def scenario() -> tuple[RunStatus, RunStatus, str]:
         store = await opened_store(tmp_path / "db")
         launcher = launcher_for(store)
+        launcher.observer = recorder
         launcher._slots = Slots(1)  # one process at a time: the second firing waits
         now = dt.datetime.now(dt.UTC)
         first = await claim(store, "j", now)
@@ -75,6 +79,12 @@ def test_a_firing_that_waits_past_misfire_grace_is_recorded_missed(tmp_path: Pat
     assert status_one is RunStatus.SUCCEEDED
     assert status_two is RunStatus.SKIPPED
     assert error.startswith("missed: it could start only") and "overloaded" in error
+    assert recorder.missed == {"j": 1}  # told to observers (metrics) as it happened
+    (started,) = recorder.started  # the first, on time: a real delay (its release)
+    assert started.delay is not None and 0 <= started.delay < 5
+    ended = {e.status: e.duration for e in recorder.ended}
+    assert ended[RunStatus.SKIPPED] is None
+    assert 1 <= (ended[RunStatus.SUCCEEDED] or 0) < 10  # "sleep 1"
 
 
 def test_a_firing_waits_for_its_spawn_turn_and_is_missed_if_that_comes_too_late(

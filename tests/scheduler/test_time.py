@@ -18,6 +18,7 @@ import pytest
 
 from evercron.model import Job, Run, RunStatus, Trigger
 from evercron.scheduler import KillOutcome, ManualClock, Scheduler
+from evercron.scheduler.observer import RunObserver
 from evercron.store import Claim, RunQuery
 from evercron.store.sqlite import SqliteStore
 from tests.scheduler.harness import opened_store
@@ -57,12 +58,14 @@ class World:
 
 
 @asynccontextmanager
-async def world(tmp_path: Path, *jobs: Job, start: dt.datetime = NOON) -> AsyncIterator[World]:
+async def world(
+    tmp_path: Path, *jobs: Job, start: dt.datetime = NOON, observer: RunObserver | None = None
+) -> AsyncIterator[World]:
     clock = ManualClock(start.timestamp())
     store = await opened_store(tmp_path / "db")
     for job in jobs:
         await store.put_job(job, start)
-    scheduler = Scheduler(store, "owner", clock=clock)
+    scheduler = Scheduler(store, "owner", clock=clock, observer=observer)
     await scheduler.load()
     loop = asyncio.create_task(scheduler.run())
     try:
@@ -306,8 +309,8 @@ class TestEveryClaimedRunEnds:
         self, tmp_path: Path
     ) -> None:
         async def scenario() -> Run:
-            # (The API refuses such a directory; the launcher must not depend on that.)
-            job = every("odd", "0 0 1 1 *", cwd="/tmp/\ud800")
+            # (A name longer than a file name may be: only the start itself can tell.)
+            job = every("odd", "0 0 1 1 *", cwd=f"/tmp/{'x' * 300}")
             async with world(tmp_path, job) as w:
                 run_id = await w.scheduler.trigger("odd")
                 await w.settle()
@@ -317,7 +320,7 @@ class TestEveryClaimedRunEnds:
 
         run = asyncio.run(scenario())
         assert run.status is RunStatus.FAILED and run.finished_at is not None
-        assert "chdir /tmp/\\ud800" in (run.error or "")
+        assert f"chdir /tmp/{'x' * 300}" in (run.error or ""), run.error
 
     def test_killing_a_run_whose_process_is_gone_ends_it(self, tmp_path: Path) -> None:
         async def scenario() -> tuple[object, Run]:

@@ -13,16 +13,25 @@ import zoneinfo
 
 import pytest
 
-from evercron.model import Job, RunStatus, Trigger
+from evercron.model import Job, NotifyEvent, RunStatus, Trigger
 from evercron.store import (
+    MERGED,
     BrokenJob,
+    ChannelQuota,
     Claim,
+    DeliveryState,
+    EventPolicy,
+    FanOut,
+    JobSchedule,
+    MadeDelivery,
     NodeInfo,
     NodeState,
     RunEnd,
     RunQuery,
     Store,
     StoredChunk,
+    Total,
+    TotalKind,
 )
 
 pytestmark = pytest.mark.anyio
@@ -40,6 +49,23 @@ def at(minutes: int) -> dt.datetime:
 async def claim_one(store: Store, claim: Claim, owner: str = "owner-a") -> int | None:
     (outcome,) = await store.claim([claim], owner)
     return outcome.run_id
+
+
+async def ended(store: Store, status: RunStatus, job: str = "backup", exit_code: int = 0) -> int:
+    """A manual run of `job`, started and ended with `status`."""
+    run_id = await claim_one(store, Claim(job, NOW, Trigger.MANUAL))
+    assert run_id is not None
+    await store.mark_started(run_id, 100, 200, NOW)
+    assert await store.finish(run_id, RunEnd(status, at(1), exit_code=exit_code))
+    return run_id
+
+
+async def events(store: Store) -> list[tuple[str, str, bool]]:
+    return [(e.kind.value, e.job, e.repeat) for e in await store.undispatched_events(1000)]
+
+
+def every(*kinds: NotifyEvent, node: str | None = None, repeats: bool = True) -> EventPolicy:
+    return EventPolicy(frozenset(kinds or NotifyEvent), node, repeats)
 
 
 class TestJobs:
@@ -260,6 +286,16 @@ class TestRuns:
         assert run.finished_at == at(3) and run.started_at == NOW
         assert await store.running() == []
 
+    async def test_the_cgroups_of_a_run_are_kept_for_recovery(self, store: Store) -> None:
+        plain = await claim_one(store, Claim("backup", NOW, Trigger.MANUAL))
+        grouped = await claim_one(store, Claim("backup", NOW, Trigger.MANUAL))
+        assert plain is not None and grouped is not None
+        await store.mark_started(plain, 10, 1, NOW)
+        groups = ("/sys/fs/cgroup/unified/evercron-runs/7-8-9", "/sys/fs/cgroup/pids/x y/7-8-9")
+        await store.mark_started(grouped, 11, 2, NOW, groups)
+        running = {r.run.id: r.cgroups for r in await store.running()}
+        assert running == {plain: (), grouped: groups}
+
     async def test_a_finished_run_is_not_finished_again(self, store: Store) -> None:
         run_id = await claim_one(store, Claim("backup", NOW, Trigger.SCHEDULE))
         assert run_id is not None
@@ -467,3 +503,253 @@ class TestNodes:
         await store.join(self.info())
         await store.reconcile_jobs([a_job("nightly")], NOW)
         assert await store.disagreements() == []
+
+
+async def test_job_schedules_and_recent_status_counts(store: Store) -> None:
+    await store.put_job(a_job("b", schedule="@daily", timezone="Europe/Berlin"), NOW)
+    await store.put_job(a_job("a"), NOW)
+    await store.set_paused("a", True)
+    assert await store.job_schedules() == [
+        JobSchedule("a", "*/5 * * * *", None, True),
+        JobSchedule("b", "@daily", "Europe/Berlin", False),
+    ]
+    for status in (RunStatus.FAILED, RunStatus.SUCCEEDED, RunStatus.FAILED):
+        await ended(store, status)
+    await claim_one(store, Claim("a", NOW, Trigger.MANUAL))
+    assert await store.recent_status_counts(1000) == {
+        RunStatus.FAILED: 2,
+        RunStatus.SUCCEEDED: 1,
+        RunStatus.RUNNING: 1,
+    }
+    assert await store.recent_status_counts(2) == {
+        RunStatus.FAILED: 1,
+        RunStatus.RUNNING: 1,
+    }
+
+
+class TestEvents:
+    async def test_nothing_is_written_until_events_are_wanted(self, store: Store) -> None:
+        await ended(store, RunStatus.FAILED)
+        await store.claim([Claim("backup", NOW, Trigger.SCHEDULE, skip_reason="missed")], "o")
+        assert await events(store) == []
+
+    async def test_ten_failures_are_one_change_then_recovered(self, store: Store) -> None:
+        await store.want_events(every(NotifyEvent.FAILED, NotifyEvent.RECOVERED, node="n1"))
+        await ended(store, RunStatus.SUCCEEDED)  # not wanted: no event
+        for _ in range(10):
+            await ended(store, RunStatus.FAILED, exit_code=1)
+        await ended(store, RunStatus.SUCCEEDED, job="other")  # another job's state is its own
+        last = await ended(store, RunStatus.SUCCEEDED)
+        assert await events(store) == [("failed", "backup", False)] + [
+            ("failed", "backup", True)
+        ] * 9 + [("recovered", "backup", False)]
+        recovered = (await store.undispatched_events(1000))[-1]
+        assert (recovered.run.id, recovered.node, recovered.created_at) == (last, "n1", at(1))
+        assert (recovered.run.status, recovered.run.exit_code) == (RunStatus.SUCCEEDED, 0)
+        assert (recovered.run.started_at, recovered.run.finished_at) == (NOW, at(1))
+        assert (recovered.run.trigger, recovered.run.attempt) == (Trigger.MANUAL, 1)
+        # With no channel sending every run, repeats are not even written.
+        await store.want_events(every(NotifyEvent.FAILED, repeats=False))
+        for _ in range(3):
+            await ended(store, RunStatus.FAILED, job="quiet")
+        quiet = [e.repeat for e in await store.undispatched_events(1000) if e.job == "quiet"]
+        assert quiet == [False]
+
+    async def test_timeouts_and_kills_are_failures(self, store: Store) -> None:
+        await store.want_events(
+            every(NotifyEvent.FAILED, NotifyEvent.SUCCEEDED, NotifyEvent.RECOVERED)
+        )
+        await ended(store, RunStatus.TIMED_OUT)
+        await ended(store, RunStatus.KILLED)
+        await ended(store, RunStatus.SUCCEEDED)
+        assert await events(store) == [
+            ("failed", "backup", False),
+            ("failed", "backup", True),
+            ("succeeded", "backup", False),
+            ("recovered", "backup", False),
+        ]
+
+    async def test_skips_lost_runs_starts_and_overdue(self, store: Store) -> None:
+        await store.want_events(every())
+        missed = Claim("backup", NOW, Trigger.SCHEDULE, skip_reason="missed: late")
+        skipped = await claim_one(store, missed)
+        running = await claim_one(store, Claim("backup", NOW, Trigger.MANUAL))
+        assert skipped is not None and running is not None
+        assert await claim_one(store, missed) is None  # not claimed: no event
+        await store.mark_started(running, 1, 2, NOW)
+        await store.mark_started(running, 1, 2, NOW)  # a second start record: one event
+        assert await store.add_overdue_event(running)
+        assert not await store.add_overdue_event(running)  # once per run
+        assert await store.finish(running, RunEnd(RunStatus.LOST, at(1)))
+        assert not await store.finish(running, RunEnd(RunStatus.FAILED, at(2)))  # no event
+        assert not await store.add_overdue_event(running)  # not running any more
+        assert await events(store) == [
+            ("missed", "backup", False),
+            ("started", "backup", False),
+            ("overdue", "backup", False),
+            ("lost", "backup", False),
+        ]
+        first = (await store.undispatched_events())[0]
+        assert first.run.status is RunStatus.SKIPPED and first.run.error == "missed: late"
+
+    async def test_overdue_only_when_wanted(self, store: Store) -> None:
+        await store.want_events(every(NotifyEvent.FAILED))
+        running = await claim_one(store, Claim("backup", NOW, Trigger.MANUAL))
+        assert running is not None
+        assert not await store.add_overdue_event(running)
+        assert await events(store) == []
+
+
+class TestDeliveries:
+    async def failed_event(self, store: Store) -> int:
+        await store.want_events(every(NotifyEvent.FAILED))
+        await ended(store, RunStatus.FAILED, exit_code=1)
+        return (await store.undispatched_events())[-1].id
+
+    async def test_fan_out_is_once_per_event_and_channel(self, store: Store) -> None:
+        event = await self.failed_event(store)
+        fan_out = FanOut(event, (ChannelQuota("a", 30), ChannelQuota("b", 30)))
+        assert await store.dispatch_events([fan_out], NOW) == [
+            MadeDelivery(event, "a", DeliveryState.PENDING),
+            MadeDelivery(event, "b", DeliveryState.PENDING),
+        ]
+        assert await store.dispatch_events([fan_out], NOW) == []  # another process
+        assert await store.undispatched_events() == []
+        found = await store.list_deliveries()
+        assert sorted(d.channel for d in found) == ["a", "b"]
+        assert all(d.state is DeliveryState.PENDING and d.event.id == event for d in found)
+        assert all(d.attempts == 0 and d.created_at == NOW for d in found)
+        assert [d.channel for d in await store.list_deliveries(channel="a")] == ["a"]
+
+    async def test_an_event_no_channel_wants_is_only_marked(self, store: Store) -> None:
+        event = await self.failed_event(store)
+        assert await store.dispatch_events([FanOut(event, ())], NOW) == []
+        assert await store.undispatched_events() == []
+        assert await store.list_deliveries() == []
+
+    async def test_beyond_the_hourly_limit_one_summary_then_silence(self, store: Store) -> None:
+        await store.want_events(every(NotifyEvent.FAILED))
+        ops = (ChannelQuota("ops", 3),)
+        for minute in range(6):
+            await ended(store, RunStatus.FAILED)
+            event = (await store.undispatched_events())[-1].id
+            await store.dispatch_events([FanOut(event, ops)], at(minute))
+        await ended(store, RunStatus.FAILED)
+        event = (await store.undispatched_events())[-1].id
+        await store.dispatch_events([FanOut(event, ops)], NOW.replace(hour=13))
+        found = [(d.summary, d.state.value) for d in reversed(await store.list_deliveries())]
+        assert found == [
+            (False, "pending"),
+            (False, "pending"),
+            (False, "pending"),
+            (True, "pending"),
+            (False, "suppressed"),
+            (False, "suppressed"),
+            (False, "pending"),  # the next hour
+        ]
+        suppressed = await store.list_deliveries(state=DeliveryState.SUPPRESSED)
+        assert len(suppressed) == 2
+        assert await store.claim_deliveries("p", lease=60, limit=10) != []  # (not those)
+        assert all(
+            d.state is DeliveryState.SUPPRESSED
+            for d in await store.list_deliveries(state=DeliveryState.SUPPRESSED)
+        )
+
+    async def test_a_claim_is_held_until_settled_or_expired(self, store: Store) -> None:
+        event = await self.failed_event(store)
+        await store.dispatch_events([FanOut(event, (ChannelQuota("a", 30),))], NOW)
+        (first,) = await store.claim_deliveries("p1", lease=3600)
+        assert first.event.id == event and first.event.run.exit_code == 1
+        assert await store.claim_deliveries("p2", lease=3600) == []  # p1 holds it
+        assert not await store.settle_delivery(first.id, "p2", DeliveryState.SENT)
+        # A lease that is over at once: p1 "died" while sending and p2 takes it.
+        assert await store.settle_delivery(
+            first.id, "p1", DeliveryState.PENDING, error="HTTP 500", retry_in=0
+        )
+        (again,) = await store.claim_deliveries("p1", lease=0)
+        (taken,) = await store.claim_deliveries("p2", lease=3600)
+        assert again.id == taken.id == first.id
+        assert not await store.settle_delivery(first.id, "p1", DeliveryState.SENT)  # lost it
+        assert await store.settle_delivery(
+            first.id, "p2", DeliveryState.PENDING, error="HTTP 502", retry_in=3600
+        )
+        assert await store.claim_deliveries("p3", lease=60) == []  # not due for an hour
+        (pending,) = await store.list_deliveries()
+        assert (pending.attempts, pending.last_error, pending.sent_at) == (2, "HTTP 502", None)
+        assert pending.next_at > dt.datetime.now(dt.UTC) + dt.timedelta(minutes=59)
+
+    async def test_a_sent_delivery_is_done(self, store: Store) -> None:
+        event = await self.failed_event(store)
+        await store.dispatch_events([FanOut(event, (ChannelQuota("a", 30),))], NOW)
+        (claimed,) = await store.claim_deliveries("p", lease=0)
+        before = dt.datetime.now(dt.UTC)
+        assert await store.settle_delivery(claimed.id, "p", DeliveryState.SENT, outcome="HTTP 200")
+        assert not await store.settle_delivery(claimed.id, "p", DeliveryState.FAILED)
+        (done,) = await store.list_deliveries()
+        assert (done.state, done.attempts, done.outcome) == (DeliveryState.SENT, 1, "HTTP 200")
+        assert done.sent_at is not None and done.sent_at >= before - dt.timedelta(seconds=1)
+        assert await store.claim_deliveries("p", lease=0) == []
+
+    async def test_the_oldest_due_go_first_up_to_the_limit(self, store: Store) -> None:
+        await store.want_events(every(NotifyEvent.FAILED))
+        for _ in range(5):
+            await ended(store, RunStatus.FAILED)
+        fan_outs = [
+            FanOut(e.id, (ChannelQuota("a", 100),)) for e in await store.undispatched_events()
+        ]
+        await store.dispatch_events(fan_outs, NOW)
+        first = await store.claim_deliveries("p", lease=3600, limit=2)
+        rest = await store.claim_deliveries("q", lease=3600, limit=10)
+        assert len(first) == 2 and len(rest) == 3
+        assert [d.id for d in first + rest] == sorted(d.id for d in first + rest)
+
+    async def test_pruning_keeps_what_is_still_to_send(self, store: Store) -> None:
+        await store.want_events(every(NotifyEvent.FAILED))
+        for _ in range(2):
+            await ended(store, RunStatus.FAILED)
+        first, second = (e.id for e in await store.undispatched_events())
+        channel = (ChannelQuota("a", 30),)
+        await store.dispatch_events([FanOut(first, channel), FanOut(second, channel)], NOW)
+        (claimed,) = await store.claim_deliveries("p", lease=60, limit=1)
+        assert await store.settle_delivery(claimed.id, "p", DeliveryState.SENT)
+        assert await store.prune_notifications(NOW) == 0  # made at NOW: not older
+        assert await store.prune_notifications(at(1)) == 1
+        (left,) = await store.list_deliveries()
+        assert left.state is DeliveryState.PENDING and left.event.id == second
+
+
+class TestMetricTotals:
+    async def test_totals_of_other_processes_and_merging_the_gone(self, store: Store) -> None:
+        runs, last = TotalKind.SUM, TotalKind.MAX
+        await store.save_metric_totals("n", "old", {"runs": Total(runs, 5), "t": Total(last, 100)})
+        await store.save_metric_totals("n", "new", {"runs": Total(runs, 2), "t": Total(last, 50)})
+        await store.save_metric_totals("n", "old", {"runs": Total(runs, 7)})  # absolute values
+        assert await store.metric_totals("n", exclude={"new"}) == {"runs": 7, "t": 100}
+        assert await store.metric_totals("n") == {"runs": 9, "t": 100}
+        assert await store.compact_metric_totals("n", keep={"new"}) == 1
+        assert await store.compact_metric_totals("n", keep={"new"}) == 0
+        assert await store.metric_totals("n") == {"runs": 9, "t": 100}  # the same after
+        assert await store.merged_metric_totals("n") == {"runs": 7, "t": 100}
+        assert await store.metric_totals("n", exclude={MERGED}) == {"runs": 2, "t": 50}
+        await store.save_metric_totals(
+            "n", "newer", {"runs": Total(runs, 1), "t": Total(last, 200)}
+        )
+        assert await store.compact_metric_totals("n", keep=()) == 2
+        assert await store.metric_totals("n") == {"runs": 10, "t": 200}
+        assert await store.merged_metric_totals("n") == {"runs": 10, "t": 200}
+        assert await store.metric_totals("n", exclude={MERGED, "x"}) == {}
+
+    async def test_each_node_has_its_own(self, store: Store) -> None:
+        await store.save_metric_totals("n1", "p", {"runs": Total(TotalKind.SUM, 3)})
+        await store.save_metric_totals("n2", "p", {"runs": Total(TotalKind.SUM, 4)})
+        assert await store.compact_metric_totals("n1", keep=()) == 1
+        assert await store.metric_totals("n1") == {"runs": 3}
+        assert await store.metric_totals("n2") == {"runs": 4}
+        assert await store.merged_metric_totals("n2") == {}
+
+    async def test_retention_never_prunes_them(self, store: Store) -> None:
+        await store.save_metric_totals("n", "p", {"runs": Total(TotalKind.SUM, 1)})
+        await ended(store, RunStatus.SUCCEEDED)
+        await store.prune(0, NOW + dt.timedelta(days=1))
+        await store.prune_notifications(NOW + dt.timedelta(days=1))
+        assert await store.metric_totals("n") == {"runs": 1}

@@ -14,8 +14,18 @@ from dataclasses import replace
 import psycopg
 import pytest
 
-from evercron.model import Job, RunStatus, Trigger
-from evercron.store import Claim, NodeInfo, NodeState, RunEnd, StoreError, StoreUnavailable
+from evercron.model import Job, NotifyEvent, RunStatus, Trigger
+from evercron.store import (
+    ChannelQuota,
+    Claim,
+    EventPolicy,
+    FanOut,
+    NodeInfo,
+    NodeState,
+    RunEnd,
+    StoreError,
+    StoreUnavailable,
+)
 from evercron.store.postgres import PostgresStore
 from evercron.store.postgres_link import CHECK_IDLE
 from evercron.store.postgres_schema import MIGRATIONS
@@ -402,6 +412,38 @@ async def test_nodes_claiming_the_same_second_in_other_orders_never_deadlock(
             )  # fmt: skip
             owned = [o.run_id for found in outcomes for o in found if o.run_id is not None]
             assert len(owned) == len(set(owned)) == 3000
+    finally:
+        for node in nodes:
+            await node.close()
+
+
+async def test_nodes_racing_to_fan_out_and_take_deliveries_each_get_different_ones(
+    postgres_url: str,
+) -> None:
+    nodes = [PostgresStore(postgres_url, node=f"n{n}") for n in range(4)]
+    await nodes[0].migrate()
+    try:
+        await nodes[0].want_events(EventPolicy(frozenset({NotifyEvent.FAILED})))
+        for _ in range(100):
+            (claimed,) = await nodes[0].claim([Claim("j", NOW, Trigger.MANUAL)], "o")
+            assert claimed.run_id is not None
+            await nodes[0].finish(claimed.run_id, RunEnd(RunStatus.FAILED, NOW))
+        events = await nodes[0].undispatched_events(1000)
+        assert len(events) == 100
+        channel = (ChannelQuota("a", 1000),)
+        fan_outs = [FanOut(e.id, channel) for e in events]
+        made = await asyncio.gather(*(node.dispatch_events(fan_outs, NOW) for node in nodes))
+        assert sum(len(m) for m in made) == 100  # one delivery per event and channel
+
+        async def take(node: PostgresStore, owner: str) -> list[int]:
+            mine: list[int] = []
+            while batch := await node.claim_deliveries(owner, lease=60, limit=7):
+                mine.extend(d.id for d in batch)
+            return mine
+
+        taken = await asyncio.gather(*(take(node, f"p{n}") for n, node in enumerate(nodes)))
+        everything = [i for ids in taken for i in ids]
+        assert len(everything) == len(set(everything)) == 100
     finally:
         for node in nodes:
             await node.close()

@@ -16,8 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from evercron.model import RunStatus, Trigger
-from evercron.store import Claim, RunEnd, StoreError, StoreUnavailable
+from evercron.model import NotifyEvent, RunStatus, Trigger
+from evercron.store import (
+    ChannelQuota,
+    Claim,
+    EventPolicy,
+    FanOut,
+    RunEnd,
+    StoreError,
+    StoreUnavailable,
+)
 from evercron.store.sqlite import SqliteStore
 from evercron.store.sqlite_database import from_text, to_text
 
@@ -194,3 +202,65 @@ def test_stored_times_are_utc_text_that_sorts_and_reads_back() -> None:
         2026, 11, 27, 15, 4, 5, 123000, tzinfo=dt.UTC
     )
     assert from_text(None) is None
+
+
+def test_an_event_is_written_in_the_transaction_of_its_fact(tmp_path: Path) -> None:
+    """When the event cannot be written, neither is the result it reports."""
+    path = tmp_path / "evercron.db"
+
+    async def check() -> None:
+        store = await _opened(path)
+        await store.want_events(EventPolicy(frozenset(NotifyEvent)))
+        (claimed,) = await store.claim([Claim("j", NOW, Trigger.MANUAL)], "o")
+        assert claimed.run_id is not None
+        with sqlite3.connect(path) as db:
+            db.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON notify_events "
+                "BEGIN SELECT RAISE(ABORT, 'no room for events'); END"
+            )
+        with pytest.raises(StoreError, match="no room for events"):
+            await store.finish(claimed.run_id, RunEnd(RunStatus.FAILED, NOW, exit_code=1))
+        run = await store.get_run(claimed.run_id)
+        assert run is not None and run.status is RunStatus.RUNNING
+        skip = Claim("j", NOW, Trigger.SCHEDULE, skip_reason="missed")
+        with pytest.raises(StoreError, match="no room for events"):
+            await store.claim([skip], "o")
+        assert await store.last_scheduled("j") is None  # the skipped row is not there
+        with sqlite3.connect(path) as db:
+            db.execute("DROP TRIGGER refuse")
+        assert await store.finish(claimed.run_id, RunEnd(RunStatus.FAILED, NOW, exit_code=1))
+        assert [e.kind for e in await store.undispatched_events()] == [NotifyEvent.FAILED]
+        await store.close()
+
+    asyncio.run(check())
+
+
+def test_processes_racing_for_deliveries_each_get_different_ones(tmp_path: Path) -> None:
+    """Four stores on one file (each its own connection and thread, as daemon processes
+    are) claim deliveries side by side: each delivery goes to exactly one."""
+    path = tmp_path / "evercron.db"
+
+    async def take(owner: str) -> list[int]:
+        store = SqliteStore(path)
+        mine: list[int] = []
+        while batch := await store.claim_deliveries(owner, lease=60, limit=7):
+            mine.extend(d.id for d in batch)
+        await store.close()
+        return mine
+
+    async def check() -> None:
+        store = await _opened(path)
+        await store.want_events(EventPolicy(frozenset({NotifyEvent.FAILED})))
+        for _ in range(200):
+            (claimed,) = await store.claim([Claim("j", NOW, Trigger.MANUAL)], "o")
+            assert claimed.run_id is not None
+            await store.finish(claimed.run_id, RunEnd(RunStatus.FAILED, NOW))
+        channel = (ChannelQuota("a", 1000),)
+        fan_outs = [FanOut(e.id, channel) for e in await store.undispatched_events(1000)]
+        await store.dispatch_events(fan_outs, NOW)
+        taken = await asyncio.gather(*(take(f"p{n}") for n in range(4)))
+        everything = [i for ids in taken for i in ids]
+        assert len(everything) == len(set(everything)) == 200
+        await store.close()
+
+    asyncio.run(check())

@@ -1,10 +1,11 @@
 """Client commands: jobs, runs, logs, kill, trigger, add, rm, pause, resume, status, stop,
-upgrade, web. Tables for people, `--json` for scripts."""
+upgrade, web, notify test. Tables for people, `--json` for scripts."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from evercron.cli.client import Client
 from evercron.cli.cluster_status import status_lines
 from evercron.cli.errors import CliError
 from evercron.model import RunStatus
+from evercron.text import printable, text_problem
 
 _UPGRADE_WAIT = 600.0  # the daemon answers within its upgrade_timeout
 _FOLLOW_RECONNECTS = 100  # a followed stream ends at each upgrade or restart: resume
@@ -28,17 +30,45 @@ Command = Callable[..., None]
 
 
 def connection_options(command: Command) -> Command:
-    """Add --url, --token, --state-dir and --json, and pass a `Client` as `client`."""
+    """Add --url, --token, --state-dir, --ca-cert and --json, and pass a `Client` as
+    `client`."""
 
     @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
     @click.option("--url", envvar="EVERCRON_URL", help="Daemon URL (default: found locally).")
     @click.option("--token", envvar="EVERCRON_TOKEN", help="API token (default: found locally).")
     @click.option("--state-dir", help="State dir of a local daemon (to find it).")
+    @click.option(
+        "--ca-cert",
+        envvar="EVERCRON_CA_CERT",
+        metavar="FILE",
+        help="Trust this CA (PEM) for an HTTPS daemon, e.g. its self-signed certificate "
+        "(default: the system's CAs; SSL_CERT_FILE and SSL_CERT_DIR are honoured).",
+    )
     @wraps(command)
-    def wrapper(url: str | None, token: str | None, state_dir: str | None, **kwargs: Any) -> None:
-        command(client=Client(url, token, state_dir), **kwargs)
+    def wrapper(
+        url: str | None,
+        token: str | None,
+        state_dir: str | None,
+        ca_cert: str | None,
+        **kwargs: Any,
+    ) -> None:
+        _check_text(kwargs)
+        command(client=Client(url, token, state_dir, ca_cert=ca_cert), **kwargs)
 
     return wrapper
+
+
+def _check_text(values: dict[str, Any]) -> None:
+    """Refuse, naming it, an argument with bytes that are not UTF-8 (Python keeps them as
+    lone surrogates): neither a URL nor JSON can carry it to the daemon."""
+    for param in click.get_current_context().command.params:
+        value = values.get(param.name or "")
+        for text in value if isinstance(value, tuple) else (value,):
+            if isinstance(text, str) and text_problem(text) is not None:
+                name = (
+                    param.opts[0] if isinstance(param, click.Option) else param.human_readable_name
+                )
+                raise CliError(f'{name} "{printable(text)}" is not valid UTF-8 text')
 
 
 def _emit(data: Any, as_json: bool, table: Callable[[Any], Table] | None = None) -> None:
@@ -219,8 +249,17 @@ def add_command(
     timezone: str | None,
     concurrency: str | None,
 ) -> None:
-    """Add a job: evercron add NAME SCHEDULE -- COMMAND..."""
-    body: dict[str, Any] = {"name": name, "schedule": schedule, "command": " ".join(command)}
+    """Add a job: evercron add NAME SCHEDULE -- COMMAND...
+
+    Several arguments after -- run exactly as given, each one word (evercron quotes them
+    for the shell). A single argument is a shell command line, as in a crontab:
+
+    \b
+      evercron add greet @daily -- printf '%s\\n' 'hello world'
+      evercron add backup '0 3 * * *' -- 'backup --all > /var/log/backup.log 2>&1'
+    """
+    line = command[0] if len(command) == 1 else shlex.join(command)
+    body: dict[str, Any] = {"name": name, "schedule": schedule, "command": line}
     for key, value in (("timeout", timeout), ("timezone", timezone), ("concurrency", concurrency)):
         if value is not None:
             body[key] = value
@@ -275,6 +314,8 @@ def status_command(client: Client, as_json: bool) -> None:
             f"{generation['pid']}, version {generation['version']}, since "
             f"{generation['started_at']}, running runs: {running}"
         )
+    for setting, how in data.get("limits", {}).items():
+        click.echo(f"  limit {setting}: {how}")
     for line in status_lines(data):
         click.echo(line)
 
@@ -315,6 +356,28 @@ def web_command(client: Client, as_json: bool) -> None:
     _emit({"url": link}, True) if as_json else click.echo(link)
 
 
+@click.group("notify")
+def notify_group() -> None:
+    """Notification channels ([[notify]] in evercron.toml)."""
+
+
+@notify_group.command("test")
+@click.argument("channel")
+@connection_options
+def notify_test_command(client: Client, as_json: bool, channel: str) -> None:
+    """Send a test notification through CHANNEL and print the outcome (HTTP status or
+    SMTP reply); exit 1 when it was not delivered."""
+    data = client.request("POST", "/api/v1/notifications/test", json={"channel": channel})
+    if as_json:
+        _emit(data, True)
+    elif data["ok"]:
+        click.echo(f"{channel}: delivered ({data['outcome']})")
+    else:
+        click.echo(f"evercron: error: {channel}: not delivered: {data['outcome']}", err=True)
+    if not data["ok"]:
+        raise click.exceptions.Exit(1)
+
+
 COMMANDS = [
     jobs_command,
     runs_command,
@@ -329,6 +392,7 @@ COMMANDS = [
     stop_command,
     upgrade_command,
     web_command,
+    notify_group,
 ]
 
 

@@ -13,6 +13,7 @@ from evercron.config import ConfigError, load_config
 from evercron.daemon import init, logs
 from evercron.daemon.serve import Daemon, ServeError, ServeOptions, command_arguments
 from evercron.daemon.upgrade import Predecessor, UpgradeError
+from evercron.settings import LOG_FORMATS, LogFormat
 
 
 @click.command("serve")
@@ -27,6 +28,12 @@ from evercron.daemon.upgrade import Predecessor, UpgradeError
 @click.option("--state-dir", metavar="DIR", help="Where the store, token and locks live.")
 @click.option("--listen", metavar="HOST:PORT", help="API address (default 127.0.0.1:8467).")
 @click.option("--pid-file", metavar="PATH", help="Write the daemon's pid here.")
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    help="text (default) or json: one object per line with time, level, logger, message "
+    "and job, run, node where they apply.",
+)
 @click.option(
     "--database-url",
     envvar="EVERCRON_DATABASE_URL",
@@ -47,6 +54,7 @@ def serve_command(
     database_url: str | None,
     node_name: str | None,
     node_tags: tuple[str, ...],
+    log_format: LogFormat | None,
 ) -> None:
     """Run the daemon: schedule jobs and serve the API until stopped.
 
@@ -66,6 +74,7 @@ def serve_command(
             overrides={
                 "state_dir": state_dir,
                 "listen": listen,
+                "log_format": log_format,
                 "database_url": database_url,
                 "node_name": node_name,
                 "node_tags": list(node_tags) or None,
@@ -77,7 +86,7 @@ def serve_command(
         if predecessor is not None:
             predecessor.fail("invalid configuration: " + "; ".join(map(str, error.problems)))
         raise click.exceptions.Exit(2) from None
-    logs.configure(sys.stderr)
+    logs.configure(sys.stderr, config.settings.log_format, config.settings.node_name)
     options = ServeOptions(config, Path(pid_file) if pid_file else None, command_arguments())
     try:
         asyncio.run(Daemon(options, predecessor).run())

@@ -8,6 +8,7 @@ import zoneinfo
 import tzlocal
 
 from evercron.cli.errors import CliError
+from evercron.timezones import UnknownZone, load_zone
 
 
 def resolve_zone(name: str | None) -> dt.tzinfo:
@@ -18,6 +19,6 @@ def resolve_zone(name: str | None) -> dt.tzinfo:
         except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
             return dt.UTC
     try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as error:
-        raise CliError(f'unknown time zone "{name}"', exit_code=2) from error
+        return load_zone(name)
+    except UnknownZone as error:
+        raise CliError(str(error), exit_code=2) from None

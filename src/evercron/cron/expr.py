@@ -268,7 +268,7 @@ def _naive_seconds(moment: dt.datetime) -> int:
 
 def _every_seconds(argument: str) -> int:
     try:
-        seconds = parse_duration(argument)
+        seconds = parse_duration(argument, at_most=None)  # a schedule may span years
     except ValueError as error:
         raise CronSyntaxError(f'@every "{argument}": {error}') from None
     if seconds < 1 or seconds != int(seconds):

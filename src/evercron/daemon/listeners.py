@@ -83,6 +83,13 @@ def address_of(sock: socket.socket) -> tuple[str, int]:
     return str(host), int(port)
 
 
+def shown_address(sock: socket.socket) -> str:
+    """HOST:PORT (IPv6 as [HOST]:PORT) a TCP listening socket is bound to, as the logs
+    show it: the real port when port 0 was asked for, 0.0.0.0 when all addresses."""
+    host, port = address_of(sock)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def url_of(sock: socket.socket, tls: bool) -> str:
     """The base URL clients use to reach `sock`."""
     host, port = address_of(sock)

@@ -1,16 +1,30 @@
 """The daemon's log: records written in batches, so that a line per run does not cost
-a write per run on the event loop at a thousand runs a second."""
+a write per run on the event loop at a thousand runs a second.
+
+Two formats: `text` (`2026-11-27 15:04:05,123 INFO evercron.jobs: ...`; without the time
+under systemd, whose journal stamps every line itself) and `json` (one object per line:
+`time`, `level`, `logger`, `message`, and `job`, `run`, `node` where the record carries
+them, see `evercron.logfields`; `node` is the daemon's own node unless the record names
+another).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import json
 import logging
+import os
 import time
 from typing import TextIO
+
+from evercron.logfields import FIELDS
+from evercron.settings import LogFormat
 
 FLUSH_DELAY = 0.2  # seconds a record may wait in the batch
 _MAX_BATCH = 1000
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_JOURNAL_FORMAT = "%(levelname)s %(name)s: %(message)s"
 
 
 class BatchedStreamHandler(logging.StreamHandler[TextIO]):
@@ -78,10 +92,75 @@ class SecondCachingFormatter(logging.Formatter):
         return f"{self._second_text},{int(record.msecs):03d}"
 
 
-def configure(stream: TextIO) -> BatchedStreamHandler:
-    """Log INFO and above to `stream` in batches; the handler to flush."""
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, on one line: `time` (UTC, ISO 8601, milliseconds),
+    `level`, `logger`, `message`, the `evercron.logfields` attributes the record has and,
+    for an error with a traceback, `exception`. With `node`, every line without a node of
+    its own names that one (the node this daemon runs as)."""
+
+    def __init__(self, node: str | None = None) -> None:
+        super().__init__()
+        self._node = node
+        self._second = -1
+        self._second_text = ""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as a line of JSON."""
+        entry: dict[str, object] = {
+            "time": self._time(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key in FIELDS:
+            value = record.__dict__.get(key)
+            if value is not None:
+                entry[key] = value
+        if self._node is not None:
+            entry.setdefault("node", self._node)
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+    def _time(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:  # a thousand records a second share the date
+            moment = dt.datetime.fromtimestamp(second, dt.UTC)
+            self._second_text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        return f"{self._second_text}.{int(record.msecs):03d}Z"
+
+
+def under_journal(stream: TextIO) -> bool:
+    """Whether `stream` is systemd's journal: `JOURNAL_STREAM` names its device and inode
+    (systemd.exec(5) says to compare them, as a child may have redirected stderr)."""
+    expected = os.environ.get("JOURNAL_STREAM")
+    if not expected:
+        return False
+    try:
+        found = os.fstat(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return False
+    return expected == f"{found.st_dev}:{found.st_ino}"
+
+
+def formatter_for(
+    log_format: LogFormat, stream: TextIO, node: str | None = None
+) -> logging.Formatter:
+    """The formatter of `log_format` for records written to `stream` (JSON lines name
+    `node` unless a record names its own)."""
+    if log_format == "json":
+        return JsonFormatter(node)
+    return SecondCachingFormatter(_JOURNAL_FORMAT if under_journal(stream) else _FORMAT)
+
+
+def configure(
+    stream: TextIO, log_format: LogFormat = "text", node: str | None = None
+) -> BatchedStreamHandler:
+    """Log INFO and above to `stream` in batches, as `log_format` (JSON lines name
+    `node`); the handler to flush."""
     handler = BatchedStreamHandler(stream)
-    handler.setFormatter(SecondCachingFormatter(_FORMAT))
+    handler.setFormatter(formatter_for(log_format, stream, node))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     # The format names no thread, process or source line: don't look them up for every
     # record. See the logging HOWTO's "Optimization" section.

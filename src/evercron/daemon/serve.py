@@ -52,8 +52,12 @@ from evercron.daemon.http import HttpServer
 from evercron.daemon.lost import recover_lost_runs
 from evercron.daemon.membership import Membership
 from evercron.daemon.notify import Notifier
+from evercron.daemon.operations import Operations
 from evercron.daemon.signals import SignalRouter
 from evercron.daemon.upgrade import Handover, Predecessor, UpgradeBusy, UpgradeError, Upgrader
+from evercron.logfields import about
+from evercron.metrics import Scraper
+from evercron.process.cgroup import limit_support
 from evercron.process.descriptors import seal_inherited_descriptors
 from evercron.process.procfs import read_stat
 from evercron.scheduler import Scheduler
@@ -64,6 +68,7 @@ from evercron.server.context import ApiContext, GenerationInfo
 from evercron.store import NodeInfo, RetryPolicy, Store, open_store
 
 log = logging.getLogger("evercron.daemon")
+MIN_REMOTE_TOKEN = 16  # characters of a token that other machines can try to guess
 
 
 class ServeError(RuntimeError):
@@ -108,6 +113,8 @@ class _Serving:
     server: HttpServer
     control: Control
     started: dt.datetime
+    operations: Operations
+    scraper: Scraper
     membership: Membership
 
 
@@ -203,22 +210,26 @@ class Daemon:
         seal_inherited_descriptors()
         info = self._node_info()
         store = open_store(self.state_dir, self.settings.database_url, info.name)
+        operations = Operations.of(self.options.config, store, self.owner, info.name)
         try:
             # A successor only expands the schema: the old generation still uses it.
             await store.migrate(expand_only=self.predecessor is not None)
             cluster = Cluster(info)
             membership = Membership(store, info, cluster)
             await membership.join()
+            await operations.start(store)
             if self.predecessor is None:
-                await self._recover_and_reconcile(store)
+                await self._recover_and_reconcile(store, operations)
             scheduler = Scheduler(
                 store,
                 self.owner,
                 retry=RetryPolicy(self.settings.store_retry_interval),
                 owner_alive=lambda owner: state.owner_is_alive(self.state_dir, owner),
                 cluster=cluster,
+                observer=operations.observer,
             )
             await scheduler.load()
+            await self._log_limits(store, scheduler)
         except Exception as error:
             await store.close()
             raise ServeError(str(error)) from None
@@ -232,16 +243,18 @@ class Daemon:
             self.upgrade,
             readiness=self._readiness,
         )
+        scraper = Scraper(store, scheduler, operations.counts, started)
         context = ApiContext(
             store,
             scheduler,
             scheduler.live,
-            scheduler.launcher.lag,
             control,
             token,
             started,
             str(self.state_dir),
             viewer_token=self._viewer_token(),
+            metrics=scraper,
+            notify=operations.dispatcher,
             node=info.name,
         )
         guard = ConnectionGuard.within_descriptors(
@@ -255,7 +268,7 @@ class Daemon:
             self._inheritance,
             self._successor_environment,
         )
-        return _Serving(store, scheduler, server, control, started, membership)
+        return _Serving(store, scheduler, server, control, started, operations, scraper, membership)
 
     async def _serve(self, serving: _Serving, token: str) -> None:
         """Enter the serving phase: accept, schedule, tell whoever waits."""
@@ -276,22 +289,26 @@ class Daemon:
         if self.predecessor is not None:
             if await self.predecessor.report_ready():
                 log.info("generation %d: the old process let go", self.generation)
-            for name in await self._recover_and_reconcile(store):
+            for name in await self._recover_and_reconcile(store, serving.operations):
                 await scheduler.reload(name)
             self._spawn(chores.contract_when_alone(store, self.state_dir, self.owner))
         self._spawn(
             chores.prune_forever(store, self.settings.retention_runs, self.settings.retention_days)
         )
+        self._spawn(chores.deliver_notifications(serving.operations.dispatcher))
+        self._spawn(chores.save_metrics(serving.operations.counts, store))
+        self._spawn(chores.merge_metric_totals(serving.scraper, self.state_dir, self.owner))
         self._spawn(logs.flush_forever())
         self._publish(url, token, serving.started)
         await store.add_event(
             "start", f"pid {os.getpid()} generation {self.generation} on {url}", serving.started
         )
         log.info(
-            "evercron %s (generation %d) serving %s (%s, state dir %s, %d jobs)",
+            "evercron %s (generation %d) serving %s on %s (%s, state dir %s, %d jobs)",
             os.getpid(),
             self.generation,
             url,
+            ", ".join(listeners.shown_address(sock) for sock in sockets),
             store.description,
             self.state_dir,
             len(scheduler.next_fires),
@@ -310,6 +327,7 @@ class Daemon:
         if self._http is not None:
             await self._http
         await self._finish_jobs(serving.scheduler, self.phase is Phase.DRAINING)
+        await serving.operations.dispatcher.close()  # the sends under way end, recorded
 
     async def _tear_down(self, serving: _Serving) -> None:
         """Close everything, record the stop, and leave the shared files to a successor."""
@@ -327,6 +345,8 @@ class Daemon:
         await serving.scheduler.close()
         if self._handover is None and not serving.scheduler.launcher.running:
             await serving.membership.leave()
+        with contextlib.suppress(Exception):
+            await serving.operations.close(serving.store)
         with contextlib.suppress(Exception):
             await serving.store.add_event("stop", f"pid {os.getpid()}", dt.datetime.now(dt.UTC))
         await serving.store.close()
@@ -391,9 +411,12 @@ class Daemon:
         serving = self._serving
         if serving is None:
             return
-        node = self.settings.node_name
-        for run_id in await recover_lost_runs(serving.store, self.state_dir, node):
-            log.warning("run %d of the failed new process marked lost", run_id)
+        lost = await recover_lost_runs(serving.store, self.state_dir, self.settings.node_name)
+        for run_id in lost:
+            log.warning(
+                "run %d of the failed new process marked lost", run_id, extra=about(run=run_id)
+            )
+        await serving.operations.note_lost(serving.store, lost)
 
     # -- signals: one handler each -----------------------------------------------------
 
@@ -522,13 +545,31 @@ class Daemon:
         return self.settings.viewer_token or os.environ.get("EVERCRON_VIEWER_TOKEN") or None
 
     def _check_token(self, token: str | None) -> None:
+        """Refuse a token (the API's or the viewer's) that cannot travel in a header,
+        and, on an address other machines reach (as bound: the real one), no API token
+        or a token shorter than `MIN_REMOTE_TOKEN`."""
+        tokens = [
+            ("the API token", "a token", token),
+            ("the viewer token", "a viewer token", self._viewer_token()),
+        ]
+        for name, _, value in tokens:
+            if value is not None and not all("!" <= char <= "~" for char in value):
+                raise ServeError(f"{name} must be printable ASCII characters without spaces")
         for sock in self._sockets.values():
-            host = listeners.address_of(sock)[0]
-            if token is None and not listeners.is_loopback(host):
+            if listeners.is_loopback(listeners.address_of(sock)[0]):
+                continue
+            where = listeners.shown_address(sock)
+            if token is None:
                 raise ServeError(
-                    f"listening on {host} (not loopback) needs a token: set "
+                    f"listening on {where} (not loopback) needs a token: set "
                     "EVERCRON_TOKEN or [daemon] token"
                 )
+            for _, needed, value in tokens:
+                if value is not None and len(value) < MIN_REMOTE_TOKEN:
+                    raise ServeError(
+                        f"listening on {where} (not loopback) needs {needed} of at least "
+                        f"{MIN_REMOTE_TOKEN} characters (this one has {len(value)})"
+                    )
 
     def _inheritance(self) -> dict[str, int]:
         fds = {f"listen:{name}": sock.fileno() for name, sock in self._sockets.items()}
@@ -543,13 +584,22 @@ class Daemon:
 
     # -- shared state ------------------------------------------------------------------
 
-    async def _recover_and_reconcile(self, store: Store) -> list[str]:
-        """Mark runs of dead daemons lost and make the store's config jobs exactly the
-        config's; the names of the jobs that changed."""
+    async def _recover_and_reconcile(self, store: Store, operations: Operations) -> list[str]:
+        """Mark runs of dead daemons lost (told to `operations`) and make the store's
+        config jobs exactly the config's; the names of the jobs that changed."""
         now = dt.datetime.now(dt.UTC)
-        for run_id in await recover_lost_runs(store, self.state_dir, self.settings.node_name):
+        lost = await recover_lost_runs(store, self.state_dir, self.settings.node_name)
+        for run_id in lost:
             await store.add_event("lost", f"run {run_id}", now)
+        await operations.note_lost(store, lost)
         return await store.reconcile_jobs(self.options.config.jobs, now)
+
+    async def _log_limits(self, store: Store, scheduler: Scheduler) -> None:
+        """Say how job limits are enforced here, and which jobs set one that is not."""
+        how = limit_support().describe()  # (also sweeps groups left by dead daemons)
+        log.info("job limits: %s", "; ".join(f"{key}: {value}" for key, value in how.items()))
+        for stored in await store.list_jobs():
+            scheduler.launcher.unenforced.check(stored.job)
 
     def _publish(self, url: str, token: str, started: dt.datetime) -> None:
         state.write_address(self.state_dir, url, token)
@@ -611,6 +661,7 @@ class Daemon:
         return uvicorn.Config(
             create_app(context),
             log_level="warning",
+            log_config=None,  # its records go through our handler and format
             lifespan="off",
             access_log=False,
             ssl_certfile=self.settings.tls_cert,

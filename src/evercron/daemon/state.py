@@ -1,13 +1,14 @@
 """The daemon's state directory: locks, token, the address file, the pid file.
 
 Layout (directory mode 0700):
-  evercron.db          the embedded store
+  evercron.db          the embedded store (0600, as SQLite's -wal and -shm files: jobs
+                       hold secrets)
   serve.lock           held by the serving daemon: a second `serve` is refused
   owners/<owner>.lock  one per daemon process: its runs are `lost` only once it is free
   owners/<owner>.json  that process's pid, generation, start time and role (serving or
                        draining), for `evercron status`
   token                the API token when none is configured (0600)
-  daemon.json          {"url", "pid"} of the serving daemon, for the CLI (0600)
+  daemon.json          {"url", "pid", "token"} of the serving daemon, for the CLI (0600)
 """
 
 from __future__ import annotations
@@ -98,11 +99,13 @@ def owner_is_alive(state_dir: Path, owner: str) -> bool:
 
 
 def load_or_create_token(state_dir: Path) -> str:
-    """The generated API token of this state dir, made on first use (mode 0600)."""
+    """The generated API token of this state dir, made on first use (mode 0600; one an
+    older release left readable to others is made 0600)."""
     path = state_dir / "token"
     with contextlib.suppress(FileNotFoundError):
         token = path.read_text().strip()
         if token:
+            path.chmod(0o600)
             return token
     token = secrets.token_urlsafe(32)
     write_private(path, token + "\n")
@@ -113,6 +116,7 @@ def write_private(path: Path, text: str) -> None:
     """Write a file atomically (temp file + rename) with mode 0600."""
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # a temporary file left behind keeps its own mode
     with os.fdopen(descriptor, "w") as file:
         file.write(text)
         file.flush()

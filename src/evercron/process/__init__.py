@@ -12,6 +12,7 @@ descendants of commands come back to it and are ended and reaped.
 """
 
 from evercron.process.capture import CapturedOutput, OutputChunk, Stream
+from evercron.process.cgroup import limit_support
 from evercron.process.descriptors import seal_inherited_descriptors
 from evercron.process.hold import HeldGroup
 from evercron.process.result import Result, Status
@@ -31,6 +32,7 @@ __all__ = [
     "Status",
     "Stream",
     "Tracking",
+    "limit_support",
     "run",
     "seal_inherited_descriptors",
     "start",

@@ -17,6 +17,11 @@ group is killed while this process is inside one. Otherwise - and for held start
 /bin/sh command lines, which need no visit - the command goes through `/bin/sh -c`, which
 writes its own pid to `cgroup.procs` first.
 
+Runs with `max_processes` or `max_memory` get those limits on their group (or on a group
+of the same name in a cgroup v1 hierarchy: see `controllers.py`); such a run is never
+hosted - this process must not count against its limits, even for an instant - but
+joins by its `/bin/sh`.
+
 The scheduler gives up the cgroup in one case: at an instant so crowded with firings that
 CPU bounds how soon they start, a command that needs no shell is started without one (see
 `Launcher.launch`), and its run is tracked by session and `EVERCRON_RUN_ID` instead.
@@ -29,60 +34,22 @@ import contextlib
 import itertools
 import os
 import signal
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from evercron.process.controllers import (
+    MAX_MEMORY,
+    MAX_PROCESSES,
+    GroupLimits,
+    LimitError,
+    LimitSupport,
+    find_controllers,
+    none_available,
+)
+from evercron.process.fork_gate import FORK_GATE
 from evercron.process.procfs import read_stat
 
 _POOL_SIZE = 4096
-
-
-class ForkGate:
-    """Keeps forks and visits apart: any number of forks (or group kills) may happen at
-    once, but never while this process visits a run's cgroup to fork a child there - a
-    child forked elsewhere would be born in that group. Visitors wait for the forks under
-    way and go first after them, so a stream of forks cannot starve a visit."""
-
-    def __init__(self) -> None:
-        self._condition = threading.Condition()
-        self._forks = 0
-        self._visiting = False
-        self._visitors_waiting = 0
-
-    @contextlib.contextmanager
-    def shared(self) -> Iterator[None]:
-        """Hold while forking (or signalling a group) anywhere but inside a visit."""
-        with self._condition:
-            while self._visiting or self._visitors_waiting:
-                self._condition.wait()
-            self._forks += 1
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._forks -= 1
-                if not self._forks:
-                    self._condition.notify_all()
-
-    @contextlib.contextmanager
-    def exclusive(self) -> Iterator[None]:
-        """Hold alone: no other fork or group signal meanwhile."""
-        with self._condition:
-            self._visitors_waiting += 1
-            while self._visiting or self._forks:
-                self._condition.wait()
-            self._visitors_waiting -= 1
-            self._visiting = True
-        try:
-            yield
-        finally:
-            with self._condition:
-                self._visiting = False
-                self._condition.notify_all()
-
-
-FORK_GATE = ForkGate()
 
 
 class CgroupError(RuntimeError):
@@ -90,16 +57,23 @@ class CgroupError(RuntimeError):
 
 
 class RunCgroup:
-    """One run's cgroup directory (reused by later runs once empty)."""
+    """One run's cgroup directory (reused by later runs once empty), with the groups of
+    the same name in cgroup v1 hierarchies where its limits are set there."""
 
     def __init__(
         self,
         path: Path,
         cpu_before: tuple[float, float] | None = None,
         root: CgroupRoot | None = None,
+        limits: GroupLimits | None = None,
     ) -> None:
         self.path = path
         self.root = root
+        self.limits = limits or GroupLimits()
+        self.wanted: dict[str, int] = {}
+        """The limits of this run (settings this machine enforces only)."""
+        self.v1_procs: list[str] = []
+        """The v1 groups' `cgroup.procs` files the command joins after its own group."""
         # Plain strings and os-level reads: these files are read several times per run.
         self._procs = f"{path}/cgroup.procs"
         self._events = f"{path}/cgroup.events"
@@ -125,9 +99,22 @@ class RunCgroup:
         return b"populated 1" in events
 
     @property
+    def directories(self) -> list[str]:
+        """Every group directory the run's processes are in: its own, then v1 ones."""
+        return [str(self.path), *(os.path.dirname(procs) for procs in self.v1_procs)]
+
+    @property
     def can_host(self) -> bool:
-        """Whether this process can step into the group to fork a child there."""
-        return self.root is not None and self.root.can_host
+        """Whether this process can step into the group to fork a child there (never
+        into a limited one: this process must not count against its limits)."""
+        return self.root is not None and self.root.can_host and not self.wanted
+
+    def limits_acted(self) -> dict[str, int]:
+        """How often each limit of the run acted (see `GroupLimits.acted`); call once,
+        when the run is over."""
+        if not self.wanted or self.root is None:
+            return {}
+        return self.limits.acted(self.path, self.root.support.controllers, self.wanted)
 
     @contextlib.contextmanager
     def hosting(self) -> Iterator[None]:
@@ -202,50 +189,102 @@ def _read_small(path: str) -> bytes | None:
         os.close(descriptor)
 
 
+_Limits = tuple[int | None, int | None]
+_Pooled = tuple[Path, tuple[float, float] | None, GroupLimits]
+
+
 class CgroupRoot:
     """The directory below which run cgroups live. Empty groups are kept in a small pool
     and reused: creating a cgroup and moving the first process into it costs far more than
-    joining one that exists."""
+    joining one that exists. The pool is kept by limits, so that a group is given to a
+    run with the limits it has already whenever one is free."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, support: LimitSupport | None = None) -> None:
         self.path = path
         self.can_host = False
+        self.support = support or none_available("not looked for")
+        """Which limits run groups get, and how (see `controllers.py`)."""
         self._home_procs = str(path.parent / "cgroup.procs")
-        self._idle: list[tuple[Path, tuple[float, float] | None]] = []
+        self._idle: dict[_Limits, list[_Pooled]] = {}
+        self._pooled = 0
         self._numbers = itertools.count(1)
         stat = read_stat(os.getpid())
         self._prefix = f"{os.getpid()}-{stat.start_ticks if stat else 0}"
         atexit.register(self.close)
 
     def close(self) -> None:
-        """Remove the pooled (empty) groups; called at exit."""
-        while self._idle:
+        """Remove the pooled (empty) groups, and the v1 directories of run groups if no
+        other process has groups there; called at exit."""
+        for pooled in self._idle.values():
+            while pooled:
+                path, _, limits = pooled.pop()
+                _remove(path, limits)
+        self._pooled = 0
+        for v1_root in self.support.sweepable_roots():
             with contextlib.suppress(OSError):
-                self._idle.pop()[0].rmdir()
+                v1_root.rmdir()
 
     def sweep(self) -> int:
-        """Remove groups left by processes that are gone (an empty group of a dead owner);
-        return how many went."""
+        """Remove groups left by processes that are gone (an empty group of a dead owner),
+        in the v1 hierarchies too; return how many went."""
         removed = 0
-        for entry in self.path.iterdir():
-            if not entry.is_dir() or _owner_alive(entry.name):
-                continue
+        for root in (self.path, *self.support.sweepable_roots()):
             with contextlib.suppress(OSError):
-                entry.rmdir()  # fails (EBUSY) while a process is still in it
-                removed += 1
+                for entry in root.iterdir():
+                    if not entry.is_dir() or _owner_alive(entry.name):
+                        continue
+                    with contextlib.suppress(OSError):
+                        entry.rmdir()  # fails (EBUSY) while a process is still in it
+                        removed += 1
         return removed
 
-    def acquire(self) -> RunCgroup | None:
-        """An empty cgroup for one run, or None if none can be made."""
-        if self._idle:  # (a group removed meanwhile is made again when joined)
-            path, cpu = self._idle.pop()
-            return RunCgroup(path, cpu, self)
+    def acquire(
+        self, max_processes: int | None = None, max_memory: int | None = None
+    ) -> RunCgroup | None:
+        """An empty cgroup for one run with these limits (those this machine enforces),
+        or None if none can be made. Raises `LimitError` when a limit cannot be set."""
+        controllers = self.support.controllers
+        wanted = {}
+        if max_processes is not None and MAX_PROCESSES in controllers:
+            wanted[MAX_PROCESSES] = max_processes
+        if max_memory is not None and MAX_MEMORY in controllers:
+            wanted[MAX_MEMORY] = max_memory
+        pooled = self._take((wanted.get(MAX_PROCESSES), wanted.get(MAX_MEMORY)))
+        if pooled is not None:  # (a group removed meanwhile is made again when joined)
+            try:
+                return self._limited(RunCgroup(pooled[0], pooled[1], self, pooled[2]), wanted)
+            except LimitError:
+                pass  # that one is removed: a new group may do
         path = self.path / f"{self._prefix}-{next(self._numbers)}"
         try:
             path.mkdir()
-        except OSError:
+        except OSError as error:
+            if wanted:
+                message = f"cannot make a cgroup for the run in {self.path}: {error.strerror}"
+                raise LimitError(message) from None
             return None
-        return RunCgroup(path, (0.0, 0.0), self)  # a new group has used no CPU yet
+        return self._limited(RunCgroup(path, (0.0, 0.0), self), wanted)  # (no CPU used yet)
+
+    def _limited(self, group: RunCgroup, wanted: dict[str, int]) -> RunCgroup:
+        """`group` with the limits `wanted` set; removed when they cannot be."""
+        if self.support.controllers:
+            try:
+                group.v1_procs = group.limits.prepare(group.path, self.support.controllers, wanted)
+            except LimitError:
+                _remove(group.path, group.limits)
+                raise
+            group.wanted = wanted
+        return group
+
+    def _take(self, key: _Limits) -> _Pooled | None:
+        """A pooled group, preferably one whose limits are `key` already."""
+        pooled = self._idle.get(key)
+        if not pooled:
+            pooled = next((groups for groups in self._idle.values() if groups), None)
+            if pooled is None:
+                return None
+        self._pooled -= 1
+        return pooled.pop()
 
     def visit(self, procs_file: str | Path) -> None:
         """Move this whole process into the group of `procs_file` (hold `FORK_GATE`
@@ -287,11 +326,19 @@ class CgroupRoot:
     def release(self, cgroup: RunCgroup, empty: bool) -> None:
         """Give back a run's cgroup (`empty`: known to have no process left): pooled,
         else removed."""
-        if len(self._idle) < _POOL_SIZE and (empty or not cgroup.populated()):
-            self._idle.append((cgroup.path, cgroup.cpu_reading))
+        if self._pooled < _POOL_SIZE and (empty or not cgroup.populated()):
+            key = (cgroup.wanted.get(MAX_PROCESSES), cgroup.wanted.get(MAX_MEMORY))
+            self._idle.setdefault(key, []).append((cgroup.path, cgroup.cpu_reading, cgroup.limits))
+            self._pooled += 1
         else:
-            with contextlib.suppress(OSError):
-                cgroup.path.rmdir()
+            _remove(cgroup.path, cgroup.limits)
+
+
+def _remove(path: Path, limits: GroupLimits) -> None:
+    """Remove a run group and its v1 groups (each fails while a process is in it)."""
+    with contextlib.suppress(OSError):
+        path.rmdir()
+    limits.remove()
 
 
 _discovered: dict[int, CgroupRoot | None] = {}
@@ -301,9 +348,23 @@ def discover() -> CgroupRoot | None:
     """The per-run cgroup root of this process, or None when runs cannot have cgroups."""
     key = os.getpid()  # a forked child has its own answer
     if key not in _discovered:  # looked up once: reading os.environ per run costs
-        off = os.environ.get("EVERCRON_CGROUPS", "").lower() in ("0", "off", "no", "false")
-        _discovered[key] = None if off else _find_root()
+        _discovered[key] = None if _turned_off() else _find_root()
     return _discovered[key]
+
+
+def limit_support() -> LimitSupport:
+    """Which of `max_processes` and `max_memory` runs get on this machine, and how (or
+    why not)."""
+    root = discover()
+    if root is not None:
+        return root.support
+    if _turned_off():
+        return none_available("cgroups turned off (EVERCRON_CGROUPS=off)")
+    return none_available("runs get no cgroup here (no writable cgroup v2 tree)")
+
+
+def _turned_off() -> bool:
+    return os.environ.get("EVERCRON_CGROUPS", "").lower() in ("0", "off", "no", "false")
 
 
 def _find_root() -> CgroupRoot | None:
@@ -319,7 +380,7 @@ def _find_root() -> CgroupRoot | None:
         probe.rmdir()
     except OSError:
         return None
-    found = CgroupRoot(root)
+    found = CgroupRoot(root, find_controllers(root))
     found.sweep()
     if os.environ.get("EVERCRON_CGROUP_JOIN", "").lower() != "shell":
         found.probe_hosting()

@@ -1,7 +1,7 @@
 """Command lines that need no shell at all: a program, literal words, simple redirections.
 
-`date +%s.%N >> log` run by `/bin/sh -c` costs a whole extra exec (the shell's: about
-0.5 ms of CPU here, as much as `date` itself) for nothing the shell adds: no expansion,
+`date +%s.%N >> log` run by `/bin/sh -c` costs a whole extra exec (the shell's, about as
+much CPU as `date` itself) for nothing the shell adds: no expansion,
 no operator, only a redirection the kernel can do on its own. `parse_direct` recognises
 exactly such lines and gives the argument vector and the redirections, which
 `posix_spawn` then carries out itself (its file actions open, duplicate and close

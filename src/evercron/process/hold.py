@@ -8,8 +8,8 @@ start a good part of a second late. A group gives all its members the same pipe 
 exactly one (the shell reads its line byte by byte), so they all start at once.
 
 Those reads take the pipe's lock one member at a time, so closing the pipe right after
-the release waits for most of them: 120-160 ms for 300 members, measured on the event
-loop's thread. The group's descriptors are therefore closed on a helper thread.
+the release waits for most of them (a noticeable stall of the event loop with hundreds of
+members). The group's descriptors are therefore closed on a helper thread.
 
 The release is two steps so that its instant does not depend on the event loop: `fire()`
 (any thread, e.g. a clock's instants thread) makes the write, and `release()` (on the
@@ -92,6 +92,12 @@ class HeldGroup:
         with self._lock:
             self._starting -= 1
         self._close_when_done()
+
+    @property
+    def fired_at(self) -> float | None:
+        """When `fire()` let the members run (POSIX time), or None before that."""
+        with self._lock:
+            return self._fired_at
 
     def fire(self) -> None:
         """Let every member started so far run now: one write, safe on any thread (no

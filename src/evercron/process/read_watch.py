@@ -2,10 +2,10 @@
 
 Every run has three descriptors to watch (its pidfd and two output pipes), each for a
 moment. `loop.add_reader` and `remove_reader` go through the selector's bookkeeping (a
-key, a handle, transport checks): about 11 µs a pair here, a tenth of the event loop's
-time at a thousand runs a second. A `ReadWatch` keeps them in an epoll set of its own,
-which the loop watches as one descriptor: registering is one system call, and a ready
-descriptor's callback is called directly.
+key, a handle, transport checks), a sizeable share of the event loop's time at a
+thousand runs a second (docs/BENCHMARKS.md). A `ReadWatch` keeps them in an epoll set of
+its own, which the loop watches as one descriptor: registering is one system call, and a
+ready descriptor's callback is called directly.
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ class Status(enum.StrEnum):
     SUCCEEDED = "succeeded"
     """The main process exited with code 0."""
     FAILED = "failed"
-    """It exited non-zero, died of a signal evercron did not send, or could not start."""
+    """It exited non-zero, died of a signal evercron did not send (the kernel's SIGKILL
+    for exceeding `max_memory` included), or could not start."""
     TIMED_OUT = "timed_out"
     """Its deadline passed and evercron ended it."""
     KILLED = "killed"
@@ -31,6 +32,9 @@ class Result:
     it, e.g. "SIGKILL", or when it never started). `kill_signal` is the strongest signal
     evercron had to send to end the tree ("SIGTERM", "SIGKILL") or None. CPU times cover the
     whole tree (exactly with a per-run cgroup; else as far as it was reaped here).
+    `error` says why it could not start, or what its cgroup limits did: processes the
+    kernel killed for exceeding `max_memory` (the main process among them when `signal`
+    is "SIGKILL" and evercron sent none), forks refused at `max_processes`.
     `max_rss_kb` is the largest single process as the kernel reports it (`ru_maxrss`);
     Linux counts a child's memory from before its exec too, so for small commands it is at
     least the peak RSS of the process that started them.

@@ -21,7 +21,8 @@ from typing import IO
 
 from evercron.process.bulk import BulkStarter
 from evercron.process.capture import OutputCapture, OutputChunk, Stream
-from evercron.process.cgroup import discover
+from evercron.process.cgroup import RunCgroup, discover
+from evercron.process.controllers import MAX_MEMORY, MAX_PROCESSES, LimitError, format_limit
 from evercron.process.hold import HeldGroup
 from evercron.process.pipes import ChildPipes
 from evercron.process.procfs import boot_ticks, is_linux
@@ -116,7 +117,20 @@ class RunningProcess:
         self._group = held if isinstance(held, HeldGroup) else None
         self._held_in_group = False
         self._cgroups = discover() if command.tracking == "auto" else None
-        self._cgroup = self._cgroups.acquire() if self._cgroups is not None else None
+        self._cgroup: RunCgroup | None = None
+        self._limit_error: str | None = None
+        self._limits_note: str | None = None
+        if self._cgroups is not None:
+            try:
+                self._cgroup = self._cgroups.acquire(command.max_processes, command.max_memory)
+            except LimitError as error:  # never run without a limit it should have
+                self._limit_error = str(error)
+
+    @property
+    def cgroup_directories(self) -> list[str]:
+        """The cgroup directories of the run (its own group first, then those in cgroup
+        v1 hierarchies that hold its limits); empty when it has none."""
+        return [] if self._cgroup is None else self._cgroup.directories
 
     async def _spawn(self, in_bulk: bool) -> None:
         # The thread that creates the process waits until the child has exec'd (vfork).
@@ -126,6 +140,9 @@ class RunningProcess:
         # loop. The reaper reserves each pid as it is spawned, so no stray scan can take
         # it.
         command, held, group = self.command, self._held_start, self._group
+        if self._limit_error is not None:
+            self._finish_unstarted(self._limit_error, None)
+            return
         self._reaper.become_subreaper()
         stdin = group.starting() if group is not None else None
         try:
@@ -329,6 +346,13 @@ class RunningProcess:
     async def _follow_to_the_end(self, main_exit: asyncio.Future[ExitInfo]) -> None:
         try:
             info = await main_exit
+            held_by = self._group
+            if self._held_in_group and held_by is not None and self._termination is None:
+                # Fired on another thread, run and exited before the loop heard of the
+                # release: it was let run all the same, and its start comes first.
+                fired_at = held_by.fired_at
+                if fired_at is not None:
+                    self._released(fired_at)
             self._main_exited = True
             if self._deadline is not None:
                 self._deadline.cancel()
@@ -348,6 +372,7 @@ class RunningProcess:
                 exact = self._cgroup.cpu_times()
                 if exact is not None:
                     self._cpu_user, self._cpu_system = exact
+                self._limits_note = _limits_note(self._cgroup.limits_acted(), self.command)
         finally:
             if self._cgroups is not None and self._cgroup is not None:
                 gone = self._main_exited and self.command.kill_mode == "group"
@@ -381,7 +406,7 @@ class RunningProcess:
             outcome = self._stop_reason
         else:
             outcome = Status.SUCCEEDED if exit_code == 0 else Status.FAILED
-        self._set_result(outcome, exit_code, signal_name, None, kill_signal)
+        self._set_result(outcome, exit_code, signal_name, self._limits_note, kill_signal)
 
     def _finish_unstarted(self, message: str, exit_code: int | None) -> None:
         self._set_result(Status.FAILED, exit_code, None, message, None)
@@ -416,6 +441,25 @@ class RunningProcess:
         chunk = self._capture.add(stream, data, time.time())
         if self._sink is not None:
             self._sink(chunk)
+
+
+def _limits_note(acted: dict[str, int], command: Command) -> str | None:
+    """What the run's limits did, for `Result.error` (None: nothing)."""
+    notes = []
+    kills = acted.get(MAX_MEMORY)
+    if kills and command.max_memory is not None:
+        limit = format_limit(MAX_MEMORY, command.max_memory)
+        notes.append(
+            f"{kills} process{'es' if kills > 1 else ''} killed by the kernel for exceeding "
+            f"max_memory ({limit})"
+        )
+    refused = acted.get(MAX_PROCESSES)
+    if refused and command.max_processes is not None:
+        notes.append(
+            f"max_processes ({command.max_processes}) reached: {refused} "
+            f"fork{'s' if refused > 1 else ''} refused"
+        )
+    return "; ".join(notes) or None
 
 
 def _signal_name(number: int) -> str:

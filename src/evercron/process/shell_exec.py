@@ -3,12 +3,11 @@
 `/bin/sh -c 'date >> log'` forks `date` and waits for it (dash execs a last simple
 command directly only when it has no redirection). `exec date >> log` means the same -
 the same program, arguments, redirections, exit status and signals - but the shell
-becomes the program: a fork, a wait and a shell exit less per run (about 0.09 ms of CPU
-of 1.4 ms for `sh` + `date` here). Only a line that is recognised as exactly that gets the
-`exec`: one command, a plain program name or path (not a builtin, keyword, function or
-assignment), words and simple redirections only. Anything else is left as it is. One
-visible difference: a missing program is reported as `sh: 1: exec: name: not found`
-(exit status 127 either way).
+becomes the program: a fork, a wait and a shell exit less per run. Only a line that is
+recognised as exactly that gets the `exec`: one command, a plain program name or path
+(not a builtin, keyword, function or assignment), words and simple redirections only.
+Anything else is left as it is. One visible difference: a missing program is reported
+as `sh: 1: exec: name: not found` (exit status 127 either way).
 """
 
 from __future__ import annotations

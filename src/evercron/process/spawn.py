@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from evercron.process import libc_spawn
-from evercron.process.cgroup import FORK_GATE, RunCgroup
+from evercron.process.cgroup import RunCgroup
 from evercron.process.descriptors import sealed
 from evercron.process.direct_line import DirectLine, Redirection, parse_direct
+from evercron.process.fork_gate import FORK_GATE
 from evercron.process.shell_exec import exec_form
 from evercron.process.short_memory import ShortMemory
 from evercron.process.spec import DEFAULT_SHELL, Command, Limit
@@ -86,13 +87,13 @@ class PreparedStart:
         self,
         command: Command,
         run_id: str,
-        cgroup: RunCgroup | None,
+        plan: StartPlan,
         held: bool,
         hold_stdin: int | None,
     ) -> None:
         self._command = command
         self._run_id = run_id
-        self._cgroup = cgroup
+        self._plan = plan
         self._held = held
         self._hold_stdin = hold_stdin
         self._prepare()
@@ -117,9 +118,9 @@ def prepare_start(
     the pipes and the process - system calls, each of which lets other threads take the
     GIL, so they belong on a worker rather than on the busy event loop. Raises
     `SpawnError`."""
-    if starts_directly(command, cgroup, held):
-        return _DirectStart(command, run_id, cgroup, held, hold_stdin)
-    return _PopenStart(command, run_id, cgroup, held, hold_stdin)
+    plan = plan_start(command, cgroup, held)
+    kind = _DirectStart if plan.direct else _PopenStart
+    return kind(command, run_id, plan, held, hold_stdin)
 
 
 def start_process(
@@ -141,13 +142,14 @@ class _PopenStart(PreparedStart):
     programs, which can take a while)."""
 
     def launch(self) -> Child:
-        command, cgroup, held = self._command, self._cgroup, self._held
+        command, held = self._command, self._held
         env, identity = _environment(command, self._run_id)
         cwd = command.cwd
         if cwd is not None and not os.path.isdir(cwd):
             raise SpawnError(f"chdir {cwd}: no such directory")
         program = command.argv[0]
-        argv, identity, host = _command_line(command, env, identity, cgroup, held)
+        argv, identity = _command_line(command, env, identity, self._plan, held)
+        host = self._plan.host
         with host.hosting() if host is not None else FORK_GATE.shared():
             return _popen(command, argv, env, cwd, identity, held, program, self._hold_stdin)
 
@@ -161,9 +163,9 @@ class _DirectStart(PreparedStart):
         command, hold_stdin = self._command, self._hold_stdin
         self._env, _ = _environment(command, self._run_id)
         self._program = command.argv[0]
-        self._argv, _, _ = _command_line(command, self._env, _Identity(), self._cgroup, self._held)
+        self._argv, _ = _command_line(command, self._env, _Identity(), self._plan, self._held)
         self._own_stdin = hold_stdin is None and bool(command.stdin or self._held)
-        self._line = _shell_free_line(command, self._cgroup, self._held)
+        self._line = self._plan.shell_free
         if self._line is not None:  # exported as the shell would (it is the fallback too)
             self._env[b"PWD"] = _shell_pwd(self._env.get(b"PWD"))
 
@@ -270,23 +272,11 @@ def _posix_spawn(
     )
 
 
-def _shell_free_line(command: Command, cgroup: RunCgroup | None, held: bool) -> DirectLine | None:
-    """The command line to run without /bin/sh (see `direct_line`), when nothing else
-    needs the shell either: no trampoline (no cgroup to join, not held), no wrapper."""
-    if held or cgroup is not None or not isinstance(command.args, str):
-        return None
-    if command.shell != DEFAULT_SHELL or command.nice is not None or command.limits:
-        return None
-    if command.user is not None or command.group is not None or command.cwd is not None:
-        return None
-    return parse_direct(command.args)
-
-
 def runs_without_shell(command: Command) -> bool:
     """Whether `command`, started neither held nor in a cgroup, runs without /bin/sh: a
     shell line that is only a program, literal words and simple redirections (see
     `direct_line`) - one exec per run instead of two."""
-    return starts_directly(command) and _shell_free_line(command, None, False) is not None
+    return plan_start(command).shell_free is not None
 
 
 def _find_program(name: str, env: dict[bytes, bytes]) -> str | None:
@@ -328,15 +318,15 @@ def _command_line(
     command: Command,
     env: dict[bytes, bytes],
     identity: _Identity,
-    cgroup: RunCgroup | None,
+    plan: StartPlan,
     held: bool,
-) -> tuple[list[str], _Identity, RunCgroup | None]:
-    """The arguments to exec - the command behind its trampoline and wrappers - the
-    identity still to switch to, and the cgroup to visit to fork it there (if any). A
-    cgroup to join is made again by the trampoline if it was removed meanwhile."""
+) -> tuple[list[str], _Identity]:
+    """The arguments to exec - the command behind its trampoline and wrappers - and the
+    identity still to switch to. A cgroup to join is made again by the trampoline if it
+    was removed meanwhile."""
     program = command.argv[0]
     wrappers = _wrappers(command)
-    script, host, joining = _route(command, cgroup, held)
+    script, joining = plan.script, plan.joining
     argv = command.argv
     if script is not None and (joining is not None or held):
         argv = _trampoline(joining, held, script)
@@ -349,47 +339,64 @@ def _command_line(
     if wrappers:  # the wrapper would hide a missing program behind its own exit code
         path = env.get(b"PATH", _DEFAULT_PATH.encode()).decode(errors="surrogateescape")
         _check_executable(program, path, command.cwd)
-    return wrappers + argv, identity, host
+    return wrappers + argv, identity
 
 
-def _route(
-    command: Command, cgroup: RunCgroup | None, held: bool
-) -> tuple[str | None, RunCgroup | None, RunCgroup | None]:
-    """How a start is shaped: the /bin/sh script run by the trampoline itself (if any),
-    the cgroup this process visits to fork the command there (if any), and the cgroup
-    the command joins by itself (if any)."""
+@dataclass(frozen=True)
+class StartPlan:
+    """How one start is made, decided once (`plan_start`) and followed by every step.
+
+    - `script`: a /bin/sh command line the trampoline shell runs itself (no extra exec);
+    - `host`: the cgroup this process steps into to fork the command there;
+    - `joining`: the cgroup the command joins by itself, through the trampoline;
+    - `direct`: created through posix_spawn (else Popen);
+    - `shell_free`: the command line run without any /bin/sh (see `direct_line`).
+    """
+
+    script: str | None
+    host: RunCgroup | None
+    joining: RunCgroup | None
+    direct: bool
+    shell_free: DirectLine | None
+
+
+def plan_start(command: Command, cgroup: RunCgroup | None = None, held: bool = False) -> StartPlan:
+    """The one decision of how `command` starts (in `cgroup`, `held` or not)."""
     # A command line for /bin/sh with nothing around it is run by a /bin/sh that first
     # joins the cgroup and/or waits for the release itself: no extra exec, and no
     # visit of this whole process to the group.
     plain = command.nice is None and not command.limits
     own_identity = command.user is None and command.group is None
-    script = (
-        command.args
-        if isinstance(command.args, str)
-        and command.shell == DEFAULT_SHELL
-        and plain
-        and own_identity
-        else None
-    )
+    is_line = isinstance(command.args, str) and command.shell == DEFAULT_SHELL
+    script = command.args if is_line and plain and own_identity else None
+    assert script is None or isinstance(script, str)
     # Else a direct start is forked inside its cgroup where this process may step in;
     # otherwise (and for held starts) a /bin/sh trampoline joins it before the command.
     hostable = cgroup is not None and not held and script is None and cgroup.can_host
     host = cgroup if hostable else None
     joining = cgroup if host is None else None
-    return script, host, joining
+    direct = _can_spawn_directly(command, host, joining, held, script)
+    bare = not held and cgroup is None and command.cwd is None
+    shell_free = parse_direct(command.args) if direct and bare and script is not None else None
+    return StartPlan(script, host, joining, direct, shell_free)
 
 
-def starts_directly(command: Command, cgroup: RunCgroup | None = None, held: bool = False) -> bool:
-    """Whether `start_process` starts this command through `posix_spawn`: cheap, and
-    quick enough for an event loop even when many start at once. That needs sealed
-    descriptors (see `descriptors.py`), no working directory, umask or identity of its
-    own to set, and a program given by path (a bare name is left to Popen, which
+def _can_spawn_directly(
+    command: Command,
+    host: RunCgroup | None,
+    joining: RunCgroup | None,
+    held: bool,
+    script: str | None,
+) -> bool:
+    """Whether the start goes through `posix_spawn`: cheap, and quick enough for an
+    event loop even when many start at once. That needs sealed descriptors (see
+    `descriptors.py`), no working directory, umask or identity of its own to set, no
+    visit of a cgroup, and a program given by path (a bare name is left to Popen, which
     searches the command's PATH and reports a missing program precisely)."""
     if not sealed() or command.cwd is not None or command.umask is not None:
         return False
     if command.user is not None or command.group is not None:
         return False  # looking users up may take a while: not on the caller's thread
-    script, host, joining = _route(command, cgroup, held)
     if host is not None:
         return False
     through_shell = joining is not None or held  # the trampoline: /bin/sh first
@@ -525,6 +532,9 @@ def _trampoline(cgroup: RunCgroup | None, held: bool, script: str | None = None)
         # A pooled group removed behind our back is made again (by whoever runs this).
         procs, group = shlex.quote(cgroup.procs_path), shlex.quote(str(cgroup.path))
         steps.append(f"[ -d {group} ] || mkdir -p {group}; echo $$ > {procs} || exit")
+        # Then the v1 groups that hold its limits (made with their limits: never again
+        # here, where they would have none).
+        steps.extend(f"echo $$ > {shlex.quote(procs)} || exit" for procs in cgroup.v1_procs)
     if held:
         steps.append("IFS= read -r _ || exit")
         steps.append("exec 0</dev/null")

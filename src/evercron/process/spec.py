@@ -30,6 +30,12 @@ LIMITS: Mapping[str, int] = {
 """Resource limits a command may set, by the names `prlimit(1)` uses."""
 
 DEFAULT_KILL_GRACE = 10.0
+DEFAULT_MAX_PROCESSES = 4096
+"""The daemon's default `max_processes` for a job (a `Command` has no cap by default)."""
+MAX_PROCESSES_LIMIT = 4_194_304
+"""The highest `max_processes`: Linux's own limit on process ids (PID_MAX_LIMIT)."""
+MAX_MEMORY_LIMIT = 2**63 - 1
+"""The highest `max_memory` (the kernel reads larger numbers wrapped around)."""
 DEFAULT_MAX_OUTPUT = 1024 * 1024
 DEFAULT_SHELL = "/bin/sh"
 
@@ -49,6 +55,12 @@ class Command:
     `limits` maps names of `LIMITS` to a soft limit or a `(soft, hard)` pair. `user` and
     `group` need root. `timeout` and `kill_grace` are seconds; `max_output` is how many
     bytes of output are kept (the first and last halves).
+
+    `max_processes` caps the processes (and threads) the run may have at once: a fork
+    beyond it fails. `max_memory` caps its memory in bytes, swap included: beyond it the
+    kernel kills one of its processes. Both are cgroup limits (see `controllers.py`) and
+    need `tracking="auto"`; where this machine has no controller for one, it is not
+    applied (`limit_support()` says which are).
     """
 
     args: Sequence[str] | str
@@ -68,6 +80,8 @@ class Command:
     kill_mode: KillMode = "group"
     tracking: Tracking = "auto"
     run_id: str | None = None
+    max_processes: int | None = None
+    max_memory: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.args, str):
@@ -93,6 +107,7 @@ class Command:
             raise ValueError(f"umask must be between 0 and 0o777, got {self.umask!r}")
         if self.nice is not None and not -20 <= self.nice <= 19:
             raise ValueError(f"nice must be between -20 and 19, got {self.nice}")
+        self._check_cgroup_limits()
         for name, value in self.limits.items():
             if name not in LIMITS:
                 raise ValueError(f'unknown limit "{name}" (known: {", ".join(LIMITS)})')
@@ -101,6 +116,22 @@ class Command:
                 raise ValueError(f'limit "{name}" must be a number >= 0 or a (soft, hard) pair')
             if pair[0] > pair[1]:
                 raise ValueError(f'limit "{name}": soft {pair[0]} is above hard {pair[1]}')
+
+    def _check_cgroup_limits(self) -> None:
+        processes, memory = self.max_processes, self.max_memory
+        if processes is not None and not (
+            isinstance(processes, int) and 1 <= processes <= MAX_PROCESSES_LIMIT
+        ):
+            raise ValueError(
+                f"max_processes must be a whole number from 1 to {MAX_PROCESSES_LIMIT}, "
+                f"got {processes!r}"
+            )
+        if memory is not None and not (isinstance(memory, int) and 0 < memory <= MAX_MEMORY_LIMIT):
+            raise ValueError(
+                f"max_memory must be a number of bytes from 1 to {MAX_MEMORY_LIMIT}, got {memory!r}"
+            )
+        if self.tracking != "auto" and (processes is not None or memory is not None):
+            raise ValueError('max_processes and max_memory need tracking="auto" (a cgroup)')
 
     @property
     def argv(self) -> list[str]:

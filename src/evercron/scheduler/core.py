@@ -25,8 +25,9 @@ from evercron.model import Concurrency, RunStatus, Trigger
 from evercron.scheduler.boot import current_boot
 from evercron.scheduler.clock import Clock, SystemClock
 from evercron.scheduler.firing import Firing, FiringPath
-from evercron.scheduler.launcher import Launch, Launcher
+from evercron.scheduler.launcher import Launch, Launcher, ended_as
 from evercron.scheduler.live import LiveOutput
+from evercron.scheduler.observer import RunObserver
 from evercron.scheduler.placement import Cluster
 from evercron.scheduler.plan import Plan
 from evercron.scheduler.timing import (
@@ -84,6 +85,7 @@ class Scheduler:
         live: LiveOutput | None = None,
         retry: RetryPolicy | None = None,
         owner_alive: Callable[[str], bool] = lambda owner: False,
+        observer: RunObserver | None = None,
         cluster: Cluster | None = None,
     ) -> None:
         self.store = store
@@ -94,7 +96,9 @@ class Scheduler:
         self.live = live or LiveOutput()
         self.retry = retry or RetryPolicy()
         self._owner_alive = owner_alive
-        self.launcher = Launcher(store, self.live, self.clock, self.retry, self._retry_later)
+        self.launcher = Launcher(
+            store, self.live, self.clock, self.retry, self._retry_later, observer
+        )
         self._jobs: dict[str, StoredJob] = {}
         self._path = FiringPath(
             store, owner, self.launcher, self._jobs.get, self.clock, self.retry, self.cluster
@@ -106,6 +110,7 @@ class Scheduler:
         self._tasks: set[asyncio.Task[None]] = set()
         self._waiting: set[asyncio.Task[Any]] = set()  # tasks asleep until a later time
         self._last_wall = self._last_mono = 0.0
+        self._loaded_at = 0.0
         self._outage_since: float | None = None
 
     @property
@@ -125,12 +130,13 @@ class Scheduler:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Read every job, settle what was missed while nobody scheduled, plan the rest."""
-        now = self.clock.time()
+        """Read every job and plan each from its last recorded firing: what came due
+        while no daemon scheduled it is settled by the timing loop's misfire rules, in
+        one gap with whatever comes due while this process starts."""
+        self._loaded_at = self.clock.time()
         for stored in await self.store.list_jobs():
             self._jobs[stored.job.name] = stored
-            await self._catch_up(stored, now)
-            self._plan_next(stored.job.name, now)
+            await self._plan_from_last(stored)
 
     async def run(self) -> None:
         """The timing loop; returns after `stop()` or `hand_over()`."""
@@ -217,8 +223,9 @@ class Scheduler:
             fresh = name not in self._jobs
             self._jobs[name] = stored
             if fresh:
-                await self._catch_up(stored, now)
-            self._plan_next(name, now)
+                await self._plan_from_last(stored)
+            else:
+                self._plan_next(name, now)
         self._wake.set()
 
     async def resync(self) -> None:
@@ -290,8 +297,12 @@ class Scheduler:
             if mine
             else f"the daemon process that ran it ({run.owner}) is gone",
         )
-        await persist(self.retry, f"end of run {run_id}", lambda: self.store.finish(run_id, end))
+        ended = await persist(
+            self.retry, f"end of run {run_id}", lambda: self.store.finish(run_id, end)
+        )
         self.live.end(run_id, str(end.status), run.output_bytes)
+        if ended:
+            self.launcher.observer.run_ended(ended_as(run.job, run_id, run.trigger, end))
         return KillOutcome.ENDED
 
     # -- planning ----------------------------------------------------------------------
@@ -309,17 +320,17 @@ class Scheduler:
         self._plan.set(name, next_fire(stored.job, moment))
         self._wake.set()
 
-    async def _catch_up(self, stored: StoredJob, now: float) -> None:
-        """Settle the firings that came due while no daemon scheduled this job."""
+    async def _plan_from_last(self, stored: StoredJob) -> None:
+        """Plan a job from its last recorded firing (or its creation): a first fire time
+        in the past is a gap the timing loop settles."""
         job = stored.job
         if stored.paused or not job.enabled or job.schedule.is_reboot:
+            self._plan_next(job.name, self.clock.time())
             return
         last = await self.store.last_scheduled(job.name)
         since = max(last or stored.created_at, stored.created_at)
-        due = due_between(job, since, now)
-        if due.count:
-            cause = f"no daemon was scheduling it after {since.isoformat()}"
-            self._spawn(self._fire_planned(job.name, plan_gap(job, due, now, cause)))
+        self._plan.set(job.name, next_fire(job, since))
+        self._wake.set()
 
     def _notice_clock(self) -> tuple[float, float] | None:
         """Compare the wall clock with elapsed time since the last look: a forward step
@@ -366,7 +377,7 @@ class Scheduler:
         rules) up to a clock step, cronie's rules for what the step jumped over."""
         job = stored.job
         after = fire_at - _JUST_BEFORE
-        cause = self._gap_cause(now)
+        cause = self._gap_cause(now, fire_at)
         if jump is None or jump[0] >= now:
             return plan_gap(job, due_between(job, after, now), now, cause)
         began, step = jump
@@ -380,7 +391,9 @@ class Scheduler:
         plans += plan_gap(job, due_between(job, max(after, _utc(recent)), now), now, cause)
         return plans
 
-    def _gap_cause(self, now: float) -> str:
+    def _gap_cause(self, now: float, fire_at: dt.datetime | None = None) -> str:
+        if fire_at is not None and fire_at.timestamp() < self._loaded_at:
+            return f"no daemon was scheduling it (this one started at {_iso(self._loaded_at)})"
         if self._outage_since is not None:
             return f"the store refused writes from {_iso(self._outage_since)}"
         return "the daemon could not claim it in time (stopped, stalled or overloaded)"

@@ -22,8 +22,9 @@ from dataclasses import dataclass, replace
 
 from evercron.model import Concurrency, Job, RunStatus, Trigger
 from evercron.scheduler.clock import Clock
-from evercron.scheduler.command import command_for
+from evercron.scheduler.command import command_for, own_limits
 from evercron.scheduler.launcher import Launch, Launcher, LaunchMode, launch_mode
+from evercron.scheduler.observer import RunEnded
 from evercron.scheduler.placement import Cluster
 from evercron.store import Claim, Claimed, RetryPolicy, RunEnd, Store, StoredJob, persist
 
@@ -240,9 +241,15 @@ class FiringPath:
         if outcome.run_id is None:
             return  # another process owns this firing
         if outcome.status is RunStatus.SKIPPED:
+            observer = self._launcher.observer
             if (outcome.error or "").startswith("missed"):
                 late = self._clock.time() - claim.scheduled_at.timestamp()
                 self._launcher.lag.missed(firing.job, late, firing.stands_for)
+                observer.firings_missed(firing.job, firing.stands_for)
+            at = dt.datetime.fromtimestamp(self._clock.time(), dt.UTC)
+            observer.run_ended(
+                RunEnded(firing.job, outcome.run_id, firing.trigger, outcome.status, at)
+            )
             return
         if not self._cluster.healthy():
             # The claim waited for a store that came back after this node's lease
@@ -254,6 +261,9 @@ class FiringPath:
         for other in outcome.replaced:
             self._launcher.kill(other)  # (another process's are asked through the store)
         job = stored.job
+        # A crowded instant's shell-free start has no cgroup: only the default cap on
+        # processes is given up for it (a job's own limits keep the usual start).
+        crowded = crowded and not own_limits(job)
         node = self._cluster.me.name
         command = command_for(
             job,
@@ -261,6 +271,7 @@ class FiringPath:
             firing.scheduled_at,
             firing.attempt,
             tracking="session" if crowded else "auto",
+            owner=self._owner,
             node=node,
             fence=outcome.fence,
         )
@@ -268,8 +279,8 @@ class FiringPath:
         mode = launch_mode(command, release_at, self._clock.time(), crowded)
         if crowded and mode is not LaunchMode.DIRECT:  # (rare: a command line that needs a shell)
             command = command_for(
-                job, outcome.run_id, firing.scheduled_at, firing.attempt, node=node,
-                fence=outcome.fence,
+                job, outcome.run_id, firing.scheduled_at, firing.attempt, owner=self._owner,
+                node=node, fence=outcome.fence,
             )  # fmt: skip
         self._launcher.launch(
             Launch(

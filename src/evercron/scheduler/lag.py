@@ -3,14 +3,14 @@
 An overloaded machine (or daemon) makes firings start late long before any is missed
 (`misfire_grace`, 60 s by default): the first late start is logged at once, the rest are
 summed up in at most one warning per `interval`. Missed firings are counted the same way.
-The figures are also exported as metrics.
+The figures are also exported as metrics (the missed firings per job are counted by
+`evercron.metrics`, told by the scheduler's run observers).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable
 
 log = logging.getLogger("evercron.scheduler")
@@ -39,8 +39,6 @@ class LagMonitor:
         """Scheduled firings that started more than `threshold` late, since start."""
         self.missed_total = 0
         """Scheduled firings not run because they could only start after their grace."""
-        self.missed_by_job: Counter[str] = Counter()
-        """`missed_total` by job name."""
         self._warned_at: float | None = None
         self._late = self._missed = 0
         self._worst = 0.0
@@ -59,7 +57,6 @@ class LagMonitor:
         """`count` scheduled firings of `job` were not run: recorded skipped, the
         latest `lag` seconds late."""
         self.missed_total += count
-        self.missed_by_job[job] += count
         self._missed += count
         self._worst = max(self._worst, lag)
         self._maybe_warn(f"a firing of {job} was missed ({lag:.1f}s late)")

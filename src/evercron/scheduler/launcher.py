@@ -15,12 +15,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from evercron.logfields import about
 from evercron.model import Job, RunStatus, Trigger
 from evercron.process import Command, HeldGroup, Result, RunningProcess, start
 from evercron.process.spawn import runs_without_shell
 from evercron.scheduler.clock import Clock
+from evercron.scheduler.command import UnenforcedLimits
 from evercron.scheduler.lag import LagMonitor
 from evercron.scheduler.live import LiveOutput
+from evercron.scheduler.observer import Observers, RunEnded, RunObserver, RunStarted
 from evercron.scheduler.output import OutputSink
 from evercron.scheduler.slots import Slots, live_process_limit
 from evercron.store import RetryPolicy, RunEnd, Store, StoreError, persist
@@ -94,6 +97,7 @@ class Launcher:
         clock: Clock,
         retry: RetryPolicy,
         on_retry: RetryHook,
+        observer: RunObserver | None = None,
     ) -> None:
         self._store = store
         self._live = live
@@ -119,11 +123,16 @@ class Launcher:
         self._spawning = asyncio.Semaphore(_SPAWNING)
         self.lag = LagMonitor()
         """How late scheduled firings start (and how many were missed)."""
+        self.unenforced = UnenforcedLimits()
+        """Tells once of each job limit this machine cannot enforce."""
+        self.observer: RunObserver = observer or Observers()
+        """Told about every start, recorded end and missed firing (metrics, notifications)."""
 
     # -- the interface -----------------------------------------------------------------
 
     def launch(self, launch: Launch) -> None:
         """Run `launch` in the background until its result is recorded."""
+        self.unenforced.check(launch.job)
         self.running[launch.run_id] = (launch, None)
         self._live.begin(launch.run_id)
         if launch.mode is LaunchMode.DIRECT:
@@ -216,7 +225,12 @@ class Launcher:
             cancelled = True
             end = self._ended(RunStatus.KILLED, "the daemon ended it while it was starting")
         except Exception as error:
-            log.exception("run %s of %s could not be run", launch.run_id, launch.job.name)
+            log.exception(
+                "run %s of %s could not be run",
+                launch.run_id,
+                launch.job.name,
+                extra=about(launch.job.name, launch.run_id),
+            )
             end = self._ended(RunStatus.FAILED, f"internal error: {error!r}")
         finally:
             self._started_direct(launch.run_id)
@@ -274,7 +288,11 @@ class Launcher:
         await sink.close(result)
         if launch.job.log_output and result.output.total_bytes:
             log.info(
-                "run %s of %s output:\n%s", launch.run_id, launch.job.name, result.output.text()
+                "run %s of %s output:\n%s",
+                launch.run_id,
+                launch.job.name,
+                result.output.text(),
+                extra=about(launch.job.name, launch.run_id),
             )
         end = _end_of(result, released, sink)
         fenced = self._fenced.pop(launch.run_id, None)
@@ -298,6 +316,7 @@ class Launcher:
             return None
         self._spawning.release()
         self.lag.missed(launch.job.name, late)
+        self.observer.firings_missed(launch.job.name, 1)
         return self._ended(
             RunStatus.SKIPPED,
             f"missed: it could start only {late:.1f}s late (misfire_grace {grace:g}s);"
@@ -311,10 +330,20 @@ class Launcher:
         if process.pid is None:
             return released
         process.when_released(released.append)
+        due = launch.release_at or launch.scheduled_at.timestamp()
         if launch.on_schedule:
-            due = launch.release_at or launch.scheduled_at.timestamp()
             job = launch.job.name
             process.when_released(lambda at: self.lag.started(job, at - due))
+        process.when_released(
+            lambda at: self.observer.run_started(
+                RunStarted(
+                    launch.job,
+                    launch.run_id,
+                    launch.trigger,
+                    at - due if launch.on_schedule else None,
+                )
+            )
+        )
         began = max(launch.release_at or 0.0, self._clock.time())
         await persist(
             self._retry,
@@ -324,6 +353,7 @@ class Launcher:
                 process.pid,
                 process.pid_start_ticks,
                 dt.datetime.fromtimestamp(began, dt.UTC),
+                process.cgroup_directories,
             ),
         )
         return released
@@ -338,7 +368,12 @@ class Launcher:
                 lambda: self._store.finish(launch.run_id, end, launch.fence),
             )
         except StoreError as error:  # refused for good: record at least that it ended
-            log.error("run %s: its result could not be recorded: %s", launch.run_id, error)
+            log.error(
+                "run %s: its result could not be recorded: %s",
+                launch.run_id,
+                error,
+                extra=about(launch.job.name, launch.run_id),
+            )
             end = RunEnd(
                 end.status, end.finished_at, error=f"the result could not be recorded: {error}"
             )
@@ -358,7 +393,7 @@ class Launcher:
                 f"run {launch.run_id} of {job.name} (fence {launch.fence}) ended {end.status} "
                 f"(exit {end.exit_code}, signal {end.signal}) after it had ended elsewhere"
             )
-            log.warning("late result: %s", detail)
+            log.warning("late result: %s", detail, extra=about(job.name, launch.run_id))
             await persist(
                 self._retry,
                 f"late result of run {launch.run_id}",
@@ -372,7 +407,9 @@ class Launcher:
             end.status,
             end.exit_code,
             f", {end.signal}" if end.signal else "",
+            extra=about(job.name, launch.run_id),
         )
+        self.observer.run_ended(ended_as(job.name, launch.run_id, launch.trigger, end))
         if end.status in (RunStatus.FAILED, RunStatus.TIMED_OUT) and launch.attempt <= job.retries:
             self._on_retry(launch, job.retry_backoff * (2 ** (launch.attempt - 1)))
 
@@ -419,6 +456,14 @@ class Launcher:
         self._direct.discard(run_id)
         if not self._direct:
             self._direct_started.set()
+
+
+def ended_as(job: str, run_id: int, trigger: Trigger, end: RunEnd) -> RunEnded:
+    """What observers are told of a recorded end (a duration once the command ran)."""
+    duration = None
+    if end.started_at is not None:
+        duration = max(0.0, (end.finished_at - end.started_at).total_seconds())
+    return RunEnded(job, run_id, trigger, end.status, end.finished_at, duration)
 
 
 def _end_of(result: Result, released: list[float], sink: OutputSink) -> RunEnd:

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from evercron import __version__
-from evercron.server import access, cluster, jobs, runs, schedule, system, web
+from evercron.server import access, cluster, jobs, notifications, runs, schedule, system, web
 from evercron.server.context import ApiContext
 from evercron.server.errors import install_error_handlers
 
@@ -35,6 +35,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(jobs.router)
     app.include_router(runs.router)
     app.include_router(schedule.router)
+    app.include_router(notifications.router)
     app.include_router(system.router)
     app.include_router(cluster.router)
     app.include_router(web.router)

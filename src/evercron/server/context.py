@@ -2,8 +2,9 @@
 
 The daemon builds the app and serves it (`evercron.daemon` imports `evercron.server`,
 never the other way): it hands the app an `ApiContext` whose parts are protocols the
-daemon's objects satisfy - the store, the scheduler's `JobControl`, the live output and
-`DaemonControl` for status, stop and upgrade.
+daemon's objects satisfy - the store, the scheduler's `JobControl`, the live output,
+`DaemonControl` for status, stop and upgrade, `MetricsText` for /metrics and
+`NotifyControl` for test notifications.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from typing import Protocol
 from fastapi import Request
 
 from evercron.scheduler import KillOutcome, LiveOutput
-from evercron.scheduler.lag import LagMonitor
 from evercron.store import Store
 
 
@@ -99,6 +99,37 @@ class DaemonControl(Protocol):
         ...
 
 
+class MetricsText(Protocol):
+    """What /metrics serves."""
+
+    async def text(self) -> str:
+        """The whole exposition text (Prometheus text format)."""
+        ...
+
+
+class SendOutcome(Protocol):
+    """How sending one notification went."""
+
+    @property
+    def ok(self) -> bool:
+        """Whether the receiver took it."""
+        ...
+
+    @property
+    def detail(self) -> str:
+        """The receiver's answer (an HTTP status, an SMTP reply) or why it failed."""
+        ...
+
+
+class NotifyControl(Protocol):
+    """The notification channels as requests use them."""
+
+    async def trial(self, name: str) -> SendOutcome:
+        """Send a test notification through channel `name` now; raises `KeyError` when
+        no channel has that name."""
+        ...
+
+
 @dataclass(frozen=True)
 class ApiContext:
     """Everything a request handler may use. `viewer_token`, when set, reads the API but
@@ -107,12 +138,15 @@ class ApiContext:
     store: Store
     jobs: JobControl
     live: LiveOutput
-    lag: LagMonitor
     daemon: DaemonControl
     token: str
     started_at: dt.datetime
     state_dir: str
     viewer_token: str | None = None
+    metrics: MetricsText | None = None
+    """None: this process serves no /metrics (503)."""
+    notify: NotifyControl | None = None
+    """None: no notification channel is configured."""
     node: str = ""
     """This node's name."""
 

@@ -14,8 +14,8 @@ from evercron.store import Node, StoredJob
 
 @functools.lru_cache(maxsize=4096)
 def explanation(expression: str) -> str:
-    """The engine's reading of an expression, remembered: cron_descriptor takes about
-    0.1 ms each, most of the time of listing a thousand jobs."""
+    """The engine's reading of an expression, remembered: explaining is most of the
+    time of listing a thousand jobs (docs/BENCHMARKS.md)."""
     return parse(expression).explain()
 
 

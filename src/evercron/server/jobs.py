@@ -14,7 +14,7 @@ from evercron.server.context import ApiContext, context_of
 from evercron.server.convert import job_out, run_out
 from evercron.server.errors import ApiError
 from evercron.server.schemas import ErrorOut, JobOut, JobPatch, JobSpec, RunOut
-from evercron.store import StoredJob
+from evercron.store import BrokenJob, StoredJob
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -25,8 +25,16 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 async def _stored(context: ApiContext, name: str) -> StoredJob:
     stored = await context.store.get_job(name)
     if stored is None:
+        broken = await _broken(context, name)
+        if broken is not None:
+            raise ApiError(409, f"job {name}: {broken.error} (delete it, then add it again)")
         raise ApiError(404, f'no job named "{name}"')
     return stored
+
+
+async def _broken(context: ApiContext, name: str) -> BrokenJob | None:
+    """The stored row called `name` that no longer reads as a job, if there is one."""
+    return next((row for row in await context.store.broken_jobs() if row.name == name), None)
 
 
 def _from_api(data: dict[str, Any]) -> Job:
@@ -91,9 +99,11 @@ async def change_job(name: str, patch: JobPatch, request: Request) -> JobOut:
 
 @router.delete("/{name}", status_code=204, responses=_ERRORS)
 async def delete_job(name: str, request: Request) -> Response:
-    """Delete an API-made job (its run history stays)."""
+    """Delete an API-made job (its run history stays), or a stored row that no longer
+    reads as a job."""
     context = context_of(request)
-    _refuse_config_job(await _stored(context, name), "deleted")
+    if await _broken(context, name) is None:
+        _refuse_config_job(await _stored(context, name), "deleted")
     await context.store.delete_job(name)
     await context.jobs.reload(name)
     return Response(status_code=204)

@@ -15,7 +15,7 @@ from evercron.server import output_stream
 from evercron.server.context import context_of
 from evercron.server.convert import run_out
 from evercron.server.errors import ApiError
-from evercron.server.schemas import ErrorOut, JobRuns, RunOut
+from evercron.server.schemas import ErrorOut, IsoTime, JobRuns, RunOut
 from evercron.store import RunMark, RunQuery
 
 router = APIRouter(prefix="/api/v1/runs", tags=["runs"])
@@ -35,10 +35,10 @@ async def list_runs(
         int | None, Query(ge=1, le=2**63 - 1, description="Only runs with a smaller id (pages)")
     ] = None,
     since: Annotated[
-        dt.datetime | None, Query(description="Only runs scheduled at or after (ISO 8601)")
+        IsoTime | None, Query(description="Only runs scheduled at or after (ISO 8601)")
     ] = None,
     until: Annotated[
-        dt.datetime | None, Query(description="Only runs scheduled before (ISO 8601)")
+        IsoTime | None, Query(description="Only runs scheduled before (ISO 8601)")
     ] = None,
     retry_of: Annotated[
         int | None, Query(ge=1, le=2**63 - 1, description="Only the retries of this run")

@@ -4,7 +4,6 @@ client never reimplements cron."""
 from __future__ import annotations
 
 import datetime as dt
-import zoneinfo
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -12,7 +11,8 @@ from fastapi import APIRouter, Query
 from evercron.cron import CronSyntaxError, parse
 from evercron.scheduler.timing import local_zone
 from evercron.server.errors import ApiError
-from evercron.server.schemas import ErrorOut, FireTime, PreviewOut
+from evercron.server.schemas import ErrorOut, FireTime, IsoTime, PreviewOut
+from evercron.timezones import UnknownZone, load_zone
 
 router = APIRouter(prefix="/api/v1/schedule", tags=["schedule"])
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 422)}
@@ -26,7 +26,7 @@ async def preview(
     ] = None,
     count: Annotated[int, Query(ge=1, le=100, description="How many fire times")] = 5,
     after: Annotated[
-        dt.datetime | None, Query(description="Start after this instant (default: now)")
+        IsoTime | None, Query(description="Start after this instant (default: now)")
     ] = None,
 ) -> PreviewOut:
     """The expression's explanation and its next `count` fire times in `timezone`, each
@@ -58,10 +58,9 @@ def _zone(name: str | None) -> dt.tzinfo:
     if name is None or name == "":
         return local_zone()
     try:
-        return zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
-        # OSError: a directory of the zone database ("America") or a name too long.
-        raise ApiError(422, f'unknown time zone "{name[:100]}"') from None
+        return load_zone(name)
+    except UnknownZone as error:
+        raise ApiError(422, str(error)) from None
 
 
 def _fire_times(times: list[dt.datetime], offset: dt.timedelta | None) -> list[FireTime]:

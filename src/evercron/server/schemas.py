@@ -3,21 +3,79 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+import math
+from collections.abc import Callable
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainValidator
 
-Duration = float | str
-Size = int | str
+from evercron.model import JOB_NAME
+
+
+def _number_or_text(what: str, whole: bool) -> Callable[[object], float | str]:
+    """A validator that takes a string, or a number (an integer when `whole`) that is
+    finite and no boolean; anything else is refused as "expected `what`"."""
+
+    def validate(value: object) -> float | str:
+        if isinstance(value, str):
+            return value
+        kinds = int if whole else int | float
+        if isinstance(value, kinds) and not isinstance(value, bool):
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"expected {what}, not {value}")
+            return value
+        raise ValueError(f"expected {what}")
+
+    return validate
+
+
+Duration = Annotated[
+    float | str,
+    PlainValidator(
+        _number_or_text("a duration: seconds or a string like 1.5s, 2m, 1h30m", whole=False),
+        json_schema_input_type=float | str,
+    ),
+]
+Size = Annotated[
+    int | str,
+    PlainValidator(
+        _number_or_text("a size: bytes or a string like 512KiB, 1MiB, 10MB", whole=True),
+        json_schema_input_type=int | str,
+    ),
+]
+
+
+def _iso_text(value: object) -> object:
+    """Refuse what pydantic would read as a Unix time (a number, or text that is one):
+    an API time is ISO 8601."""
+    if not isinstance(value, str | dt.datetime) or _is_number(value):
+        raise ValueError("expected an ISO 8601 time like 2024-05-01T12:00:00Z")
+    return value
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+IsoTime = Annotated[dt.datetime, BeforeValidator(_iso_text)]
+"""A time as ISO 8601 text (without an offset: UTC), never a number of seconds."""
 
 
 class _JobSettings(BaseModel):
-    """The optional fields of a job, shared by creation and change."""
+    """The optional fields of a job, shared by creation and change. Strict: JSON types
+    are never converted (`true` is no duration, `"yes"` no boolean, `1.0` no count)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     timezone: str | None = None
     timeout: Duration | None = None
+    warn_after: Duration | None = Field(
+        default=None, description="A run still running this long makes an `overdue` event"
+    )
     concurrency: Literal["allow", "forbid", "replace"] | None = None
     misfire: Literal["skip", "run-once", "run-all"] | None = None
     misfire_grace: Duration | None = None
@@ -35,6 +93,12 @@ class _JobSettings(BaseModel):
     kill_grace: Duration | None = None
     kill_mode: Literal["group", "main"] | None = None
     max_output: Size | None = None
+    max_processes: int | None = Field(
+        default=None, description="Processes (and threads) a run may have at once; 4096"
+    )
+    max_memory: Size | None = Field(
+        default=None, description="Memory of a run, swap included, e.g. 512MiB; no cap"
+    )
     log_output: bool | None = None
     enabled: bool | None = None
     description: str | None = Field(default=None, max_length=10_000)
@@ -49,16 +113,22 @@ class _JobSettings(BaseModel):
 class JobSpec(_JobSettings):
     """A job as clients send it (POST); durations as seconds or `1.5s`, `2m`, `1h30m`."""
 
-    name: str = Field(max_length=128)
-    schedule: str = Field(max_length=1000)
-    command: str = Field(max_length=100_000)
+    name: str = Field(
+        min_length=1,
+        max_length=128,
+        examples=["nightly-backup"],
+        # Documented here, checked (with a clearer message) where every job is read.
+        json_schema_extra={"pattern": f"^{JOB_NAME.pattern}$"},
+    )
+    schedule: str = Field(min_length=1, max_length=1000, examples=["0 3 * * *"])
+    command: str = Field(min_length=1, max_length=100_000, examples=["backup --all"])
 
 
 class JobPatch(_JobSettings):
     """Fields to change on an existing job (PATCH); absent fields stay as they are."""
 
-    schedule: str | None = Field(default=None, max_length=1000)
-    command: str | None = Field(default=None, max_length=100_000)
+    schedule: str | None = Field(default=None, min_length=1, max_length=1000)
+    command: str | None = Field(default=None, min_length=1, max_length=100_000)
 
 
 class JobOut(BaseModel):
@@ -69,6 +139,7 @@ class JobOut(BaseModel):
     command: str
     timezone: str | None
     timeout: float | None
+    warn_after: float | None
     concurrency: str
     misfire: str
     misfire_grace: float
@@ -86,6 +157,8 @@ class JobOut(BaseModel):
     kill_grace: float
     kill_mode: str
     max_output: int
+    max_processes: int
+    max_memory: int | None = Field(description="Bytes; null: no cap")
     log_output: bool
     enabled: bool
     description: str
@@ -124,7 +197,11 @@ class RunOut(BaseModel):
     )
     output_bytes: int = Field(description="Everything the command wrote, kept or not")
     output_truncated: bool = Field(description="Whether the middle of the output was dropped")
-    error: str | None = Field(description="Why it failed to start, was skipped or was lost")
+    error: str | None = Field(
+        description="Why it failed to start, was skipped or was lost (and what was done "
+        "with its leftovers), or what its limits did: processes killed for exceeding "
+        "max_memory, forks refused at max_processes"
+    )
     retry_of: int | None = Field(description="The original run of a retry")
     node: str | None = Field(default=None, description="The node that ran it")
     fence: int | None = Field(
@@ -152,6 +229,15 @@ class UpgradeOut(BaseModel):
     generation: int
     previous_pid: int
     handover_seconds: float
+
+
+class LimitsOut(BaseModel):
+    """How this machine enforces each job limit: "cgroup v2 pids", "cgroup v1 pids",
+    "cgroup v2 memory", "cgroup v1 memory", or "unavailable: <why>" (jobs then run
+    without it, and the log says so once per job that sets it)."""
+
+    max_processes: str
+    max_memory: str
 
 
 class NodeOut(BaseModel):
@@ -212,6 +298,7 @@ class StatusOut(BaseModel):
     access: Literal["full", "read-only"] = Field(
         description="What this request's token may do: read-only for the viewer token"
     )
+    limits: LimitsOut
     node: str = Field(default="", description="This node's name")
     store: str = Field(default="", description="Where the data lives (never a password)")
     nodes: list[NodeOut] = Field(default_factory=list)
@@ -260,3 +347,42 @@ class JobRuns(BaseModel):
 
     job: str
     runs: list[RunBrief]
+
+
+class NotificationOut(BaseModel):
+    """One delivery of a notification event to one channel."""
+
+    id: int
+    event: str = Field(description="failed, recovered, succeeded, started, lost, missed or overdue")
+    channel: str
+    job: str
+    run: int = Field(description="The run the event is about")
+    state: Literal["pending", "sent", "failed", "suppressed"] = Field(
+        description="pending: to be sent or retried; failed: given up; suppressed: over "
+        "the channel's max_per_hour"
+    )
+    summary: bool = Field(
+        description="Sent as the summary of the channel's hour (its max_per_hour reached)"
+    )
+    attempts: int
+    last_error: str | None = Field(description="Why the latest failed attempt failed")
+    outcome: str | None = Field(description="The receiver's answer: HTTP status or SMTP reply")
+    created_at: dt.datetime
+    next_attempt_at: dt.datetime | None = Field(description="When a pending one is tried next")
+    sent_at: dt.datetime | None
+
+
+class NotifyTestIn(BaseModel):
+    """Which channel to send a test notification through."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str = Field(max_length=128)
+
+
+class NotifyTestOut(BaseModel):
+    """How the test notification went."""
+
+    channel: str
+    ok: bool
+    outcome: str = Field(description="The HTTP status or SMTP reply, or why it failed")

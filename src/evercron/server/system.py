@@ -7,23 +7,23 @@ import os
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    generate_latest,
-)
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from evercron import __version__
-from evercron.model import RunStatus
+from evercron.process.cgroup import limit_support
 from evercron.scheduler.timing import local_zone
 from evercron.server.access import access_of
 from evercron.server.context import UpgradeRefused, context_of
 from evercron.server.convert import node_out
 from evercron.server.errors import ApiError
-from evercron.server.schemas import DisagreementOut, ErrorOut, Generation, StatusOut, UpgradeOut
-from evercron.store import RunQuery
+from evercron.server.schemas import (
+    DisagreementOut,
+    ErrorOut,
+    Generation,
+    LimitsOut,
+    StatusOut,
+    UpgradeOut,
+)
 
 router = APIRouter(tags=["daemon"])
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 409)}
@@ -31,8 +31,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code i
 
 @router.get("/api/v1/status", response_model=StatusOut, responses=_ERRORS)
 async def status(request: Request) -> StatusOut:
-    """Version, uptime, jobs, running runs and the daemon generations: the serving one
-    and any still draining after an upgrade, each with its running runs."""
+    """Version, uptime, jobs, running runs, the daemon generations (the serving one and
+    any still draining after an upgrade, each with its running runs) and how this
+    machine enforces job limits."""
     context = context_of(request)
     jobs, paused = await context.store.job_counts()
     running = sorted(context.jobs.running_runs())
@@ -60,6 +61,7 @@ async def status(request: Request) -> StatusOut:
         generations=generations,
         timezone=str(local_zone()),
         access=access_of(request),
+        limits=LimitsOut(**limit_support().describe()),
         node=context.node,
         store=context.store.description,
         nodes=[node_out(node) for node in await context.store.nodes()],
@@ -115,45 +117,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/metrics", response_class=Response)
+@router.get("/metrics", response_class=Response, responses={503: {"model": ErrorOut}})
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics."""
-    context = context_of(request)
-    registry = CollectorRegistry()
-    jobs = await context.store.list_jobs()
-    Gauge("evercron_jobs", "Jobs defined", registry=registry).set(len(jobs))
-    Gauge("evercron_jobs_paused", "Jobs paused", registry=registry).set(
-        sum(1 for j in jobs if j.paused)
-    )
-    Gauge("evercron_runs_running", "Runs running in this process", registry=registry).set(
-        len(context.jobs.running_runs())
-    )
-    by_status = Gauge(
-        "evercron_recent_runs", "Runs among the last 1000 by status", ["status"], registry=registry
-    )
-    recent = await context.store.list_runs(RunQuery(limit=1000))
-    for run_status in RunStatus:
-        by_status.labels(run_status.value).set(sum(1 for r in recent if r.status is run_status))
-    Gauge("evercron_uptime_seconds", "Seconds since the daemon started", registry=registry).set(
-        (dt.datetime.now(dt.UTC) - context.started_at).total_seconds()
-    )
-    lag = context.lag
-    Gauge(
-        "evercron_firing_lag_seconds",
-        "How late the latest scheduled firing started, in seconds",
-        registry=registry,
-    ).set(lag.last_lag)
-    Gauge(
-        "evercron_firings_late",
-        f"Scheduled firings that started more than {lag.threshold:g}s late (this process)",
-        registry=registry,
-    ).set(lag.late_total)
-    missed = Counter(
-        "evercron_firings_missed",
-        "Firings recorded skipped because they could not run in time (this process)",
-        ["job_name"],
-        registry=registry,
-    )
-    for name in sorted({stored.job.name for stored in jobs} | set(lag.missed_by_job)):
-        missed.labels(name).inc(lag.missed_by_job.get(name, 0))
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus metrics: the daemon's gauges and every job's (labelled `job_name`)."""
+    source = context_of(request).metrics
+    if source is None:
+        raise ApiError(503, "this daemon process serves no metrics")
+    return Response(await source.text(), media_type=CONTENT_TYPE_LATEST)

@@ -1,21 +1,31 @@
-"""Persistence behind one async interface: jobs, runs (the claim of each firing), output
-and daemon events. Callers hold a `Store`; `open_store` is the one place that knows the
-backends."""
+"""Persistence behind one async interface: jobs, runs (the claim of each firing), output,
+daemon events, the notification outbox and metric totals. Callers hold a `Store`;
+`open_store` is the one place that knows the backends."""
 
 from pathlib import Path
 
 from evercron.store.api import Store
 from evercron.store.postgres import PostgresStore
 from evercron.store.records import (
+    MERGED,
     BrokenJob,
+    ChannelQuota,
     Claim,
     Claimed,
+    Delivery,
+    DeliveryState,
     Disagreement,
+    EventPolicy,
+    FanOut,
+    JobSchedule,
     LostRun,
+    MadeDelivery,
     Node,
     NodeInfo,
     NodeState,
+    OutboxEvent,
     RunEnd,
+    RunFacts,
     RunMark,
     RunningRun,
     RunQuery,
@@ -23,21 +33,33 @@ from evercron.store.records import (
     StoredJob,
     StoreError,
     StoreUnavailable,
+    Total,
+    TotalKind,
 )
 from evercron.store.retry import RetryPolicy, persist
 from evercron.store.sqlite import SqliteStore
 
 __all__ = [
+    "MERGED",
     "BrokenJob",
+    "ChannelQuota",
     "Claim",
     "Claimed",
+    "Delivery",
+    "DeliveryState",
     "Disagreement",
+    "EventPolicy",
+    "FanOut",
+    "JobSchedule",
     "LostRun",
+    "MadeDelivery",
     "Node",
     "NodeInfo",
     "NodeState",
+    "OutboxEvent",
     "RetryPolicy",
     "RunEnd",
+    "RunFacts",
     "RunMark",
     "RunQuery",
     "RunningRun",
@@ -46,6 +68,8 @@ __all__ = [
     "StoreUnavailable",
     "StoredChunk",
     "StoredJob",
+    "Total",
+    "TotalKind",
     "open_store",
     "persist",
 ]

@@ -15,6 +15,12 @@ Rules every backend keeps:
 - A passing failure (disk full, lock held, connection lost) raises `StoreUnavailable`
   and changed nothing; `evercron.store.retry.persist` retries such calls where losing
   them would lose a fact (a claim, a result).
+- Notification events are written in the transaction of the fact they report (a result,
+  a skipped claim, a start): both are stored or neither. Delivery claims expire on the
+  store's clock, never a caller's, so that each delivery is sent by one process at a time
+  whatever the callers' clocks say.
+- Metric totals are kept per node (the daemon processes sharing one state dir): each
+  node's /metrics shows what its own processes counted; retention never prunes them.
 - Nodes: a store is opened for one node (its name goes on its runs). Leases are judged
   on the database's clock. A store only one node can use (SQLite) keeps the same
   protocol trivially: its one node is always alive and nothing is ever reaped.
@@ -23,24 +29,32 @@ Rules every backend keeps:
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from evercron.model import Job, Run
+from evercron.model import Job, Run, RunStatus
 from evercron.store.records import (
     BrokenJob,
     Claim,
     Claimed,
+    Delivery,
+    DeliveryState,
     Disagreement,
+    EventPolicy,
+    FanOut,
+    JobSchedule,
     LostRun,
+    MadeDelivery,
     Node,
     NodeInfo,
+    OutboxEvent,
     RunEnd,
     RunMark,
     RunningRun,
     RunQuery,
     StoredChunk,
     StoredJob,
+    Total,
 )
 
 
@@ -98,22 +112,37 @@ class Store(Protocol):
         `jobs` names them), in one transaction; the names added, changed or removed."""
         ...
 
+    async def job_schedules(self) -> list[JobSchedule]:
+        """Every stored job's name, schedule text, time zone and paused flag, by name:
+        what metrics need, without reading whole definitions (a row without a schedule
+        text is left out)."""
+        ...
+
     # -- firings and runs ------------------------------------------------------------
 
     async def claim(self, claims: Sequence[Claim], owner: str) -> list[Claimed]:
-        """Own or record each firing (see `Claim`), in one transaction, in order."""
+        """Own or record each firing (see `Claim`), in one transaction, in order. A
+        firing recorded `skipped` makes a `missed` event when one is wanted."""
         ...
 
     async def mark_started(
-        self, run_id: int, pid: int | None, pid_start_ticks: int | None, started_at: dt.datetime
+        self,
+        run_id: int,
+        pid: int | None,
+        pid_start_ticks: int | None,
+        started_at: dt.datetime,
+        cgroups: Sequence[str] = (),
     ) -> None:
-        """Record the process of a claimed run."""
+        """Record the process of a claimed run, and the cgroup directories it runs in
+        (`RunningRun.cgroups`: what ends a lost run's whole tree); with its `started`
+        event when one is wanted (at most one per run)."""
         ...
 
     async def finish(self, run_id: int, end: RunEnd, fence: int | None = None) -> bool:
-        """Record how a running run ended; False (nothing changed) when it was not
-        running any more (already finished, marked lost) or, with `fence`, when the run
-        no longer has that fence (it was fenced off: its result is not the run's)."""
+        """Record how a running run ended, with the events it makes that are wanted;
+        False (nothing changed) when it was not running any more (already finished,
+        marked lost) or, with `fence`, when the run no longer has that fence (it was
+        fenced off: its result is not the run's)."""
         ...
 
     async def get_run(self, run_id: int) -> Run | None:
@@ -135,6 +164,11 @@ class Store(Protocol):
 
     async def running(self, owner: str | None = None, node: str | None = None) -> list[RunningRun]:
         """Runs still marked running (of one owner, of one node, or all)."""
+        ...
+
+    async def recent_status_counts(self, last: int) -> dict[RunStatus, int]:
+        """How many of the newest `last` runs (by id) have each status (those with none
+        left out)."""
         ...
 
     async def last_scheduled(self, job: str) -> dt.datetime | None:
@@ -170,6 +204,96 @@ class Store(Protocol):
     async def tail_start(self, run_id: int, tail_bytes: int) -> int:
         """Where to read the last `tail_bytes` of a run's stored output from: the offset
         of the chunk holding the first of them (0 when the output is shorter)."""
+        ...
+
+    # -- the notification outbox -----------------------------------------------------
+
+    async def want_events(self, policy: EventPolicy) -> None:
+        """Write these notification events from now on (none until called, and then no
+        run costs more than before). Each is written in the transaction of its fact:
+        `finish` (`succeeded`, `recovered`, `failed` for failed, timed_out and killed,
+        `lost`, `missed` for skipped), `claim` (`missed` for a firing recorded skipped),
+        `mark_started` (`started`) and `add_overdue_event` (`overdue`). Which ones a
+        result makes is `evercron.model.result_events`, given the status of the job's
+        latest earlier run (by id) that ended succeeded, failed, timed_out or killed."""
+        ...
+
+    async def add_overdue_event(self, run_id: int) -> bool:
+        """Write the `overdue` event of a running run (at the store's time); False when
+        it is not running, has one already, or overdue events are not wanted."""
+        ...
+
+    async def undispatched_events(self, limit: int = 100) -> list[OutboxEvent]:
+        """Events not fanned out to channels yet, oldest first."""
+        ...
+
+    async def dispatch_events(
+        self, fan_outs: Sequence[FanOut], at: dt.datetime
+    ) -> list[MadeDelivery]:
+        """Fan events out, in one transaction: a delivery per event and channel, and the
+        event marked dispatched. At most one delivery per event and channel, however
+        often (and by however many processes) this is called: the deliveries made are
+        returned, none for those that existed. The hour of `at` (UTC) counts towards
+        each channel's `max_per_hour`: the delivery after that many in the hour (not
+        counting suppressed ones) is a `summary`, later ones are `suppressed`."""
+        ...
+
+    async def claim_deliveries(self, owner: str, lease: float, limit: int = 50) -> list[Delivery]:
+        """Take up to `limit` pending deliveries that are due, oldest first, for `owner`
+        to send: nobody else gets them for `lease` seconds of the store's clock (after
+        that, an owner that died while sending has left them to the next). Not a lock
+        held while sending."""
+        ...
+
+    async def settle_delivery(
+        self,
+        delivery_id: int,
+        owner: str,
+        state: DeliveryState,
+        *,
+        outcome: str | None = None,
+        error: str | None = None,
+        retry_in: float | None = None,
+    ) -> bool:
+        """Record an attempt of a delivery `owner` claimed and release it: `sent` (with
+        the receiver's answer as `outcome`), `pending` again (failed with `error`, due
+        again `retry_in` seconds from now on the store's clock) or `failed` (given up).
+        False, and nothing written, when `owner` no longer holds the claim."""
+        ...
+
+    async def list_deliveries(
+        self, limit: int = 100, channel: str | None = None, state: DeliveryState | None = None
+    ) -> list[Delivery]:
+        """Deliveries with their events, newest first, optionally of one channel and/or
+        in one state."""
+        ...
+
+    async def prune_notifications(self, older_than: dt.datetime) -> int:
+        """Delete settled deliveries made before `older_than`, and events made before it
+        that have no delivery left; pending ones stay whatever their age. How many
+        deliveries went."""
+        ...
+
+    # -- metric totals ---------------------------------------------------------------
+
+    async def save_metric_totals(self, node: str, owner: str, totals: Mapping[str, Total]) -> None:
+        """Set the absolute values of the series `owner` (one daemon process of `node`)
+        counted, by series key."""
+        ...
+
+    async def metric_totals(self, node: str, exclude: Collection[str] = ()) -> dict[str, float]:
+        """Each series' total over `node`'s owners not in `exclude` (merged ones
+        included unless `MERGED` is excluded): summed, or the latest for `max` series."""
+        ...
+
+    async def merged_metric_totals(self, node: str) -> dict[str, float]:
+        """The totals `compact_metric_totals` merged for `node` (the owner `MERGED`)."""
+        ...
+
+    async def compact_metric_totals(self, node: str, keep: Collection[str]) -> int:
+        """Merge the series of `node`'s owners not in `keep` (processes that are gone)
+        into `MERGED`, in one transaction, so that `metric_totals` gives the same before
+        and after; how many owners were merged."""
         ...
 
     # -- events and retention --------------------------------------------------------

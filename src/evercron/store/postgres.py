@@ -18,7 +18,7 @@ from typing import Any
 
 import psycopg
 
-from evercron.model import Job, Run, RunStatus, Trigger
+from evercron.model import Job, NotifyEvent, Run, RunStatus, Trigger
 from evercron.store import postgres_nodes
 from evercron.store.postgres_batch import WriteBatcher
 from evercron.store.postgres_claims import claim_all
@@ -34,6 +34,7 @@ from evercron.store.postgres_definitions import (
     reconcile,
 )
 from evercron.store.postgres_link import Connection, Link, cut
+from evercron.store.postgres_outbox import OutboxCalls, record_results
 from evercron.store.postgres_rows import RUN_COLUMNS, run_row, storable
 from evercron.store.postgres_schema import MIGRATION_LOCK, MIGRATIONS, PRUNE_LOCK
 from evercron.store.records import (
@@ -41,6 +42,7 @@ from evercron.store.records import (
     Claim,
     Claimed,
     Disagreement,
+    EventPolicy,
     LostRun,
     Node,
     NodeInfo,
@@ -62,16 +64,18 @@ RECONCILE_TIMEOUT = 120.0
 log = logging.getLogger("evercron.store")
 
 
-class PostgresStore:
+class PostgresStore(OutboxCalls):
     """The `Store` of one PostgreSQL database (see `evercron.store.api` for every
-    promise). `node` names the node this process belongs to: its claims carry it."""
+    promise). `node` names the node this process belongs to: its claims carry it. The
+    outbox and metric calls are `OutboxCalls`'."""
 
     def __init__(self, url: str, node: str | None = None) -> None:
         self.node = node
         self.link = Link(url)
         self.lease_link = Link(url, max_size=2, name="evercron-lease")
         """Renewals have connections of their own: a busy pool never delays them."""
-        self.batch = WriteBatcher(self.link)
+        self.policy = EventPolicy()
+        self.batch = WriteBatcher(self.link, lambda: self.policy)
 
     @property
     def description(self) -> str:
@@ -186,13 +190,22 @@ class PostgresStore:
         """See `Store.claim` (`evercron.store.postgres_claims`)."""
         now = dt.datetime.now(dt.UTC)
         async with self.link.transaction() as conn:
-            return await claim_all(conn, claims, owner, self.node, now)
+            outcomes = await claim_all(conn, claims, owner, self.node, now)
+            if NotifyEvent.MISSED in self.policy.events:
+                skipped = [o.run_id for o in outcomes if o.run_id and o.status is RunStatus.SKIPPED]
+                await record_results(conn, skipped, self.policy, now)
+            return outcomes
 
     async def mark_started(
-        self, run_id: int, pid: int | None, pid_start_ticks: int | None, started_at: dt.datetime
+        self,
+        run_id: int,
+        pid: int | None,
+        pid_start_ticks: int | None,
+        started_at: dt.datetime,
+        cgroups: Sequence[str] = (),
     ) -> None:
         """See `Store.mark_started` (committed in a group, `postgres_batch`)."""
-        await self.batch.mark_started(run_id, pid, pid_start_ticks, started_at)
+        await self.batch.mark_started(run_id, pid, pid_start_ticks, started_at, cgroups)
 
     async def finish(self, run_id: int, end: RunEnd, fence: int | None = None) -> bool:
         """See `Store.finish` (committed in a group, `postgres_batch`). A retried call
@@ -266,12 +279,20 @@ class PostgresStore:
         """See `Store.running`."""
         async with self.link.connection() as conn:
             cursor = await conn.execute(
-                f"SELECT {RUN_COLUMNS}, pid_start_ticks FROM runs WHERE status = 'running' "
+                f"SELECT {RUN_COLUMNS}, pid_start_ticks, cgroups FROM runs "
+                "WHERE status = 'running' "
                 "AND (%s::text IS NULL OR owner = %s::text) "
                 "AND (%s::text IS NULL OR node = %s::text) ORDER BY id",
                 (owner, owner, node, node),
             )
-            return [RunningRun(run_row(row[:-1]), row[-1]) for row in await cursor.fetchall()]
+            return [
+                RunningRun(
+                    run_row(row[:-2]),
+                    row[-2],
+                    tuple((row[-1] or "").split("\n")) if row[-1] else (),
+                )
+                for row in await cursor.fetchall()
+            ]
 
     async def last_scheduled(self, job: str) -> dt.datetime | None:
         """See `Store.last_scheduled`."""
@@ -426,7 +447,10 @@ class PostgresStore:
         """See `Store.reap` (`evercron.store.postgres_nodes`)."""
         now = dt.datetime.now(dt.UTC)
         async with self.link.transaction() as conn:
-            return await postgres_nodes.reap(conn, grace, retryable, owner, self.node, now)
+            lost = await postgres_nodes.reap(conn, grace, retryable, owner, self.node, now)
+            if NotifyEvent.LOST in self.policy.events:
+                await record_results(conn, [r.run.id for r in lost], self.policy, now)
+            return lost
 
     async def disagreements(self) -> list[Disagreement]:
         """See `Store.disagreements`."""

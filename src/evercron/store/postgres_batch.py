@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from evercron.model import NotifyEvent
 from evercron.store.postgres_link import Connection, Link
+from evercron.store.postgres_outbox import may_make_events, record_results, record_run_event
 from evercron.store.postgres_rows import storable
-from evercron.store.records import RunEnd, StoredChunk
+from evercron.store.records import EventPolicy, RunEnd, StoredChunk
 
 _MAX_GROUP = 2000
 
@@ -32,18 +35,25 @@ class _Write:
 
 
 class WriteBatcher:
-    """Queues writes and commits them in groups (see the module text)."""
+    """Queues writes and commits them in groups (see the module text), with the
+    notification events `policy()` wants of them."""
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Link, policy: Callable[[], EventPolicy]) -> None:
         self._link = link
+        self._policy = policy
         self._queue: list[_Write] = []
         self._writer: asyncio.Task[None] | None = None
 
     async def mark_started(
-        self, run_id: int, pid: int | None, ticks: int | None, at: dt.datetime
+        self,
+        run_id: int,
+        pid: int | None,
+        ticks: int | None,
+        at: dt.datetime,
+        cgroups: Sequence[str] = (),
     ) -> None:
-        """See `Store.mark_started`."""
-        await self._submit("start", (run_id, pid, ticks, at))
+        """See `Store.mark_started` (the cgroups one per line)."""
+        await self._submit("start", (run_id, pid, ticks, at, "\n".join(cgroups) or None))
 
     async def finish(self, run_id: int, end: RunEnd, fence: int | None) -> bool:
         """See `Store.finish`."""
@@ -71,7 +81,7 @@ class WriteBatcher:
             group, self._queue = self._queue[:_MAX_GROUP], self._queue[_MAX_GROUP:]
             try:
                 async with self._link.transaction() as conn:
-                    results = await _write(conn, group)
+                    results = await _write(conn, group, self._policy())
             except Exception as error:
                 for write in group:
                     if not write.future.done():
@@ -82,8 +92,9 @@ class WriteBatcher:
                     write.future.set_result(result)
 
 
-async def _write(conn: Connection, group: list[_Write]) -> list[Any]:
-    """Every write of the group, in three statements at most; each one's answer."""
+async def _write(conn: Connection, group: list[_Write], policy: EventPolicy) -> list[Any]:
+    """Every write of the group, in three statements at most (and the events they make);
+    each one's answer."""
     chunks = [(w.args[0], c) for w in group if w.kind == "output" for c in w.args[1]]
     if chunks:
         await conn.execute(
@@ -101,12 +112,20 @@ async def _write(conn: Connection, group: list[_Write]) -> list[Any]:
     starts = [w.args for w in group if w.kind == "start"]
     if starts:
         await conn.execute(
-            "UPDATE runs SET pid = s.pid, pid_start_ticks = s.ticks, started_at = s.at FROM "
-            "unnest(%s::bigint[], %s::int[], %s::bigint[], %s::timestamptz[]) "
-            "AS s(id, pid, ticks, at) WHERE runs.id = s.id",
+            "UPDATE runs SET pid = s.pid, pid_start_ticks = s.ticks, started_at = s.at, "
+            "cgroups = s.cgroups FROM unnest(%s::bigint[], %s::int[], %s::bigint[], "
+            "%s::timestamptz[], %s::text[]) AS s(id, pid, ticks, at, cgroups) "
+            "WHERE runs.id = s.id",
             tuple(list(column) for column in zip(*starts, strict=True)),
         )
+        if NotifyEvent.STARTED in policy.events:
+            for run_id, *_, at, _ in starts:
+                await record_run_event(conn, run_id, NotifyEvent.STARTED, policy, at)
     finished = await _finish(conn, [w.args for w in group if w.kind == "finish"])
+    ended = [w.args for w in group if w.kind == "finish" and finished.get(w.args[0])]
+    for run_id, end, _ in ended:
+        if may_make_events(end.status, policy):
+            await record_results(conn, [run_id], policy, end.finished_at)
     return [finished.get(w.args[0], False) if w.kind == "finish" else None for w in group]
 
 

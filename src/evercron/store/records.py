@@ -11,7 +11,7 @@ import datetime as dt
 import enum
 from dataclasses import dataclass
 
-from evercron.model import Job, Run, RunStatus, Trigger
+from evercron.model import Job, NotifyEvent, Run, RunStatus, Trigger
 
 
 class StoreError(RuntimeError):
@@ -139,6 +139,8 @@ class RunningRun:
 
     run: Run
     pid_start_ticks: int | None
+    cgroups: tuple[str, ...] = ()
+    """The cgroup directories recorded by `Store.mark_started`."""
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,141 @@ class RunMark:
     status: RunStatus
     scheduled_at: dt.datetime
     duration: float | None  # seconds from start to end; None until it has both
+
+
+# -- the notification outbox ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EventPolicy:
+    """Which notification events the store writes, in the transaction of the fact they
+    report (see `Store.want_events`): those of `events`, naming `node` as the daemon
+    that wrote them; with `repeats` False, no event for an outcome that repeats the
+    job's previous one (no channel sends every run's events)."""
+
+    events: frozenset[NotifyEvent] = frozenset()
+    node: str | None = None
+    repeats: bool = True
+
+
+@dataclass(frozen=True)
+class RunFacts:
+    """A run as it was when an event about it was written."""
+
+    id: int
+    status: RunStatus
+    trigger: Trigger
+    scheduled_at: dt.datetime
+    attempt: int
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    exit_code: int | None = None
+    signal: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class OutboxEvent:
+    """One event: what happened (`kind`) to which job, with the run's facts. `repeat`:
+    the outcome is the same as the job's previous one (state-change channels leave it
+    out). `node` names the daemon that wrote it."""
+
+    id: int
+    kind: NotifyEvent
+    job: str
+    run: RunFacts
+    repeat: bool
+    node: str | None
+    created_at: dt.datetime
+
+
+class DeliveryState(enum.StrEnum):
+    """Where a delivery of an event to one channel stands."""
+
+    PENDING = "pending"
+    """Waiting to be sent, or to be retried after a failed attempt."""
+    SENT = "sent"
+    FAILED = "failed"
+    """Given up on."""
+    SUPPRESSED = "suppressed"
+    """Not sent: the channel's hourly limit was used up."""
+
+
+@dataclass(frozen=True)
+class ChannelQuota:
+    """A channel an event goes to, and how many deliveries it takes per hour."""
+
+    name: str
+    max_per_hour: int
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """One event and the channels that want it (none: it is only marked dispatched)."""
+
+    event_id: int
+    channels: tuple[ChannelQuota, ...]
+
+
+@dataclass(frozen=True)
+class MadeDelivery:
+    """A delivery `Store.dispatch_events` made."""
+
+    event_id: int
+    channel: str
+    state: DeliveryState
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One event for one channel. A `summary` delivery stands for every event beyond the
+    channel's hourly limit: it is sent instead of the first of them."""
+
+    id: int
+    event: OutboxEvent
+    channel: str
+    summary: bool
+    state: DeliveryState
+    attempts: int
+    created_at: dt.datetime
+    next_at: dt.datetime
+    sent_at: dt.datetime | None
+    last_error: str | None
+    outcome: str | None
+
+
+# -- metrics ------------------------------------------------------------------------
+
+
+class TotalKind(enum.StrEnum):
+    """How the values of one series from several daemon processes combine."""
+
+    SUM = "sum"
+    """Counters (and histogram buckets): added up."""
+    MAX = "max"
+    """Timestamps: the latest."""
+
+
+@dataclass(frozen=True)
+class Total:
+    """A daemon process's absolute value of one series."""
+
+    kind: TotalKind
+    value: float
+
+
+MERGED = ""
+"""The owner of merged metric totals: those of daemon processes that are gone."""
+
+
+@dataclass(frozen=True)
+class JobSchedule:
+    """What metrics need of a job, without its whole definition."""
+
+    name: str
+    schedule: str
+    timezone: str | None
+    paused: bool
 
 
 class NodeState(enum.StrEnum):

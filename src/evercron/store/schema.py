@@ -102,7 +102,55 @@ MIGRATIONS: list[Migration] = [
     CREATE INDEX runs_running ON runs (job) WHERE status = 'running';
     CREATE UNIQUE INDEX runs_exclusive ON runs (job) WHERE status = 'running' AND exclusive = 1
     """),
-    # 5: the node that ran each run (several nodes share a PostgreSQL store; one node
+    # 5: the cgroup directories of each run (one per line), for ending a lost run's tree.
+    Migration("ALTER TABLE runs ADD COLUMN cgroups TEXT"),
+    # 6: the notification outbox (events written with the fact they report, one delivery
+    # per event and channel, claimed with an expiry) and metric totals that retention
+    # never prunes (one row per node, daemon process and series; gone processes merged).
+    Migration("""
+    CREATE TABLE notify_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL,
+        job TEXT NOT NULL,
+        run_id INTEGER,
+        repeat INTEGER NOT NULL DEFAULT 0,
+        facts TEXT NOT NULL,
+        node TEXT,
+        created_at TEXT NOT NULL,
+        dispatched INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX notify_events_undispatched ON notify_events (id) WHERE dispatched = 0;
+    CREATE UNIQUE INDEX notify_events_once_per_run ON notify_events (run_id, kind)
+        WHERE kind IN ('started', 'overdue');
+    CREATE TABLE notify_deliveries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id INTEGER NOT NULL,
+        channel TEXT NOT NULL,
+        summary INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL,
+        hour TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at TEXT NOT NULL,
+        claimed_by TEXT,
+        claimed_until TEXT,
+        last_error TEXT,
+        outcome TEXT,
+        created_at TEXT NOT NULL,
+        sent_at TEXT
+    );
+    CREATE UNIQUE INDEX notify_deliveries_once ON notify_deliveries (event_id, channel);
+    CREATE INDEX notify_deliveries_due ON notify_deliveries (next_at) WHERE state = 'pending';
+    CREATE INDEX notify_deliveries_hour ON notify_deliveries (channel, hour);
+    CREATE TABLE metric_totals (
+        node TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        series TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        value REAL NOT NULL,
+        PRIMARY KEY (node, owner, series)
+    )
+    """),
+    # 7: the node that ran each run (several nodes share a PostgreSQL store; one node
     # names itself here too).
     Migration("ALTER TABLE runs ADD COLUMN node TEXT"),
 ]

@@ -1,7 +1,8 @@
 """The embedded store: `Store` on one SQLite file, for a single node.
 
 Every call goes to the store's own thread (`StoreWorker`), which groups the writes queued
-meanwhile into one transaction; the SQL itself is `SqliteDatabase`'s.
+meanwhile into one transaction; the SQL itself is `SqliteDatabase`'s (with the outbox's in
+`SqliteOutbox` and the metric totals' in `SqliteTotals`).
 
 One node uses the file, so the node calls of the protocol are trivial: the node is what
 this process said at `join`, always alive (a dead daemon process's runs are found through
@@ -13,29 +14,42 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import logging
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
-from evercron.model import Job, Run
+from evercron.model import Job, Run, RunStatus
 from evercron.store.records import (
     BrokenJob,
     Claim,
     Claimed,
+    Delivery,
+    DeliveryState,
     Disagreement,
+    EventPolicy,
+    FanOut,
+    JobSchedule,
     LostRun,
+    MadeDelivery,
     Node,
     NodeInfo,
     NodeState,
+    OutboxEvent,
     RunEnd,
     RunMark,
     RunningRun,
     RunQuery,
     StoredChunk,
     StoredJob,
+    Total,
 )
 from evercron.store.schema import MIGRATIONS, Migration
 from evercron.store.sqlite_database import SqliteDatabase
+from evercron.store.sqlite_outbox import SqliteOutbox
+from evercron.store.sqlite_totals import SqliteTotals
 from evercron.store.worker import StoreWorker
+
+log = logging.getLogger("evercron.store")
 
 
 class SqliteStore:
@@ -46,7 +60,10 @@ class SqliteStore:
         self.path = Path(path)
         self.node = node
         self._database = SqliteDatabase(self.path, node)
+        self._outbox = SqliteOutbox(self._database)
+        self._totals = SqliteTotals(self._database)
         self._worker = StoreWorker(self._database)
+        self._reported: set[BrokenJob] = set()  # broken job rows already logged
         self._node: NodeInfo | None = None
         self._drained = False
 
@@ -69,8 +86,12 @@ class SqliteStore:
     # -- jobs ------------------------------------------------------------------------
 
     async def list_jobs(self) -> list[StoredJob]:
-        """See `Store.list_jobs`."""
+        """See `Store.list_jobs`; each row that does not read as a job is logged, once."""
         rows = await self._worker.call(self._database.job_rows, write=False)
+        for row in rows:
+            if isinstance(row, BrokenJob) and row not in self._reported:
+                self._reported.add(row)
+                log.warning("job %s left out of listings: %s", row.name, row.error)
         return [row for row in rows if isinstance(row, StoredJob)]
 
     async def broken_jobs(self) -> list[BrokenJob]:
@@ -103,24 +124,39 @@ class SqliteStore:
         """See `Store.reconcile_jobs`."""
         return await self._worker.call(self._database.reconcile_jobs, jobs, now, write=True)
 
+    async def job_schedules(self) -> list[JobSchedule]:
+        """See `Store.job_schedules`."""
+        return await self._worker.call(self._database.job_schedules, write=False)
+
     # -- firings and runs ------------------------------------------------------------
 
     async def claim(self, claims: Sequence[Claim], owner: str) -> list[Claimed]:
         """See `Store.claim`."""
         now = dt.datetime.now(dt.UTC)
-        return await self._worker.call(self._database.claim, claims, owner, now, write=True)
+        return await self._worker.call(self._outbox.claim, claims, owner, now, write=True)
 
     async def mark_started(
-        self, run_id: int, pid: int | None, pid_start_ticks: int | None, started_at: dt.datetime
+        self,
+        run_id: int,
+        pid: int | None,
+        pid_start_ticks: int | None,
+        started_at: dt.datetime,
+        cgroups: Sequence[str] = (),
     ) -> None:
         """See `Store.mark_started`."""
         await self._worker.call(
-            self._database.mark_started, run_id, pid, pid_start_ticks, started_at, write=True
+            self._outbox.mark_started,
+            run_id,
+            pid,
+            pid_start_ticks,
+            started_at,
+            cgroups,
+            write=True,
         )
 
     async def finish(self, run_id: int, end: RunEnd, fence: int | None = None) -> bool:
         """See `Store.finish`."""
-        return await self._worker.call(self._database.finish, run_id, end, fence, write=True)
+        return await self._worker.call(self._outbox.finish, run_id, end, fence, write=True)
 
     async def get_run(self, run_id: int) -> Run | None:
         """See `Store.get_run`."""
@@ -141,6 +177,10 @@ class SqliteStore:
     async def running(self, owner: str | None = None, node: str | None = None) -> list[RunningRun]:
         """See `Store.running` (one node: every run is its)."""
         return await self._worker.call(self._database.running, owner, write=False)
+
+    async def recent_status_counts(self, last: int) -> dict[RunStatus, int]:
+        """See `Store.recent_status_counts`."""
+        return await self._worker.call(self._database.recent_status_counts, last, write=False)
 
     async def last_scheduled(self, job: str) -> dt.datetime | None:
         """See `Store.last_scheduled`."""
@@ -175,6 +215,85 @@ class SqliteStore:
     async def tail_start(self, run_id: int, tail_bytes: int) -> int:
         """See `Store.tail_start`."""
         return await self._worker.call(self._database.tail_start, run_id, tail_bytes, write=False)
+
+    # -- the notification outbox -----------------------------------------------------
+
+    async def want_events(self, policy: EventPolicy) -> None:
+        """See `Store.want_events`."""
+        # On the store's thread: the calls queued before it write what was wanted then.
+        await self._worker.call(self._outbox.want_events, policy, write=False)
+
+    async def add_overdue_event(self, run_id: int) -> bool:
+        """See `Store.add_overdue_event`."""
+        return await self._worker.call(self._outbox.add_overdue_event, run_id, write=True)
+
+    async def undispatched_events(self, limit: int = 100) -> list[OutboxEvent]:
+        """See `Store.undispatched_events`."""
+        return await self._worker.call(self._outbox.undispatched_events, limit, write=False)
+
+    async def dispatch_events(
+        self, fan_outs: Sequence[FanOut], at: dt.datetime
+    ) -> list[MadeDelivery]:
+        """See `Store.dispatch_events`."""
+        return await self._worker.call(self._outbox.dispatch_events, list(fan_outs), at, write=True)
+
+    async def claim_deliveries(self, owner: str, lease: float, limit: int = 50) -> list[Delivery]:
+        """See `Store.claim_deliveries`."""
+        return await self._worker.call(
+            self._outbox.claim_deliveries, owner, lease, limit, write=True
+        )
+
+    async def settle_delivery(
+        self,
+        delivery_id: int,
+        owner: str,
+        state: DeliveryState,
+        *,
+        outcome: str | None = None,
+        error: str | None = None,
+        retry_in: float | None = None,
+    ) -> bool:
+        """See `Store.settle_delivery`."""
+        return await self._worker.call(
+            self._outbox.settle_delivery,
+            delivery_id,
+            owner,
+            state,
+            outcome,
+            error,
+            retry_in,
+            write=True,
+        )
+
+    async def list_deliveries(
+        self, limit: int = 100, channel: str | None = None, state: DeliveryState | None = None
+    ) -> list[Delivery]:
+        """See `Store.list_deliveries`."""
+        return await self._worker.call(
+            self._outbox.list_deliveries, limit, channel, state, write=False
+        )
+
+    async def prune_notifications(self, older_than: dt.datetime) -> int:
+        """See `Store.prune_notifications`."""
+        return await self._worker.call(self._outbox.prune_notifications, older_than, write=True)
+
+    # -- metric totals ---------------------------------------------------------------
+
+    async def save_metric_totals(self, node: str, owner: str, totals: Mapping[str, Total]) -> None:
+        """See `Store.save_metric_totals`."""
+        await self._worker.call(self._totals.save, node, owner, dict(totals), write=True)
+
+    async def metric_totals(self, node: str, exclude: Collection[str] = ()) -> dict[str, float]:
+        """See `Store.metric_totals`."""
+        return await self._worker.call(self._totals.totals, node, set(exclude), write=False)
+
+    async def merged_metric_totals(self, node: str) -> dict[str, float]:
+        """See `Store.merged_metric_totals`."""
+        return await self._worker.call(self._totals.merged, node, write=False)
+
+    async def compact_metric_totals(self, node: str, keep: Collection[str]) -> int:
+        """See `Store.compact_metric_totals`."""
+        return await self._worker.call(self._totals.compact, node, set(keep), write=True)
 
     # -- events and retention --------------------------------------------------------
 

@@ -23,6 +23,7 @@ from evercron.store.records import (
     BrokenJob,
     Claim,
     Claimed,
+    JobSchedule,
     RunEnd,
     RunMark,
     RunningRun,
@@ -33,6 +34,7 @@ from evercron.store.records import (
     StoreUnavailable,
 )
 from evercron.store.schema import MIGRATIONS, Migration
+from evercron.text import printable
 
 log = logging.getLogger("evercron.store")
 BUSY_TIMEOUT_MS = 5000
@@ -70,7 +72,11 @@ _RUN_COLUMNS = (
     "signal, pid, cpu_user, cpu_system, max_rss_kb, output_bytes, output_truncated, error, "
     "retry_of, owner, node"
 )
-_JOB_COLUMNS = "name, definition, source, paused, created_at, updated_at"
+# Name and definition as bytes: a row written by hand may hold text that is not UTF-8,
+# which sqlite3 would fail to decode for the whole query.
+_JOB_COLUMNS = (
+    "CAST(name AS BLOB), CAST(definition AS BLOB), source, paused, created_at, updated_at"
+)
 
 
 class SqliteDatabase:
@@ -90,6 +96,11 @@ class SqliteDatabase:
     def close(self) -> None:
         """Close the connection."""
         self._db.close()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The connection, for the backend's other SQL (on the store's thread only)."""
+        return self._db
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
@@ -172,6 +183,19 @@ class SqliteDatabase:
             ).fetchall()
         return [_job_row(row) for row in rows]
 
+    def job_schedules(self) -> list[JobSchedule]:
+        """See `Store.job_schedules` (what reads as a job: a broken row's schedule is
+        whatever it holds, so it is checked where it is used)."""
+        rows = self._db.execute(
+            "SELECT name, json_extract(definition, '$.schedule'), "
+            "json_extract(definition, '$.timezone'), paused FROM jobs ORDER BY name"
+        ).fetchall()
+        return [
+            JobSchedule(row[0], row[1], row[2], bool(row[3]))
+            for row in rows
+            if isinstance(row[1], str) and isinstance(row[2], str | None)
+        ]
+
     def create_job(self, job: Job, now: dt.datetime) -> bool:
         """See `Store.create_job`."""
         with self.step() as db:
@@ -214,6 +238,8 @@ class SqliteDatabase:
         for name, row in stored.items():
             from_file = isinstance(row, BrokenJob) or row.job.source != "api"
             if from_file and name not in wanted:
+                if isinstance(row, BrokenJob):
+                    log.warning("job %s removed: %s", name, row.error)
                 self.delete_job(name)
                 changed.append(name)
         for name, job in wanted.items():
@@ -279,12 +305,18 @@ class SqliteDatabase:
         return Claimed(run_id, RunStatus.RUNNING, None, replaced, fence=run_id)
 
     def mark_started(
-        self, run_id: int, pid: int | None, pid_start_ticks: int | None, started_at: dt.datetime
+        self,
+        run_id: int,
+        pid: int | None,
+        pid_start_ticks: int | None,
+        started_at: dt.datetime,
+        cgroups: Sequence[str] = (),
     ) -> None:
-        """See `Store.mark_started`."""
+        """See `Store.mark_started` (the cgroups one per line)."""
         self._db.execute(
-            "UPDATE runs SET pid = ?, pid_start_ticks = ?, started_at = ? WHERE id = ?",
-            (pid, pid_start_ticks, to_text(started_at), run_id),
+            "UPDATE runs SET pid = ?, pid_start_ticks = ?, started_at = ?, cgroups = ? "
+            "WHERE id = ?",
+            (pid, pid_start_ticks, to_text(started_at), "\n".join(cgroups) or None, run_id),
         )
 
     def finish(self, run_id: int, end: RunEnd, fence: int | None = None) -> bool:
@@ -366,6 +398,15 @@ class SqliteDatabase:
         row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(paused), 0) FROM jobs").fetchone()
         return int(row[0]), int(row[1])
 
+    def recent_status_counts(self, last: int) -> dict[RunStatus, int]:
+        """See `Store.recent_status_counts`."""
+        rows = self._db.execute(
+            "SELECT status, COUNT(*) FROM (SELECT status FROM runs ORDER BY id DESC LIMIT ?) "
+            "GROUP BY status",
+            (last,),
+        ).fetchall()
+        return {RunStatus(row[0]): row[1] for row in rows}
+
     def last_scheduled(self, job: str) -> dt.datetime | None:
         """See `Store.last_scheduled`."""
         row = self._db.execute(
@@ -377,11 +418,14 @@ class SqliteDatabase:
     def running(self, owner: str | None = None) -> list[RunningRun]:
         """See `Store.running`."""
         rows = self._db.execute(
-            f"SELECT {_RUN_COLUMNS}, pid_start_ticks FROM runs WHERE status = ?"
+            f"SELECT {_RUN_COLUMNS}, pid_start_ticks, cgroups FROM runs WHERE status = ?"
             + (" AND owner = ?" if owner is not None else ""),
             (_RUNNING,) + ((owner,) if owner is not None else ()),
         ).fetchall()
-        return [RunningRun(_run(row[:-1]), row[-1]) for row in rows]
+        return [
+            RunningRun(_run(row[:-2]), row[-2], tuple(row[-1].split("\n")) if row[-1] else ())
+            for row in rows
+        ]
 
     def request_kill(self, run_id: int, at: dt.datetime) -> bool:
         """See `Store.request_kill`."""
@@ -491,14 +535,20 @@ def storable(text: str | None) -> str | None:
 
 
 def _definition(job: Job) -> str:
-    return json.dumps(job.to_mapping(), sort_keys=True)
+    return json.dumps(job.to_stored(), sort_keys=True)
 
 
-def _job_row(row: tuple[str, str, str, int, str, str]) -> StoredJob | BrokenJob:
-    name, definition, source, paused, created_text, updated_text = row
+def _job_row(row: tuple[bytes, bytes, str, int, str, str]) -> StoredJob | BrokenJob:
+    raw_name, definition, source, paused, created_text, updated_text = row
+    name = printable(bytes(raw_name).decode("utf-8", "replace"))
     try:
-        job = Job.from_mapping(json.loads(definition), source=source)
-    except (JobError, ValueError, TypeError) as error:
+        data = json.loads(bytes(definition))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        job = Job.from_mapping(data, source=source)
+        if job.name != name:
+            raise ValueError(f'it names the job "{job.name}"')
+    except (JobError, ValueError, TypeError, RecursionError) as error:
         return BrokenJob(name, f"the stored definition cannot be read: {error}")
     created, updated = from_text(created_text), from_text(updated_text)
     assert created is not None and updated is not None

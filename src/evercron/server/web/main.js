@@ -5,6 +5,7 @@ import { api, canChange, keepToken, savedToken, session, Unauthorized } from "/u
 import * as jobPage from "/ui/job.js";
 import * as jobsPage from "/ui/jobs.js";
 import { h, show } from "/ui/dom.js";
+import * as notificationsPage from "/ui/notifications.js";
 import { navigate, say } from "/ui/parts.js";
 import * as runPage from "/ui/run.js";
 import * as runsPage from "/ui/runs.js";
@@ -15,6 +16,12 @@ const ROUTES = [
   [/^\/jobs\/([^/]+)$/, jobPage, "Job"],
   [/^\/runs$/, runsPage, "Runs"],
   [/^\/runs\/(\d+)$/, runPage, "Run"],
+  [/^\/notifications$/, notificationsPage, "Notifications"],
+];
+// The navigation link of each page's section: a job is among the jobs, a run among the runs.
+const SECTIONS = [
+  [/^\/runs(\/|$)/, "/runs"],
+  [/^\/notifications$/, "/notifications"],
 ];
 
 const $ = (id) => document.getElementById(id);
@@ -82,9 +89,9 @@ async function draw(keepMessage = false) {
   if (!keepMessage) say("");
   const view = $("view");
   const found = ROUTES.map(([pattern, page, title]) => [pattern.exec(location.pathname), page, title]).find(([match]) => match);
+  const section = (SECTIONS.find(([pattern]) => pattern.test(location.pathname)) || [null, "/"])[1];
   for (const link of document.querySelectorAll("#nav a")) {
-    const here = link.getAttribute("href") === (location.pathname === "/" || location.pathname.startsWith("/jobs/") ? "/" : "/runs");
-    if (here) link.setAttribute("aria-current", "page");
+    if (link.getAttribute("href") === section) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
   if (!found) return show(view, h("h1", {}, "Not found"), h("p", {}, "No such page. ", h("a", { href: "/" }, "See the jobs.")));
