@@ -35,6 +35,7 @@ typecheck: $(DEV_STAMP)
 unit: $(DEV_STAMP)
 	bash scripts/ensure-chromium
 	bash scripts/ensure-promtool
+	bash scripts/ensure-postgresql
 	$(VENV)/bin/pytest -q
 
 test: lint typecheck unit

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import settings
 
 from tests.markers import Marker
+from tests.postgres import PostgresServer
 
 settings.register_profile("evercron", derandomize=True, print_blob=True)
 settings.load_profile("evercron")
@@ -26,3 +27,24 @@ def marker() -> Iterator[Marker]:
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert left == [], f"processes left behind: {left}"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole session (tests/postgres.py). A test that needs
+    it fails, never skips, when it cannot be started."""
+    server = PostgresServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of a fresh, empty database of the session's server, dropped afterwards."""
+    name = postgres_server.database()
+    try:
+        yield postgres_server.url(name)
+    finally:
+        postgres_server.drop(name)

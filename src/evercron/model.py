@@ -28,6 +28,8 @@ from evercron.timezones import UnknownZone, load_zone
 from evercron.units import MAX_RESOURCE_LIMIT, parse_duration, parse_size
 
 JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+NODE_TAG = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:=-]{0,63}")
+"""A node tag (and a node name): letters, digits, "_.:=-", at most 64."""
 DEFAULT_MISFIRE_GRACE = 60.0
 MAX_CATCH_UP = 100
 MIN_MAX_MEMORY = 1024 * 1024  # below a MiB not even the shell that starts a command fits
@@ -76,6 +78,15 @@ class Misfire(enum.StrEnum):
     RUN_ALL = "run-all"
 
 
+class OnLost(enum.StrEnum):
+    """What happens when a run is `lost` because its node stopped renewing its lease."""
+
+    FAIL = "fail"
+    """Nothing more: the firing ran at most once."""
+    RETRY = "retry"
+    """Its next attempt runs on another node (counting against `retries`)."""
+
+
 class JobError(ValueError):
     """A job definition that cannot be used; the message names the field. `problems`
     lists every problem found (one per field), the message joins them."""
@@ -122,6 +133,9 @@ class Job:
     log_output: bool = False
     enabled: bool = True
     description: str = ""
+    run_on: tuple[str, ...] = ()
+    """Node tags: its firings run only on a node that has all of them."""
+    on_lost: OnLost = OnLost.FAIL
     source: str = "api"
 
     @property
@@ -176,6 +190,10 @@ class Job:
             "log_output": self.log_output,
             "enabled": self.enabled,
             "description": self.description,
+            # Left out at their defaults, so that a release that does not know them (a
+            # rolling upgrade) still reads every job that does not use them.
+            **({"run_on": list(self.run_on)} if self.run_on else {}),
+            **({"on_lost": str(self.on_lost)} if self.on_lost is not OnLost.FAIL else {}),
         }
 
 
@@ -234,6 +252,8 @@ class _JobReader:
             "log_output": lambda: self._boolean("log_output", False),
             "enabled": lambda: self._boolean("enabled", True),
             "description": lambda: self._text("description"),
+            "run_on": self._run_on,
+            "on_lost": lambda: self._choice("on_lost", OnLost, OnLost.FAIL),
         }
         for key, reader in readers.items():
             try:
@@ -369,6 +389,17 @@ class _JobReader:
                 raise JobError(f"env: {name} {problem}")
         return dict(value)
 
+    def _run_on(self) -> tuple[str, ...]:
+        value = self.data.get("run_on") or []
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise JobError('run_on: expected a list of node tags like ["gpu", "eu"]')
+        for tag in value:
+            if not isinstance(tag, str) or not NODE_TAG.fullmatch(tag):
+                raise JobError(
+                    f'run_on: "{tag}" is not a node tag (letters, digits, "_.:=-", at most 64)'
+                )
+        return tuple(dict.fromkeys(value))
+
     def _umask(self) -> int | None:
         value = self.data.get("umask")
         if value is None:
@@ -428,6 +459,10 @@ class Run:
     error: str | None = None
     retry_of: int | None = None
     owner: str | None = None
+    node: str | None = None
+    """The name of the node that ran it (None: recorded before nodes had names)."""
+    fence: int | None = None
+    """Increasing number given at its claim: its result is accepted only with it."""
 
 
 class NotifyEvent(enum.StrEnum):

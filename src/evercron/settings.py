@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import enum
 import os
+import re
+import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,6 +24,11 @@ MAX_COUNT = 1_000_000_000
 MAX_DAYS = 36_500  # a century
 LogFormat = Literal["text", "json"]
 LOG_FORMATS: tuple[LogFormat, ...] = ("text", "json")
+MIN_NODE_LEASE = 3.0
+"""A lease is renewed every third of it; a node that misses renewals needs a third of it
+(at least a second) to end its commands before others may take it for dead."""
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:=-]{0,63}")
+"""A node name or tag: letters, digits and "_.:=-", at most 64."""
 
 
 class Kind(enum.Enum):
@@ -45,6 +52,14 @@ class Kind(enum.Enum):
     """`text` or `json`."""
     URL = "url"
     """An http:// or https:// address."""
+    DATABASE = "database"
+    """A PostgreSQL database URL: postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE."""
+    NAME = "name"
+    """Letters, digits and "_.:=-", at most 64."""
+    NAMES = "names"
+    """A list of names."""
+    LEASE = "lease"
+    """A duration of at least 3 seconds."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +108,17 @@ DAEMON_KEYS: tuple[Key, ...] = (
         "(--log-format wins)", '"json"'),
     Key("public_url", Kind.URL, None, "Where people reach the web page: notifications "
         "link to a run's page under it", '"https://cron.example.com"'),
+    Key("database_url", Kind.DATABASE, None, "A PostgreSQL database shared by several nodes "
+        "(else EVERCRON_DATABASE_URL; without either, SQLite in the state dir)",
+        '"postgresql://evercron@db.example:5432/evercron"'),
+    Key("node_name", Kind.NAME, None, "This node's name (default: the host name)",
+        '"worker-1"'),
+    Key("node_tags", Kind.NAMES, (), "This node's tags: a job with run_on runs only on "
+        "nodes that have all its tags", '["gpu", "eu"]'),
+    Key("node_lease", Kind.LEASE, 30.0, "A node that renewed nothing for this long is taken "
+        "for dead and its runs are lost; it renews every third of it", '"15s"'),
+    Key("max_running", Kind.COUNT, None, "Commands this node runs at once (default: no "
+        "limit); past it, firings go to other nodes", "100"),
 )  # fmt: skip
 
 
@@ -117,6 +143,11 @@ class Settings:
     max_connections: int = 1000
     log_format: LogFormat = "text"
     public_url: str | None = None
+    database_url: str | None = None
+    node_name: str = field(default_factory=socket.gethostname)
+    node_tags: tuple[str, ...] = ()
+    node_lease: float = 30.0
+    max_running: int | None = None
 
     @property
     def listen(self) -> str:
@@ -242,6 +273,36 @@ def _url(value: Any) -> str:
     return text.rstrip("/")  # links are made by appending "/runs/ID"
 
 
+def _database(value: Any) -> str:
+    text = _text(value)
+    if not text.startswith(("postgresql://", "postgres://")):
+        raise ValueError("expected postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE")
+    return text
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not NAME.fullmatch(value):
+        raise ValueError('use letters, digits and "_.:=-" (at most 64)')
+    return value
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise ValueError('expected a list like ["gpu", "eu"]')
+    return tuple(dict.fromkeys(_name(item) for item in value))
+
+
+def _lease(value: Any) -> float:
+    seconds = _duration(value)
+    if seconds < MIN_NODE_LEASE:
+        raise ValueError(
+            f"{seconds:g}s is too short: it is renewed every third of it, and a node that "
+            "misses renewals needs a third of it to end its commands before others take "
+            f"it for dead (at least {MIN_NODE_LEASE:g}s)"
+        )
+    return seconds
+
+
 _READERS: dict[Kind, Callable[[Any], Any]] = {
     Kind.TEXT: _text,
     Kind.PATH: _text,
@@ -252,4 +313,8 @@ _READERS: dict[Kind, Callable[[Any], Any]] = {
     Kind.DAYS: _days,
     Kind.LOG_FORMAT: _log_format,
     Kind.URL: _url,
+    Kind.DATABASE: _database,
+    Kind.NAME: _name,
+    Kind.NAMES: _names,
+    Kind.LEASE: _lease,
 }

@@ -7,6 +7,7 @@ this file passes on it unchanged.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import zoneinfo
 
@@ -23,6 +24,8 @@ from evercron.store import (
     FanOut,
     JobSchedule,
     MadeDelivery,
+    NodeInfo,
+    NodeState,
     RunEnd,
     RunQuery,
     Store,
@@ -168,6 +171,57 @@ class TestClaims:
         assert run is not None and run.status is RunStatus.SKIPPED
         assert run.finished_at is not None and run.error == "missed: the daemon was down"
         assert await claim_one(store, Claim("backup", NOW, Trigger.SCHEDULE)) is None
+
+
+class TestFences:
+    async def test_each_claim_gets_a_greater_fence_and_the_node(self, store: Store) -> None:
+        outcomes = await store.claim(
+            [Claim("a", at(0), Trigger.SCHEDULE), Claim("b", at(0), Trigger.SCHEDULE)], "o"
+        )
+        (later,) = await store.claim([Claim("a", at(1), Trigger.MANUAL)], "o")
+        fences = [o.fence for o in [*outcomes, later]]
+        assert None not in fences and fences == sorted(set(fences))  # type: ignore[type-var]
+        for outcome in [*outcomes, later]:
+            assert outcome.run_id is not None
+            run = await store.get_run(outcome.run_id)
+            assert run is not None and (run.fence, run.node) == (outcome.fence, "node-a")
+
+    async def test_a_result_with_another_fence_is_refused(self, store: Store) -> None:
+        (claimed,) = await store.claim([Claim("a", NOW, Trigger.SCHEDULE)], "o")
+        assert claimed.run_id is not None and claimed.fence is not None
+        stale = claimed.fence - 1
+        assert not await store.finish(claimed.run_id, RunEnd(RunStatus.SUCCEEDED, NOW), stale)
+        end = RunEnd(RunStatus.SUCCEEDED, NOW)
+        assert await store.finish(claimed.run_id, end, claimed.fence)
+        run = await store.get_run(claimed.run_id)
+        assert run is not None and run.status is RunStatus.SUCCEEDED
+
+
+class TestManyAtOnce:
+    async def test_concurrent_starts_results_and_output_each_get_their_answer(
+        self, store: Store
+    ) -> None:
+        claims = [Claim("j", at(n), Trigger.SCHEDULE) for n in range(40)]
+        claimed = await store.claim(claims, "o")
+        ids = [c.run_id for c in claimed]
+        fences = [c.fence for c in claimed]
+        assert None not in ids and None not in fences
+        await asyncio.gather(
+            *(store.mark_started(i, 100 + n, n, at(n)) for n, i in enumerate(ids) if i),
+            *(store.append_output(i, [StoredChunk(0, "stdout", 1.0, b"x")]) for i in ids if i),
+        )
+        ends = [
+            store.finish(i, RunEnd(RunStatus.SUCCEEDED, at(n + 1)), f if n % 2 else (f or 0) - 1)
+            for n, (i, f) in enumerate(zip(ids, fences, strict=True))
+            if i is not None
+        ]
+        assert await asyncio.gather(*ends) == [n % 2 == 1 for n in range(40)]
+        for n, run_id in enumerate(ids):
+            assert run_id is not None
+            run = await store.get_run(run_id)
+            assert run is not None and run.pid == 100 + n
+            assert run.status is (RunStatus.SUCCEEDED if n % 2 else RunStatus.RUNNING)
+            assert [c.data for c in await store.read_output(run_id)] == [b"x"]
 
 
 class TestForbidAndReplace:
@@ -381,6 +435,74 @@ async def test_broken_jobs_are_listed_apart(store: Store) -> None:
     await store.put_job(a_job("fine"), NOW)
     assert await store.broken_jobs() == []
     assert all(not isinstance(job, BrokenJob) for job in await store.list_jobs())
+
+
+class TestNodes:
+    """The node calls; a store only one node uses keeps them trivially."""
+
+    def info(self, **extra: object) -> NodeInfo:
+        fields: dict[str, object] = {
+            "name": "node-a",
+            "home": "host-1:/var/lib/evercron",
+            "owner": "owner-a",
+            "tags": ("gpu", "eu"),
+            "version": "1.2.3",
+            "pid": 4242,
+            "lease": 30.0,
+            "max_running": 5,
+        }
+        return NodeInfo(**{**fields, **extra})  # type: ignore[arg-type]
+
+    async def test_a_joined_node_is_alive_with_what_it_said(self, store: Store) -> None:
+        await store.join(self.info())
+        run_id = await claim_one(store, Claim("job", NOW, Trigger.SCHEDULE), "owner-a")
+        renewed = await store.renew(self.info())
+        assert renewed is not None
+        (node,) = [n for n in renewed if n.name == "node-a"]
+        assert (node.state, node.tags, node.version, node.pid) == (
+            NodeState.ALIVE,
+            ("gpu", "eu"),
+            "1.2.3",
+            4242,
+        )
+        assert node.running == (run_id,) and node.lease == 30.0 and node.max_running == 5
+        assert [n.name for n in await store.nodes()] == [n.name for n in renewed]
+
+    async def test_drain_and_undrain(self, store: Store) -> None:
+        await store.join(self.info())
+        assert await store.set_drained("node-a", True)
+        assert [n.state for n in await store.nodes()] == [NodeState.DRAINING]
+        assert await store.set_drained("node-a", False)
+        assert [n.state for n in await store.nodes()] == [NodeState.ALIVE]
+        assert not await store.set_drained("no-such-node", True)
+
+    async def test_running_runs_of_one_node(self, store: Store) -> None:
+        run_id = await claim_one(store, Claim("job", NOW, Trigger.SCHEDULE), "owner-a")
+        assert [r.run.id for r in await store.running(node="node-a")] == [run_id]
+
+    async def test_a_live_node_is_never_reaped(self, store: Store) -> None:
+        await store.join(self.info())
+        await claim_one(store, Claim("job", NOW, Trigger.SCHEDULE), "owner-a")
+        assert await store.reap(0.0, {"job": 3}, "owner-b") == []
+
+    async def test_listening_starts_with_a_resync(self, store: Store) -> None:
+        heard: list[tuple[str, str]] = []
+        listening = asyncio.ensure_future(store.listen(lambda *hint: heard.append(hint)))
+        try:
+            for _ in range(200):
+                if heard:
+                    break
+                await asyncio.sleep(0.01)
+            assert heard[0] == ("resync", "")
+        finally:
+            listening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listening
+
+    async def test_one_node_s_files_agree_with_themselves(self, store: Store) -> None:
+        await store.join(self.info())
+        await store.reconcile_jobs([a_job("nightly")], NOW)
+        assert await store.disagreements() == []
 
 
 async def test_job_schedules_and_recent_status_counts(store: Store) -> None:

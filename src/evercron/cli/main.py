@@ -7,7 +7,14 @@ import sys
 import click
 
 from evercron import __version__
+from evercron.cli.cluster_commands import (
+    apply_command,
+    drain_command,
+    nodes_command,
+    undrain_command,
+)
 from evercron.cli.errors import CliError
+from evercron.cli.migrate_command import migrate_store_command
 from evercron.cli.remote import COMMANDS
 from evercron.cli.run_command import run_command
 from evercron.cli.schedule import check_command, next_command
@@ -24,7 +31,8 @@ cli.add_command(next_command)
 cli.add_command(check_command)
 cli.add_command(run_command)
 cli.add_command(serve_command)
-for remote_command in COMMANDS:
+cli.add_command(migrate_store_command)
+for remote_command in [*COMMANDS, nodes_command, drain_command, undrain_command, apply_command]:
     cli.add_command(remote_command)
 
 

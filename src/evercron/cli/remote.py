@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evercron.cli.client import Client
+from evercron.cli.cluster_status import status_lines
 from evercron.cli.errors import CliError
 from evercron.model import RunStatus
 from evercron.text import printable, text_problem
@@ -315,6 +316,8 @@ def status_command(client: Client, as_json: bool) -> None:
         )
     for setting, how in data.get("limits", {}).items():
         click.echo(f"  limit {setting}: {how}")
+    for line in status_lines(data):
+        click.echo(line)
 
 
 @click.command("stop")

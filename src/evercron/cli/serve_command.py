@@ -11,7 +11,6 @@ import click
 from evercron.cli.errors import CliError
 from evercron.config import ConfigError, load_config
 from evercron.daemon import init, logs
-from evercron.daemon.operations import node_name
 from evercron.daemon.serve import Daemon, ServeError, ServeOptions, command_arguments
 from evercron.daemon.upgrade import Predecessor, UpgradeError
 from evercron.settings import LOG_FORMATS, LogFormat
@@ -35,12 +34,26 @@ from evercron.settings import LOG_FORMATS, LogFormat
     help="text (default) or json: one object per line with time, level, logger, message "
     "and job, run, node where they apply.",
 )
+@click.option(
+    "--database-url",
+    envvar="EVERCRON_DATABASE_URL",
+    metavar="URL",
+    help="PostgreSQL database shared by several nodes (also EVERCRON_DATABASE_URL; "
+    "default: SQLite in the state dir).",
+)
+@click.option("--node-name", metavar="NAME", help="This node's name (default: the host name).")
+@click.option(
+    "--node-tag", "node_tags", multiple=True, metavar="TAG", help="A tag of this node (repeatable)."
+)
 def serve_command(
     config_path: str | None,
     crontabs: tuple[str, ...],
     state_dir: str | None,
     listen: str | None,
     pid_file: str | None,
+    database_url: str | None,
+    node_name: str | None,
+    node_tags: tuple[str, ...],
     log_format: LogFormat | None,
 ) -> None:
     """Run the daemon: schedule jobs and serve the API until stopped.
@@ -58,7 +71,14 @@ def serve_command(
         config = load_config(
             config_path,
             crontabs,
-            overrides={"state_dir": state_dir, "listen": listen, "log_format": log_format},
+            overrides={
+                "state_dir": state_dir,
+                "listen": listen,
+                "log_format": log_format,
+                "database_url": database_url,
+                "node_name": node_name,
+                "node_tags": list(node_tags) or None,
+            },
         )
     except ConfigError as error:
         for problem in error.problems:
@@ -66,7 +86,7 @@ def serve_command(
         if predecessor is not None:
             predecessor.fail("invalid configuration: " + "; ".join(map(str, error.problems)))
         raise click.exceptions.Exit(2) from None
-    logs.configure(sys.stderr, config.settings.log_format, node_name())
+    logs.configure(sys.stderr, config.settings.log_format, config.settings.node_name)
     options = ServeOptions(config, Path(pid_file) if pid_file else None, command_arguments())
     try:
         asyncio.run(Daemon(options, predecessor).run())

@@ -24,6 +24,7 @@ class Control:
         me: Callable[[], GenerationInfo],
         stop: Callable[[], None],
         upgrade: Callable[[], Awaitable[Handover]],
+        readiness: Callable[[], str | None] = lambda: None,
     ) -> None:
         self._store = store
         self._state_dir = state_dir
@@ -31,12 +32,17 @@ class Control:
         self._me = me
         self._stop = stop
         self._upgrade = upgrade
+        self._readiness = readiness
         self.draining = False
         """Set once this process handed over: responses close, live streams end."""
 
     def request_stop(self) -> None:
         """Begin a graceful shutdown (as SIGTERM)."""
         self._stop()
+
+    def readiness(self) -> str | None:
+        """Why this daemon should not be sent work now (`/readyz`), or None."""
+        return self._readiness()
 
     async def upgrade(self) -> UpgradeDone:
         """Hot-upgrade (see `Daemon.upgrade`)."""

@@ -22,12 +22,13 @@ from evercron.store import RunEnd, Store
 log = logging.getLogger("evercron.daemon")
 
 
-async def recover_lost_runs(store: Store, state_dir: Path) -> list[int]:
-    """Mark every running run whose owner is dead as lost and end what it left running;
-    returns the ids marked lost."""
+async def recover_lost_runs(store: Store, state_dir: Path, node: str | None = None) -> list[int]:
+    """Mark every running run of this node (`node`) whose owner is dead as lost and end
+    what it left running; returns the ids marked lost. (Other nodes' runs are theirs:
+    they end with their lease.)"""
     lost = [
         running
-        for running in await store.running()
+        for running in await store.running(node=node)
         if running.run.owner is None or not owner_is_alive(state_dir, running.run.owner)
     ]
     if not lost:

@@ -6,7 +6,8 @@
         +------------------------------------+  (start-up failed)
 
 - starting: config (checked before we get here), state dir and locks, the store and its
-  migrations, runs lost by a dead daemon, config jobs reconciled into the store, the
+  migrations, joining the cluster as a node (`evercron.daemon.membership`; with SQLite a
+  cluster of one), runs lost by a dead daemon, config jobs reconciled into the store, the
   listening sockets (bound, adopted from systemd, or inherited from the generation
   before), the scheduler's plan. A successor touches shared state only once the old
   process has let go.
@@ -17,7 +18,8 @@
 - draining (after a hot upgrade handed over: SIGHUP, the API, `evercron upgrade`): stop
   accepting and claiming, drain connections, end live streams, let running jobs finish
   normally (kills asked through the successor still reach them) and record them.
-- stopped: everything recorded and closed; the process exits 0.
+- stopped: everything recorded and closed (a node that stopped, not handed over, leaves
+  the cluster once its runs ended); the process exits 0.
 
 Each signal has one handler method (`_handle_<signal>`), as in gunicorn's arbiter.
 """
@@ -48,8 +50,9 @@ from evercron.daemon.connections import ACCEPT_BACKLOG, ConnectionGuard
 from evercron.daemon.control import Control
 from evercron.daemon.http import HttpServer
 from evercron.daemon.lost import recover_lost_runs
+from evercron.daemon.membership import Membership
 from evercron.daemon.notify import Notifier
-from evercron.daemon.operations import Operations, node_name
+from evercron.daemon.operations import Operations
 from evercron.daemon.signals import SignalRouter
 from evercron.daemon.upgrade import Handover, Predecessor, UpgradeBusy, UpgradeError, Upgrader
 from evercron.logfields import about
@@ -58,10 +61,11 @@ from evercron.process.cgroup import limit_support
 from evercron.process.descriptors import seal_inherited_descriptors
 from evercron.process.procfs import read_stat
 from evercron.scheduler import Scheduler
+from evercron.scheduler.placement import Cluster
 from evercron.scheduler.slots import reserved_descriptors
 from evercron.server.app import create_app
 from evercron.server.context import ApiContext, GenerationInfo
-from evercron.store import RetryPolicy, Store, open_store
+from evercron.store import NodeInfo, RetryPolicy, Store, open_store
 
 log = logging.getLogger("evercron.daemon")
 MIN_REMOTE_TOKEN = 16  # characters of a token that other machines can try to guess
@@ -111,6 +115,7 @@ class _Serving:
     started: dt.datetime
     operations: Operations
     scraper: Scraper
+    membership: Membership
 
 
 def _raise_open_file_limit() -> None:
@@ -203,11 +208,15 @@ class Daemon:
         # Nothing this process inherited reaches a job, which lets jobs start through
         # posix_spawn (the listening sockets go to a successor through pass_fds).
         seal_inherited_descriptors()
-        store = open_store(self.state_dir)
-        operations = Operations.of(self.options.config, store, self.owner, node_name())
+        info = self._node_info()
+        store = open_store(self.state_dir, self.settings.database_url, info.name)
+        operations = Operations.of(self.options.config, store, self.owner, info.name)
         try:
             # A successor only expands the schema: the old generation still uses it.
             await store.migrate(expand_only=self.predecessor is not None)
+            cluster = Cluster(info)
+            membership = Membership(store, info, cluster)
+            await membership.join()
             await operations.start(store)
             if self.predecessor is None:
                 await self._recover_and_reconcile(store, operations)
@@ -216,6 +225,7 @@ class Daemon:
                 self.owner,
                 retry=RetryPolicy(self.settings.store_retry_interval),
                 owner_alive=lambda owner: state.owner_is_alive(self.state_dir, owner),
+                cluster=cluster,
                 observer=operations.observer,
             )
             await scheduler.load()
@@ -225,7 +235,13 @@ class Daemon:
             raise ServeError(str(error)) from None
         started = dt.datetime.now(dt.UTC)
         control = Control(
-            store, self.state_dir, self.owner, self._me, self.request_stop, self.upgrade
+            store,
+            self.state_dir,
+            self.owner,
+            self._me,
+            self.request_stop,
+            self.upgrade,
+            readiness=self._readiness,
         )
         scraper = Scraper(store, scheduler, operations.counts, started)
         context = ApiContext(
@@ -239,6 +255,7 @@ class Daemon:
             viewer_token=self._viewer_token(),
             metrics=scraper,
             notify=operations.dispatcher,
+            node=info.name,
         )
         guard = ConnectionGuard.within_descriptors(
             self.settings.header_timeout, self.settings.max_connections, reserved_descriptors()
@@ -251,7 +268,7 @@ class Daemon:
             self._inheritance,
             self._successor_environment,
         )
-        return _Serving(store, scheduler, server, control, started, operations, scraper)
+        return _Serving(store, scheduler, server, control, started, operations, scraper, membership)
 
     async def _serve(self, serving: _Serving, token: str) -> None:
         """Enter the serving phase: accept, schedule, tell whoever waits."""
@@ -268,6 +285,7 @@ class Daemon:
         self._enter(Phase.SERVING)
         store, scheduler = serving.store, serving.scheduler
         self._spawn(chores.serve_kill_requests(store, scheduler, self.owner))
+        self._spawn(serving.membership.run(scheduler))
         if self.predecessor is not None:
             if await self.predecessor.report_ready():
                 log.info("generation %d: the old process let go", self.generation)
@@ -326,6 +344,8 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await serving.scheduler.close()
+        if self._handover is None and not serving.scheduler.launcher.running:
+            await serving.membership.leave()
         with contextlib.suppress(Exception):
             await serving.operations.close(serving.store)
         with contextlib.suppress(Exception):
@@ -396,7 +416,7 @@ class Daemon:
         serving = self._serving
         if serving is None:
             return
-        lost = await recover_lost_runs(serving.store, self.state_dir)
+        lost = await recover_lost_runs(serving.store, self.state_dir, self.settings.node_name)
         for run_id in lost:
             log.warning(
                 "run %d of the failed new process marked lost", run_id, extra=about(run=run_id)
@@ -573,7 +593,7 @@ class Daemon:
         """Mark runs of dead daemons lost (told to `operations`) and make the store's
         config jobs exactly the config's; the names of the jobs that changed."""
         now = dt.datetime.now(dt.UTC)
-        lost = await recover_lost_runs(store, self.state_dir)
+        lost = await recover_lost_runs(store, self.state_dir, self.settings.node_name)
         for run_id in lost:
             await store.add_event("lost", f"run {run_id}", now)
         await operations.note_lost(store, lost)
@@ -594,6 +614,31 @@ class Daemon:
         init.report_serving(self._supervisor)
         if self.predecessor is None:
             self.notifier.ready()
+
+    def _node_info(self) -> NodeInfo:
+        """This process as a node: its name, where it lives (machine and state dir: a
+        restart here is the same node, a second one elsewhere is refused), its tags."""
+        settings = self.settings
+        return NodeInfo(
+            name=settings.node_name,
+            home=f"{state.machine_id()}:{self.state_dir.resolve()}",
+            owner=self.owner,
+            tags=settings.node_tags,
+            version=__version__,
+            pid=os.getpid(),
+            lease=settings.node_lease,
+            max_running=settings.max_running,
+        )
+
+    def _readiness(self) -> str | None:
+        """Why this node should not be sent work now (`/readyz`), or None."""
+        serving = self._serving
+        if self.phase is not Phase.SERVING or serving is None:
+            return f"the daemon is {self.phase.value}"
+        reason = serving.membership.readiness()
+        if reason is None and serving.scheduler.retry.failing:
+            reason = "the store refuses writes"
+        return reason
 
     def _generation_info(self, started: dt.datetime) -> dict[str, object]:
         return {

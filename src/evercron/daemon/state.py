@@ -78,6 +78,15 @@ class FileLock:
             self._file = None
 
 
+def machine_id() -> str:
+    """This machine's id (/etc/machine-id), else its host name."""
+    with contextlib.suppress(OSError):
+        found = Path("/etc/machine-id").read_text().strip()
+        if found:
+            return found
+    return os.uname().nodename
+
+
 def owner_is_alive(state_dir: Path, owner: str) -> bool:
     """Whether the daemon process `owner` still holds its lock (is alive)."""
     lock = FileLock(state_dir / "owners" / f"{owner}.lock")

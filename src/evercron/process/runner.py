@@ -258,9 +258,10 @@ class RunningProcess:
                     await asyncio.shield(self._done)
             raise
 
-    async def kill(self) -> Result:
-        """End the tree now (SIGTERM, then SIGKILL after `kill_grace`); status `killed`."""
-        self._stop(Status.KILLED)
+    async def kill(self, grace: float | None = None) -> Result:
+        """End the tree now (SIGTERM, then SIGKILL after `grace`, by default the
+        command's `kill_grace`; 0: SIGKILL at once); status `killed`."""
+        self._stop(Status.KILLED, grace)
         return await self.wait()
 
     @property
@@ -321,14 +322,13 @@ class RunningProcess:
 
     # -- lifecycle ---------------------------------------------------------------------
 
-    def _stop(self, reason: Status) -> None:
+    def _stop(self, reason: Status, grace: float | None = None) -> None:
         if self._main_exited or self._termination is not None or self._done.done():
             return
         self._stop_reason = reason
         main_only = self.command.kill_mode == "main"
-        self._termination = self._loop.create_task(
-            self._tree.terminate(self.command.kill_grace, main_only)
-        )
+        grace = self.command.kill_grace if grace is None else grace
+        self._termination = self._loop.create_task(self._tree.terminate(grace, main_only))
 
     async def _supervise(self, main_exit: asyncio.Future[ExitInfo]) -> None:
         try:

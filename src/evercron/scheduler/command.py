@@ -22,12 +22,16 @@ def command_for(
     attempt: int,
     tracking: Tracking = "auto",
     owner: str | None = None,
+    node: str | None = None,
+    fence: int | None = None,
 ) -> Command:
     """The command of one run of `job`, with the run's facts in its environment
-    (`EVERCRON_JOB`, `EVERCRON_SCHEDULED_AT`, `EVERCRON_ATTEMPT`, and `EVERCRON_OWNER`
+    (`EVERCRON_JOB`, `EVERCRON_SCHEDULED_AT`, `EVERCRON_ATTEMPT`, `EVERCRON_OWNER`
     naming the daemon process that starts it: with the run id, which the runner adds as
-    `EVERCRON_RUN_ID`, unique on the machine). Tracked by session (no cgroup), it goes
-    without the job's limits: only for jobs that keep the defaults (`own_limits`)."""
+    `EVERCRON_RUN_ID`, unique on the machine; and `EVERCRON_NODE` and `EVERCRON_FENCE`
+    when known, so a command can fence its own side effects). Tracked by session (no
+    cgroup), it goes without the job's limits: only for jobs that keep the defaults
+    (`own_limits`)."""
     cgroup = tracking == "auto"
     facts = {
         "EVERCRON_JOB": job.name,
@@ -36,6 +40,10 @@ def command_for(
     }
     if owner is not None:
         facts[OWNER_VARIABLE] = owner
+    if node is not None:
+        facts["EVERCRON_NODE"] = node
+    if fence is not None:
+        facts["EVERCRON_FENCE"] = str(fence)
     return Command(
         job.command,
         shell=job.shell,

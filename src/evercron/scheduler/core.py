@@ -28,6 +28,7 @@ from evercron.scheduler.firing import Firing, FiringPath
 from evercron.scheduler.launcher import Launch, Launcher, ended_as
 from evercron.scheduler.live import LiveOutput
 from evercron.scheduler.observer import RunObserver
+from evercron.scheduler.placement import Cluster
 from evercron.scheduler.plan import Plan
 from evercron.scheduler.timing import (
     BIG_STEP,
@@ -38,7 +39,7 @@ from evercron.scheduler.timing import (
     plan_gap,
     plan_step,
 )
-from evercron.store import RetryPolicy, RunEnd, Store, StoredJob, persist
+from evercron.store import Claimed, LostRun, RetryPolicy, RunEnd, Store, StoredJob, persist
 
 log = logging.getLogger("evercron.scheduler")
 TIMER_CAP = 5.0  # wake at least this often to notice wall-clock steps
@@ -51,7 +52,8 @@ _JUST_BEFORE = dt.timedelta(microseconds=1)
 
 
 class ForbiddenConcurrency(RuntimeError):
-    """A manual trigger recorded as skipped: the job forbids overlap and is running."""
+    """A manual trigger recorded as skipped: the job forbids overlap and is running, or
+    (with several nodes) this node lacks a tag the job's `run_on` asks for."""
 
     def __init__(self, message: str, run_id: int | None) -> None:
         super().__init__(message)
@@ -64,7 +66,8 @@ class KillOutcome(enum.Enum):
     KILLING = "killing"
     """The run's process here is being ended; the run ends `killed`."""
     ASKED = "asked"
-    """Another live daemon process owns the run: it was asked through the store."""
+    """Another live daemon process (or another node) owns the run: it was asked
+    through the store."""
     ENDED = "ended"
     """Nothing was left to kill: the run was recorded as ended."""
     NOT_RUNNING = "not running"
@@ -83,9 +86,12 @@ class Scheduler:
         retry: RetryPolicy | None = None,
         owner_alive: Callable[[str], bool] = lambda owner: False,
         observer: RunObserver | None = None,
+        cluster: Cluster | None = None,
     ) -> None:
         self.store = store
         self.owner = owner
+        self.cluster = cluster or Cluster.alone("local")
+        """This node's view of the nodes and its lease (placement of firings)."""
         self.clock = clock or SystemClock()
         self.live = live or LiveOutput()
         self.retry = retry or RetryPolicy()
@@ -94,7 +100,9 @@ class Scheduler:
             store, self.live, self.clock, self.retry, self._retry_later, observer
         )
         self._jobs: dict[str, StoredJob] = {}
-        self._path = FiringPath(store, owner, self.launcher, self._jobs.get, self.clock, self.retry)
+        self._path = FiringPath(
+            store, owner, self.launcher, self._jobs.get, self.clock, self.retry, self.cluster
+        )
         self._plan = Plan()
         self._wake = asyncio.Event()
         self._stopping = False
@@ -104,6 +112,11 @@ class Scheduler:
         self._last_wall = self._last_mono = 0.0
         self._loaded_at = 0.0
         self._outage_since: float | None = None
+
+    @property
+    def jobs(self) -> dict[str, StoredJob]:
+        """The jobs as this scheduler last read them, by name."""
+        return dict(self._jobs)
 
     @property
     def next_fires(self) -> dict[str, dt.datetime]:
@@ -215,6 +228,34 @@ class Scheduler:
                 self._plan_next(name, now)
         self._wake.set()
 
+    async def resync(self) -> None:
+        """Re-read every job and take each change into account (the correct path behind
+        other nodes' hints: a hint may be lost)."""
+        stored = {s.job.name: s for s in await self.store.list_jobs()}
+        for name in sorted(set(stored) | set(self._jobs)):
+            if stored.get(name) != self._jobs.get(name):
+                await self.reload(name)
+
+    def launch_reaped(self, lost: LostRun) -> None:
+        """Start the retry of a lost run that this node claimed while reaping it."""
+        retry = lost.retry
+        if retry is None or not retry.owned or retry.run_id is None:
+            return
+        run = lost.run
+        firing = Firing(run.job, run.scheduled_at, Trigger.RETRY, run.attempt + 1,
+                        run.retry_of or run.id)  # fmt: skip
+        if self._jobs.get(run.job) is None:  # (deleted meanwhile: ended at once)
+            self._spawn(self._end_unknown(retry))
+            return
+        self._path.launch_claimed(firing, retry)
+
+    async def _end_unknown(self, retry: Claimed) -> None:
+        run_id = retry.run_id
+        assert run_id is not None
+        end = RunEnd(RunStatus.SKIPPED, dt.datetime.fromtimestamp(self.clock.time(), dt.UTC),
+                     error="the job was deleted before this retry")  # fmt: skip
+        await persist(self.retry, "end of a retry", lambda: self.store.finish(run_id, end))
+
     # -- requests ----------------------------------------------------------------------
 
     async def trigger(self, name: str) -> int:
@@ -241,7 +282,10 @@ class Scheduler:
         run = await self.store.get_run(run_id)
         if run is None or run.status.finished:
             return KillOutcome.NOT_RUNNING
-        if run.owner is not None and run.owner != self.owner and self._owner_alive(run.owner):
+        elsewhere = run.node is not None and run.node != self.cluster.me.name
+        theirs = run.owner is not None and run.owner != self.owner
+        if elsewhere or (theirs and run.owner is not None and self._owner_alive(run.owner)):
+            # Another node's run ends on that node (or is reaped `lost` with it).
             at = dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
             asked = await self.store.request_kill(run_id, at)
             return KillOutcome.ASKED if asked else KillOutcome.NOT_RUNNING
@@ -403,8 +447,9 @@ class Scheduler:
         await self._fire_planned(name, plan_gap(stored.job, due, now, self._gap_cause(now)))
 
     async def _fire_reboot(self, stored: StoredJob) -> None:
-        # Keyed by the boot's start time as first recorded for this boot id: once per
-        # machine boot, whoever restarts, even after the clock was stepped.
+        # Keyed by the boot's start time as first recorded for this boot id (and node,
+        # where several share the store): once per boot of each node, whoever restarts,
+        # even after the clock was stepped.
         boot_id, boot_time = current_boot()
         booted = await self.store.boot_time(boot_id, boot_time)
         await self._path.fire([Firing(stored.job.name, booted, Trigger.SCHEDULE)])

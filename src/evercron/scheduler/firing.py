@@ -1,16 +1,22 @@
-"""The one path every firing takes: decide, claim, launch.
+"""The one path every firing takes: decide, place, claim, launch.
 
 Scheduled, prepared ahead, crowded, late, caught up, retried, triggered by hand or by a
 boot - every firing is decided by `decide()` (the job's state and policies, applied once),
-claimed in the store (which holds `concurrency = "forbid"` itself, whichever process runs
+placed (`evercron.scheduler.placement`: which node tries when; scheduled firings and
+catch-ups only - a manual run, a retry and a boot's firing belong to this node), claimed
+in the store (which holds `concurrency = "forbid"` itself, whichever process or node runs
 the other run) and, when owned, handed to the launcher with the launch mode chosen by
-`launch_mode()`. A firing that does not run is a `skipped` row with its reason.
+`launch_mode()`. A firing that does not run is a `skipped` row with its reason. Nothing
+is claimed while this node's lease is not healthy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import functools
 import random
+import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 
@@ -19,10 +25,14 @@ from evercron.scheduler.clock import Clock
 from evercron.scheduler.command import command_for, own_limits
 from evercron.scheduler.launcher import Launch, Launcher, LaunchMode, launch_mode
 from evercron.scheduler.observer import RunEnded
-from evercron.store import Claim, Claimed, RetryPolicy, Store, StoredJob, persist
+from evercron.scheduler.placement import Cluster
+from evercron.store import Claim, Claimed, RetryPolicy, RunEnd, Store, StoredJob, persist
 
 MANUAL_PATIENCE = 5.0
 """Seconds a manual trigger waits for a store that refuses writes before it is refused."""
+
+Planned = tuple[int, "Firing", Claim]
+"""A firing about to be claimed: its index in the call, the firing, its claim."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,13 @@ def _inactive(stored: StoredJob | None, trigger: Trigger) -> str | None:
     return None
 
 
+def placed(firing: Firing, stored: StoredJob | None) -> bool:
+    """Whether the firing goes to whichever node placement picks (scheduled firings and
+    catch-ups), rather than to this node (manual runs, retries, a boot's firings)."""
+    on_schedule = firing.trigger in (Trigger.SCHEDULE, Trigger.CATCH_UP)
+    return on_schedule and not (stored is not None and stored.job.schedule.is_reboot)
+
+
 def release_time(firing: Firing, job: Job, rng: random.Random) -> float | None:
     """When a scheduled firing's command is let run (its time plus jitter); None for
     every other trigger: at once."""
@@ -101,6 +118,7 @@ class FiringPath:
         jobs: Callable[[str], StoredJob | None],
         clock: Clock,
         retry: RetryPolicy,
+        cluster: Cluster,
     ) -> None:
         self._store = store
         self._owner = owner
@@ -108,41 +126,116 @@ class FiringPath:
         self._jobs = jobs
         self._clock = clock
         self._retry = retry
+        self._cluster = cluster
         self._rng = random.Random()
+        self._abandoned: set[asyncio.Task[None]] = set()
         self.closed = False
         """Set once this process stops claiming (stopping or handed over)."""
 
     async def fire(
         self, firings: Sequence[Firing], crowded: Collection[dt.datetime] = ()
     ) -> list[Claimed]:
-        """Decide, claim (one store call for all) and launch `firings`; what became of
-        each, in order (`Claimed(None)`: not claimed). Firings due at an instant in
-        `crowded` are so many that CPU bounds how soon they run (see
+        """Decide, place, claim (one store call per turn) and launch `firings`; what
+        became of each, in order (`Claimed(None)`: not claimed here). Firings due at an
+        instant in `crowded` are so many that CPU bounds how soon they run (see
         `LaunchMode.DIRECT`). Once `closed`, only retries are claimed: their keys belong
         to this process's runs, nobody else claims them."""
-        now = self._clock.time()
         results = [Claimed(None) for _ in firings]
-        wanted = [
-            (index, firing, claim)
-            for index, firing in enumerate(firings)
-            if (not self.closed or firing.trigger is Trigger.RETRY)
-            and (claim := decide(firing, self._jobs(firing.job), now)) is not None
-        ]
-        if not wanted:
-            return results
-        # Someone waits for a manual run: tell them the store is unavailable rather
-        # than keep them waiting. Every other firing waits for the store.
-        by_hand = all(firing.trigger is Trigger.MANUAL for _, firing, _ in wanted)
-        outcomes = await persist(
-            self._retry,
-            f"claim of {len(wanted)} firing(s)",
-            lambda: self._store.claim([claim for _, _, claim in wanted], self._owner),
-            give_up_after=MANUAL_PATIENCE if by_hand else None,
-        )
-        for (index, firing, claim), outcome in zip(wanted, outcomes, strict=True):
-            results[index] = outcome
-            self._act_on(firing, claim, outcome, firing.scheduled_at in crowded)
+        turns = self._plan(firings)
+        started = self._clock.time()
+        for delay in sorted(turns):
+            if delay:  # a later place in the ranking: claim only if nobody did
+                await self._clock.sleep(started + delay - self._clock.time())
+            wanted = [p for p in turns[delay] if self._may_claim(p[1], late=delay > 0)]
+            if not wanted:
+                continue
+            claims = [claim for _, _, claim in wanted]
+            # Someone waits for a manual run: tell them the store is unavailable rather
+            # than keep them waiting. Every other firing waits for the store.
+            by_hand = all(firing.trigger is Trigger.MANUAL for _, firing, _ in wanted)
+            outcomes = await persist(
+                self._retry,
+                f"claim of {len(wanted)} firing(s)",
+                functools.partial(self._store.claim, claims, self._owner),
+                give_up_after=MANUAL_PATIENCE if by_hand else None,
+            )
+            for (index, firing, claim), outcome in zip(wanted, outcomes, strict=True):
+                results[index] = outcome
+                self._act_on(firing, claim, outcome, firing.scheduled_at in crowded)
         return results
+
+    def launch_claimed(self, firing: Firing, outcome: Claimed) -> None:
+        """Launch a firing claimed for this node elsewhere (an `on_lost` retry, claimed
+        in the transaction that marked the lost run)."""
+        claim = Claim(firing.job, firing.scheduled_at, firing.trigger, firing.attempt)
+        self._act_on(firing, claim, outcome, False)
+
+    def _plan(self, firings: Sequence[Firing]) -> dict[float, list[Planned]]:
+        """Each firing's claim, grouped by when this node tries it."""
+        now = self._clock.time()
+        running = len(self._launcher.running)
+        turns: dict[float, list[Planned]] = {}
+        for index, firing in enumerate(firings):
+            stored = self._jobs(firing.job)
+            if not self._may_claim(firing, late=False):
+                continue
+            claim = decide(firing, stored, now)
+            if claim is None:
+                continue
+            claim = replace(claim, token=uuid.uuid4().hex)  # (see `Claim.token`)
+            delay = 0.0
+            if placed(firing, stored) and stored is not None:
+                turn = self._cluster.turn(stored.job, firing.scheduled_at, firing.attempt, running)
+                if turn is None:
+                    continue
+                delay = turn.delay
+                if turn.skip_reason is not None and claim.skip_reason is None:
+                    claim = replace(claim, skip_reason=turn.skip_reason)
+            elif stored is not None and not self._cluster.fits(stored.job):
+                if firing.trigger is not Trigger.MANUAL:
+                    continue  # a boot of this node: not its to run
+                claim = replace(claim, skip_reason=self._not_here(stored.job))
+            if claim.skip_reason is None and delay == 0:
+                running += 1
+            turns.setdefault(delay, []).append((index, firing, claim))
+        return turns
+
+    def _may_claim(self, firing: Firing, late: bool) -> bool:
+        """Whether this node claims `firing` now: not once closed (but for retries), never
+        without a healthy lease, scheduled firings not while drained; a later turn not
+        when the node has since reached its `max_running`."""
+        if self.closed and firing.trigger is not Trigger.RETRY:
+            return False
+        if not self._cluster.healthy():
+            return False
+        if self._cluster.drained and firing.trigger in (Trigger.SCHEDULE, Trigger.CATCH_UP):
+            return False
+        limit = self._cluster.me.max_running
+        full = limit is not None and len(self._launcher.running) >= limit
+        return not (late and full and firing.skip_reason is None)
+
+    def _abandon(self, run_id: int, fence: int | None) -> None:
+        end = RunEnd(
+            RunStatus.SKIPPED,
+            dt.datetime.fromtimestamp(self._clock.time(), dt.UTC),
+            error="not started: this node's lease lapsed before it could start it",
+        )
+        task = asyncio.get_running_loop().create_task(self._end(run_id, end, fence))
+        self._abandoned.add(task)
+        task.add_done_callback(self._abandoned.discard)
+
+    async def _end(self, run_id: int, end: RunEnd, fence: int | None) -> None:
+        await persist(
+            self._retry, f"end of run {run_id}", lambda: self._store.finish(run_id, end, fence)
+        )
+
+    def _not_here(self, job: Job) -> str:
+        tags = sorted(set(job.run_on) - set(self._cluster.me.tags))
+        able = ", ".join(self._cluster.live_with(job.run_on)) or "none is alive"
+        return (
+            f"run_on: this node ({self._cluster.me.name}) lacks the tag(s) {', '.join(tags)}; "
+            f"nodes that have them: {able}"
+        )
 
     def _act_on(self, firing: Firing, claim: Claim, outcome: Claimed, crowded: bool) -> None:
         if outcome.run_id is None:
@@ -158,6 +251,11 @@ class FiringPath:
                 RunEnded(firing.job, outcome.run_id, firing.trigger, outcome.status, at)
             )
             return
+        if not self._cluster.healthy():
+            # The claim waited for a store that came back after this node's lease
+            # lapsed: its runs may be reaped any moment, so this one does not start.
+            self._abandon(outcome.run_id, outcome.fence)
+            return
         stored = self._jobs(firing.job)
         assert stored is not None  # decide() claimed nothing running for a missing job
         for other in outcome.replaced:
@@ -166,6 +264,7 @@ class FiringPath:
         # A crowded instant's shell-free start has no cgroup: only the default cap on
         # processes is given up for it (a job's own limits keep the usual start).
         crowded = crowded and not own_limits(job)
+        node = self._cluster.me.name
         command = command_for(
             job,
             outcome.run_id,
@@ -173,13 +272,16 @@ class FiringPath:
             firing.attempt,
             tracking="session" if crowded else "auto",
             owner=self._owner,
+            node=node,
+            fence=outcome.fence,
         )
         release_at = release_time(firing, job, self._rng)
         mode = launch_mode(command, release_at, self._clock.time(), crowded)
         if crowded and mode is not LaunchMode.DIRECT:  # (rare: a command line that needs a shell)
             command = command_for(
-                job, outcome.run_id, firing.scheduled_at, firing.attempt, owner=self._owner
-            )
+                job, outcome.run_id, firing.scheduled_at, firing.attempt, owner=self._owner,
+                node=node, fence=outcome.fence,
+            )  # fmt: skip
         self._launcher.launch(
             Launch(
                 outcome.run_id,
@@ -191,5 +293,6 @@ class FiringPath:
                 release_at,
                 firing.attempt,
                 firing.retry_of,
+                outcome.fence,
             )
         )

@@ -8,6 +8,7 @@ writes for a while (the result waits and is written when it accepts them).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import enum
 import logging
@@ -72,6 +73,8 @@ class Launch:
     release_at: float | None = None
     attempt: int = 1
     retry_of: int | None = None
+    fence: int | None = None
+    """The run's fence: its result is recorded only while the run still has it."""
 
     @property
     def on_schedule(self) -> bool:
@@ -112,6 +115,7 @@ class Launcher:
         self._direct_started = asyncio.Event()
         self._direct_started.set()
         self._kill_when_started: set[int] = set()
+        self._fenced: dict[int, str] = {}  # runs ended by self-fencing, with the reason
         self._stopping = False
         self._slots = Slots(live_process_limit())
         # Firings being spawned: the rest wait here, cheaply (no process object, no
@@ -188,6 +192,21 @@ class Launcher:
         for run_id in list(self.running):
             self.kill(run_id)
         await self.wait_all(None)
+
+    def fence(self, seconds_left: float, reason: str) -> int:
+        """Self-fencing: end every run of this process before this node's lease runs out
+        in `seconds_left` - SIGTERM then SIGKILL after `kill_grace` where that fits, else
+        SIGKILL at once. Each ends `killed` with `reason`; how many were ended."""
+        for run_id, (launch, process) in list(self.running.items()):
+            self._fenced[run_id] = reason
+            if process is None:
+                self._kill_when_started.add(run_id)
+                continue
+            grace = launch.job.kill_grace if launch.job.kill_grace < seconds_left - 0.5 else 0.0
+            killing = asyncio.get_running_loop().create_task(process.kill(grace))
+            self._kills.add(killing)
+            killing.add_done_callback(self._kills.discard)
+        return len(self.running)
 
     async def direct_started(self, until: float) -> None:
         """Return once every DIRECT launch has its process (or ended without one), or at
@@ -275,7 +294,11 @@ class Launcher:
                 result.output.text(),
                 extra=about(launch.job.name, launch.run_id),
             )
-        return _end_of(result, released, sink)
+        end = _end_of(result, released, sink)
+        fenced = self._fenced.pop(launch.run_id, None)
+        if fenced is not None and end.status is RunStatus.KILLED:
+            end = dataclasses.replace(end, error=fenced)
+        return end
 
     def _held_group(self, launch: Launch) -> HeldGroup | bool:
         at = launch.release_at
@@ -342,7 +365,7 @@ class Launcher:
             recorded = await persist(
                 self._retry,
                 f"result of run {launch.run_id}",
-                lambda: self._store.finish(launch.run_id, end),
+                lambda: self._store.finish(launch.run_id, end, launch.fence),
             )
         except StoreError as error:  # refused for good: record at least that it ended
             log.error(
@@ -357,17 +380,24 @@ class Launcher:
             recorded = await persist(
                 self._retry,
                 f"end of run {launch.run_id}",
-                lambda: self._store.finish(launch.run_id, end),
+                lambda: self._store.finish(launch.run_id, end, launch.fence),
             )
         self.running.pop(launch.run_id, None)
+        self._fenced.pop(launch.run_id, None)
         self._live.end(launch.run_id, str(end.status), end.output_bytes)
         job = launch.job
         if not recorded:
-            log.warning(
-                "run %s of %s had already ended elsewhere",
-                launch.run_id,
-                job.name,
-                extra=about(job.name, launch.run_id),
+            # Fenced off meanwhile (its node was taken for dead, the run marked lost):
+            # the result is kept as an event, never over the run's final status.
+            detail = (
+                f"run {launch.run_id} of {job.name} (fence {launch.fence}) ended {end.status} "
+                f"(exit {end.exit_code}, signal {end.signal}) after it had ended elsewhere"
+            )
+            log.warning("late result: %s", detail, extra=about(job.name, launch.run_id))
+            await persist(
+                self._retry,
+                f"late result of run {launch.run_id}",
+                lambda: self._store.add_event("late-result", detail, end.finished_at),
             )
             return
         log.info(

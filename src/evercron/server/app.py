@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from evercron import __version__
-from evercron.server import access, jobs, notifications, runs, schedule, system, web
+from evercron.server import access, cluster, jobs, notifications, runs, schedule, system, web
 from evercron.server.context import ApiContext
 from evercron.server.errors import install_error_handlers
 
@@ -37,6 +37,7 @@ def create_app(context: ApiContext) -> FastAPI:
     app.include_router(schedule.router)
     app.include_router(notifications.router)
     app.include_router(system.router)
+    app.include_router(cluster.router)
     app.include_router(web.router)
     app.add_middleware(_Guard, token=context.token, viewer_token=context.viewer_token)
     app.add_middleware(_CloseWhileDraining, context=context)

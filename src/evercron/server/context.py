@@ -86,6 +86,10 @@ class DaemonControl(Protocol):
         """Begin a graceful shutdown."""
         ...
 
+    def readiness(self) -> str | None:
+        """Why this daemon should not be sent work now, or None when it is ready."""
+        ...
+
     async def upgrade(self) -> UpgradeDone:
         """Hot-upgrade; raises `UpgradeRefused`."""
         ...
@@ -143,6 +147,8 @@ class ApiContext:
     """None: this process serves no /metrics (503)."""
     notify: NotifyControl | None = None
     """None: no notification channel is configured."""
+    node: str = ""
+    """This node's name."""
 
 
 def context_of(request: Request) -> ApiContext:

@@ -8,8 +8,8 @@ import functools
 from evercron.cron import parse
 from evercron.model import Run
 from evercron.server.access import HIDDEN
-from evercron.server.schemas import JobOut, RunOut
-from evercron.store import StoredJob
+from evercron.server.schemas import JobOut, NodeOut, RunOut
+from evercron.store import Node, StoredJob
 
 
 @functools.lru_cache(maxsize=4096)
@@ -60,4 +60,21 @@ def run_out(run: Run) -> RunOut:
         output_truncated=run.output_truncated,
         error=run.error,
         retry_of=run.retry_of,
+        node=run.node,
+        fence=run.fence,
+    )
+
+
+def node_out(node: Node) -> NodeOut:
+    """The API form of a node."""
+    return NodeOut(
+        name=node.name,
+        tags=list(node.tags),
+        state=node.state.value,
+        heartbeat_at=node.heartbeat_at,
+        version=node.version,
+        pid=node.pid,
+        running=list(node.running),
+        lease=node.lease,
+        max_running=node.max_running,
     )

@@ -102,6 +102,12 @@ class _JobSettings(BaseModel):
     log_output: bool | None = None
     enabled: bool | None = None
     description: str | None = Field(default=None, max_length=10_000)
+    run_on: list[str] | None = Field(
+        default=None, description="Node tags: firings run only on a node with all of them"
+    )
+    on_lost: Literal["fail", "retry"] | None = Field(
+        default=None, description="When its node dies mid-run: fail, or retry on another"
+    )
 
 
 class JobSpec(_JobSettings):
@@ -156,6 +162,8 @@ class JobOut(BaseModel):
     log_output: bool
     enabled: bool
     description: str
+    run_on: list[str] = Field(default_factory=list)
+    on_lost: str = "fail"
     paused: bool
     source: str
     explanation: str
@@ -195,6 +203,10 @@ class RunOut(BaseModel):
         "max_memory, forks refused at max_processes"
     )
     retry_of: int | None = Field(description="The original run of a retry")
+    node: str | None = Field(default=None, description="The node that ran it")
+    fence: int | None = Field(
+        default=None, description="Increasing number given at its claim (EVERCRON_FENCE)"
+    )
 
 
 class Generation(BaseModel):
@@ -228,6 +240,48 @@ class LimitsOut(BaseModel):
     max_memory: str
 
 
+class NodeOut(BaseModel):
+    """One node sharing the store (with SQLite: this one)."""
+
+    name: str
+    tags: list[str]
+    state: Literal["alive", "draining", "expired", "left"]
+    heartbeat_at: dt.datetime = Field(description="Its last lease renewal (database clock)")
+    version: str
+    pid: int
+    running: list[int] = Field(description="Its runs still running, by id")
+    lease: float = Field(description="Seconds without renewal after which it counts as dead")
+    max_running: int | None
+
+
+class DisagreementOut(BaseModel):
+    """A live node whose config files define a job otherwise than the definition in force
+    (the one applied last wins)."""
+
+    job: str
+    node: str
+    applied_by: str | None = Field(description="The node whose definition is in force")
+
+
+class ApplyIn(BaseModel):
+    """Every job of this node's config and crontab files, as `evercron apply` reads them:
+    they replace the jobs this node's files defined before."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: list[dict[str, object]] = Field(
+        description="Job definitions (the fields of a job), each with its `source` file"
+    )
+
+
+class ApplyOut(BaseModel):
+    """What applying files changed."""
+
+    added: list[str]
+    changed: list[str]
+    removed: list[str]
+
+
 class StatusOut(BaseModel):
     """The daemon's state."""
 
@@ -245,6 +299,10 @@ class StatusOut(BaseModel):
         description="What this request's token may do: read-only for the viewer token"
     )
     limits: LimitsOut
+    node: str = Field(default="", description="This node's name")
+    store: str = Field(default="", description="Where the data lives (never a password)")
+    nodes: list[NodeOut] = Field(default_factory=list)
+    disagreements: list[DisagreementOut] = Field(default_factory=list)
 
 
 class ErrorOut(BaseModel):

@@ -14,8 +14,16 @@ from evercron.process.cgroup import limit_support
 from evercron.scheduler.timing import local_zone
 from evercron.server.access import access_of
 from evercron.server.context import UpgradeRefused, context_of
+from evercron.server.convert import node_out
 from evercron.server.errors import ApiError
-from evercron.server.schemas import ErrorOut, Generation, LimitsOut, StatusOut, UpgradeOut
+from evercron.server.schemas import (
+    DisagreementOut,
+    ErrorOut,
+    Generation,
+    LimitsOut,
+    StatusOut,
+    UpgradeOut,
+)
 
 router = APIRouter(tags=["daemon"])
 _ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorOut} for code in (401, 403, 409)}
@@ -54,6 +62,13 @@ async def status(request: Request) -> StatusOut:
         timezone=str(local_zone()),
         access=access_of(request),
         limits=LimitsOut(**limit_support().describe()),
+        node=context.node,
+        store=context.store.description,
+        nodes=[node_out(node) for node in await context.store.nodes()],
+        disagreements=[
+            DisagreementOut(job=d.job, node=d.node, applied_by=d.applied_by)
+            for d in await context.store.disagreements()
+        ],
     )
 
 

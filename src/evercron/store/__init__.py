@@ -5,6 +5,7 @@ daemon events, the notification outbox and metric totals. Callers hold a `Store`
 from pathlib import Path
 
 from evercron.store.api import Store
+from evercron.store.postgres import PostgresStore
 from evercron.store.records import (
     MERGED,
     BrokenJob,
@@ -13,10 +14,15 @@ from evercron.store.records import (
     Claimed,
     Delivery,
     DeliveryState,
+    Disagreement,
     EventPolicy,
     FanOut,
     JobSchedule,
+    LostRun,
     MadeDelivery,
+    Node,
+    NodeInfo,
+    NodeState,
     OutboxEvent,
     RunEnd,
     RunFacts,
@@ -41,10 +47,15 @@ __all__ = [
     "Claimed",
     "Delivery",
     "DeliveryState",
+    "Disagreement",
     "EventPolicy",
     "FanOut",
     "JobSchedule",
+    "LostRun",
     "MadeDelivery",
+    "Node",
+    "NodeInfo",
+    "NodeState",
     "OutboxEvent",
     "RetryPolicy",
     "RunEnd",
@@ -64,6 +75,10 @@ __all__ = [
 ]
 
 
-def open_store(state_dir: Path) -> Store:
-    """The store the daemon is configured for: the SQLite file in its state dir."""
-    return SqliteStore(state_dir / "evercron.db")
+def open_store(state_dir: Path, database_url: str | None = None, node: str | None = None) -> Store:
+    """The store the daemon is configured for: the PostgreSQL database at
+    `database_url` (several nodes), else the SQLite file in its state dir; opened for the
+    node called `node`."""
+    if database_url:
+        return PostgresStore(database_url, node)
+    return SqliteStore(state_dir / "evercron.db", node)

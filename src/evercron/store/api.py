@@ -21,12 +21,15 @@ Rules every backend keeps:
   whatever the callers' clocks say.
 - Metric totals are kept per node (the daemon processes sharing one state dir): each
   node's /metrics shows what its own processes counted; retention never prunes them.
+- Nodes: a store is opened for one node (its name goes on its runs). Leases are judged
+  on the database's clock. A store only one node can use (SQLite) keeps the same
+  protocol trivially: its one node is always alive and nothing is ever reaped.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from evercron.model import Job, Run, RunStatus
@@ -36,10 +39,14 @@ from evercron.store.records import (
     Claimed,
     Delivery,
     DeliveryState,
+    Disagreement,
     EventPolicy,
     FanOut,
     JobSchedule,
+    LostRun,
     MadeDelivery,
+    Node,
+    NodeInfo,
     OutboxEvent,
     RunEnd,
     RunMark,
@@ -131,10 +138,11 @@ class Store(Protocol):
         event when one is wanted (at most one per run)."""
         ...
 
-    async def finish(self, run_id: int, end: RunEnd) -> bool:
+    async def finish(self, run_id: int, end: RunEnd, fence: int | None = None) -> bool:
         """Record how a running run ended, with the events it makes that are wanted;
         False (nothing changed) when it was not running any more (already finished,
-        marked lost)."""
+        marked lost) or, with `fence`, when the run no longer has that fence (it was
+        fenced off: its result is not the run's)."""
         ...
 
     async def get_run(self, run_id: int) -> Run | None:
@@ -154,8 +162,8 @@ class Store(Protocol):
         """How many jobs there are, and how many of them are paused."""
         ...
 
-    async def running(self, owner: str | None = None) -> list[RunningRun]:
-        """Runs still marked running (of one owner, or all)."""
+    async def running(self, owner: str | None = None, node: str | None = None) -> list[RunningRun]:
+        """Runs still marked running (of one owner, of one node, or all)."""
         ...
 
     async def recent_status_counts(self, last: int) -> dict[RunStatus, int]:
@@ -297,4 +305,46 @@ class Store(Protocol):
     async def prune(self, keep_per_job: int, older_than: dt.datetime) -> int:
         """Delete finished runs (and their output) beyond the newest `keep_per_job` of
         each job that also ended before `older_than`; how many went."""
+        ...
+
+    # -- nodes -----------------------------------------------------------------------
+
+    async def join(self, node: NodeInfo) -> None:
+        """Enter (or re-enter) the cluster as `node`, alive from now; a drain stays.
+        Raises `StoreError` when a live node elsewhere (another home) has the name."""
+        ...
+
+    async def renew(self, node: NodeInfo) -> list[Node] | None:
+        """Renew `node`'s lease - one statement renews the node and so all its runs -
+        and return every node; None when the name is no longer this node's."""
+        ...
+
+    async def nodes(self) -> list[Node]:
+        """Every node the store knows, by name."""
+        ...
+
+    async def set_drained(self, name: str, drained: bool) -> bool:
+        """Ask a node to stop claiming (or to claim again); False for an unknown node."""
+        ...
+
+    async def leave(self, node: NodeInfo) -> bool:
+        """Mark `node` left, if it is still this process's and has no running runs."""
+        ...
+
+    async def reap(self, grace: float, retryable: Mapping[str, int], owner: str) -> list[LostRun]:
+        """Mark `lost` every running run of a node whose lease expired more than `grace`
+        seconds ago (never within a lease of a database restart). For a job in
+        `retryable` (job name -> its `retries`) whose lost attempt may be retried, claim
+        the next attempt for `owner` in the same transaction."""
+        ...
+
+    async def disagreements(self) -> list[Disagreement]:
+        """Live nodes whose files define a job otherwise than the definition in force."""
+        ...
+
+    async def listen(self, on_hint: Callable[[str, str], None]) -> None:
+        """Until cancelled, call `on_hint(kind, detail)` for each change another node
+        announced ("job" name, "kill" run id and node, "node" name), and
+        `on_hint("resync", "")` whenever hints may have been missed (at the start, after
+        a lost connection). Hints are only hints: callers also poll."""
         ...

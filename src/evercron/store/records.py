@@ -44,6 +44,17 @@ class BrokenJob:
 
 
 @dataclass(frozen=True)
+class Disagreement:
+    """A live node whose files define a job otherwise than the definition in force
+    (the one applied last), or define one that is not stored."""
+
+    job: str
+    node: str
+    applied_by: str | None
+    """Whose definition is in force (None: the job is not stored, or nobody's)."""
+
+
+@dataclass(frozen=True)
 class StoredChunk:
     """One stored piece of a run's output, `offset` bytes into it."""
 
@@ -64,6 +75,7 @@ class Claim:
       end (its owner kills it), in the same transaction.
     - `skip_reason`: record the firing as `skipped` with this reason (a missed firing, a
       paused job's retry): nothing runs, nothing is silent.
+    - `token`: see below.
     """
 
     job: str
@@ -74,6 +86,10 @@ class Claim:
     exclusive: bool = False
     replace: bool = False
     skip_reason: str | None = None
+    token: str | None = None
+    """Names this claim (not the firing): a store whose answer can be lost after its
+    commit (a network between) finds the row a retry of the same claim wrote, instead of
+    taking it for another process's - or, for a manual run, writing a second one."""
 
 
 @dataclass(frozen=True)
@@ -90,6 +106,8 @@ class Claimed:
     status: RunStatus = RunStatus.RUNNING
     error: str | None = None
     replaced: tuple[int, ...] = ()
+    fence: int | None = None
+    """The run's fence number (see `Store.finish`)."""
 
     @property
     def owned(self) -> bool:
@@ -283,3 +301,58 @@ class JobSchedule:
     schedule: str
     timezone: str | None
     paused: bool
+
+
+class NodeState(enum.StrEnum):
+    """Where a node stands, judged on the database's clock."""
+
+    ALIVE = "alive"
+    DRAINING = "draining"
+    """Alive, but asked not to claim firings (`evercron drain`)."""
+    EXPIRED = "expired"
+    """It stopped renewing its lease: its running runs are (or will be) `lost`."""
+    LEFT = "left"
+    """It stopped gracefully, after its runs ended."""
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """What a node says about itself when it joins."""
+
+    name: str
+    home: str
+    """Where it runs (its machine and state dir): a node of the same name elsewhere is
+    refused while this one is alive."""
+    owner: str
+    """The daemon process that joined (the serving generation)."""
+    tags: tuple[str, ...]
+    version: str
+    pid: int
+    lease: float
+    """Seconds without a renewal after which others take the node for dead."""
+    max_running: int | None = None
+
+
+@dataclass(frozen=True)
+class Node:
+    """A node as the store knows it."""
+
+    name: str
+    tags: tuple[str, ...]
+    state: NodeState
+    heartbeat_at: dt.datetime
+    version: str
+    pid: int
+    running: tuple[int, ...]
+    """Its runs still marked running, by id."""
+    lease: float
+    max_running: int | None = None
+
+
+@dataclass(frozen=True)
+class LostRun:
+    """A run marked `lost` because its node's lease expired, with the next attempt the
+    reaper claimed for itself (`on_lost = "retry"`), if any."""
+
+    run: Run
+    retry: Claimed | None = None

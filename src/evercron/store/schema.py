@@ -150,4 +150,7 @@ MIGRATIONS: list[Migration] = [
         PRIMARY KEY (node, owner, series)
     )
     """),
+    # 7: the node that ran each run (several nodes share a PostgreSQL store; one node
+    # names itself here too).
+    Migration("ALTER TABLE runs ADD COLUMN node TEXT"),
 ]

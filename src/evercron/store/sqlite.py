@@ -3,13 +3,19 @@
 Every call goes to the store's own thread (`StoreWorker`), which groups the writes queued
 meanwhile into one transaction; the SQL itself is `SqliteDatabase`'s (with the outbox's in
 `SqliteOutbox` and the metric totals' in `SqliteTotals`).
+
+One node uses the file, so the node calls of the protocol are trivial: the node is what
+this process said at `join`, always alive (a dead daemon process's runs are found through
+its lock file instead, `evercron.daemon.lost`), nothing is reaped and no other node ever
+sends a hint.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 
 from evercron.model import Job, Run, RunStatus
@@ -19,10 +25,15 @@ from evercron.store.records import (
     Claimed,
     Delivery,
     DeliveryState,
+    Disagreement,
     EventPolicy,
     FanOut,
     JobSchedule,
+    LostRun,
     MadeDelivery,
+    Node,
+    NodeInfo,
+    NodeState,
     OutboxEvent,
     RunEnd,
     RunMark,
@@ -42,15 +53,19 @@ log = logging.getLogger("evercron.store")
 
 
 class SqliteStore:
-    """The `Store` of one SQLite file (see `evercron.store.api` for every promise)."""
+    """The `Store` of one SQLite file (see `evercron.store.api` for every promise).
+    `node` names the one node that uses it: its runs carry it."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, node: str | None = None) -> None:
         self.path = Path(path)
-        self._database = SqliteDatabase(self.path)
+        self.node = node
+        self._database = SqliteDatabase(self.path, node)
         self._outbox = SqliteOutbox(self._database)
         self._totals = SqliteTotals(self._database)
         self._worker = StoreWorker(self._database)
         self._reported: set[BrokenJob] = set()  # broken job rows already logged
+        self._node: NodeInfo | None = None
+        self._drained = False
 
     @property
     def description(self) -> str:
@@ -139,9 +154,9 @@ class SqliteStore:
             write=True,
         )
 
-    async def finish(self, run_id: int, end: RunEnd) -> bool:
+    async def finish(self, run_id: int, end: RunEnd, fence: int | None = None) -> bool:
         """See `Store.finish`."""
-        return await self._worker.call(self._outbox.finish, run_id, end, write=True)
+        return await self._worker.call(self._outbox.finish, run_id, end, fence, write=True)
 
     async def get_run(self, run_id: int) -> Run | None:
         """See `Store.get_run`."""
@@ -159,8 +174,8 @@ class SqliteStore:
         """See `Store.job_counts`."""
         return await self._worker.call(self._database.job_counts, write=False)
 
-    async def running(self, owner: str | None = None) -> list[RunningRun]:
-        """See `Store.running`."""
+    async def running(self, owner: str | None = None, node: str | None = None) -> list[RunningRun]:
+        """See `Store.running` (one node: every run is its)."""
         return await self._worker.call(self._database.running, owner, write=False)
 
     async def recent_status_counts(self, last: int) -> dict[RunStatus, int]:
@@ -289,3 +304,50 @@ class SqliteStore:
     async def prune(self, keep_per_job: int, older_than: dt.datetime) -> int:
         """See `Store.prune`."""
         return await self._worker.call(self._database.prune, keep_per_job, older_than, write=True)
+
+    # -- the one node ----------------------------------------------------------------
+
+    async def join(self, node: NodeInfo) -> None:
+        """See `Store.join`."""
+        self._node = node
+
+    async def renew(self, node: NodeInfo) -> list[Node] | None:
+        """See `Store.renew` (nothing to write: the node is always alive)."""
+        return await self.nodes()
+
+    async def nodes(self) -> list[Node]:
+        """See `Store.nodes`: the node that joined, alive (or draining)."""
+        if self._node is None:
+            return []
+        info = self._node
+        running = tuple(r.run.id for r in await self.running())
+        state = NodeState.DRAINING if self._drained else NodeState.ALIVE
+        now = dt.datetime.now(dt.UTC)
+        return [
+            Node(info.name, info.tags, state, now, info.version, info.pid, running, info.lease,
+                 info.max_running)
+        ]  # fmt: skip
+
+    async def set_drained(self, name: str, drained: bool) -> bool:
+        """See `Store.set_drained`."""
+        if self._node is None or name != self._node.name:
+            return False
+        self._drained = drained
+        return True
+
+    async def leave(self, node: NodeInfo) -> bool:
+        """See `Store.leave` (nobody else would see it)."""
+        return True
+
+    async def reap(self, grace: float, retryable: Mapping[str, int], owner: str) -> list[LostRun]:
+        """See `Store.reap`: one node, never expired."""
+        return []
+
+    async def disagreements(self) -> list[Disagreement]:
+        """See `Store.disagreements`: one node's files are the only ones."""
+        return []
+
+    async def listen(self, on_hint: Callable[[str, str], None]) -> None:
+        """See `Store.listen`: nobody else announces anything."""
+        on_hint("resync", "")
+        await asyncio.Event().wait()

@@ -70,7 +70,7 @@ def translated_errors(path: Path) -> Iterator[None]:
 _RUN_COLUMNS = (
     "id, job, trigger, scheduled_at, attempt, status, started_at, finished_at, exit_code, "
     "signal, pid, cpu_user, cpu_system, max_rss_kb, output_bytes, output_truncated, error, "
-    "retry_of, owner"
+    "retry_of, owner, node"
 )
 # Name and definition as bytes: a row written by hand may hold text that is not UTF-8,
 # which sqlite3 would fail to decode for the whole query.
@@ -82,8 +82,9 @@ _JOB_COLUMNS = (
 class SqliteDatabase:
     """Jobs, runs, output and events in one SQLite file (one thread at a time)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, node: str | None = None) -> None:
         self.path = path
+        self.node = node
         with translated_errors(path):
             _create_private(path)
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -268,8 +269,8 @@ class SqliteDatabase:
                 error = f"concurrency=forbid: run {row[0]} is still running"
         status = _RUNNING if error is None else _SKIPPED
         cursor = db.execute(
-            "INSERT INTO runs (job, trigger, scheduled_at, attempt, status, owner, "
-            "finished_at, error, retry_of, exclusive) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "INSERT INTO runs (job, trigger, scheduled_at, attempt, status, owner, node, "
+            "finished_at, error, retry_of, exclusive) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT DO NOTHING",
             (
                 claim.job,
@@ -278,6 +279,7 @@ class SqliteDatabase:
                 claim.attempt,
                 status,
                 owner,
+                self.node,
                 None if error is None else now,
                 storable(error),
                 claim.retry_of,
@@ -289,7 +291,7 @@ class SqliteDatabase:
         run_id = cursor.lastrowid
         assert run_id is not None
         if error is not None:
-            return Claimed(run_id, RunStatus.SKIPPED, error)
+            return Claimed(run_id, RunStatus.SKIPPED, error, fence=run_id)
         replaced: tuple[int, ...] = ()
         if claim.replace:
             replaced = tuple(
@@ -300,7 +302,7 @@ class SqliteDatabase:
                     (now, claim.job, _RUNNING, run_id),
                 )
             )
-        return Claimed(run_id, RunStatus.RUNNING, None, replaced)
+        return Claimed(run_id, RunStatus.RUNNING, None, replaced, fence=run_id)
 
     def mark_started(
         self,
@@ -317,8 +319,10 @@ class SqliteDatabase:
             (pid, pid_start_ticks, to_text(started_at), "\n".join(cgroups) or None, run_id),
         )
 
-    def finish(self, run_id: int, end: RunEnd) -> bool:
-        """See `Store.finish`."""
+    def finish(self, run_id: int, end: RunEnd, fence: int | None = None) -> bool:
+        """See `Store.finish` (one node: a run's fence is its id)."""
+        if fence is not None and fence != run_id:
+            return False
         cursor = self._db.execute(
             "UPDATE runs SET status = ?, finished_at = ?, started_at = COALESCE(?, "
             "started_at), exit_code = ?, signal = ?, cpu_user = ?, cpu_system = ?, "
@@ -589,4 +593,6 @@ def _run(row: tuple[Any, ...]) -> Run:
         error=row[16],
         retry_of=row[17],
         owner=row[18],
+        node=row[19],
+        fence=row[0],  # one node, nobody else claims: the id increases as fences must
     )

@@ -69,12 +69,12 @@ class SqliteOutbox:
 
     # -- facts that make events -------------------------------------------------------
 
-    def finish(self, run_id: int, end: RunEnd) -> bool:
+    def finish(self, run_id: int, end: RunEnd, fence: int | None = None) -> bool:
         """`SqliteDatabase.finish`, with the result's events."""
         if not may_make_events(end.status, self.policy.events):
-            return self._database.finish(run_id, end)  # one statement, as without channels
+            return self._database.finish(run_id, end, fence)  # one statement, as without
         with self._database.step() as db:
-            if not self._database.finish(run_id, end):
+            if not self._database.finish(run_id, end, fence):
                 return False
             self._record_result(db, run_id, to_text(end.finished_at))
             return True
