@@ -31,11 +31,14 @@ class Request:
 
 class WebhookReceiver:
     """An HTTP server on 127.0.0.1 that answers each POST with the next status of
-    `statuses` (the last one repeats) and `body`, and records it."""
+    `statuses` (the last one repeats) and `body`, and records it. Answers wait while
+    `held` is set (each request is recorded on arrival, before it waits)."""
 
     def __init__(self, statuses: Iterable[int] = (200,), body: bytes = b"ok") -> None:
         self.statuses = list(statuses)
         self.body = body
+        self.held = threading.Event()
+        self._released = threading.Event()
         self.requests: list[Request] = []
         self._lock = threading.Lock()
         receiver = self
@@ -49,6 +52,8 @@ class WebhookReceiver:
                     receiver.requests.append(
                         Request(self.path, dict(self.headers), body, time.time(), status)
                     )
+                if receiver.held.is_set():
+                    receiver._released.wait(timeout=30)
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(receiver.body)))
                 self.end_headers()
@@ -61,11 +66,17 @@ class WebhookReceiver:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}/hook"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
+    def release(self) -> None:
+        """Answer the held requests (and all later ones at once)."""
+        self.held.clear()
+        self._released.set()
+
     def __enter__(self) -> WebhookReceiver:
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.release()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()

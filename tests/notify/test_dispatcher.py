@@ -204,6 +204,33 @@ async def test_state_changes_only_unless_every_run(tmp_path: Path) -> None:
         assert len(noisy.requests) == 10  # every failure; "other" wants db-* jobs only
 
 
+_ENDS = frozenset({NotifyEvent.SUCCEEDED, NotifyEvent.FAILED})
+
+
+@synchronous
+async def test_one_jobs_notifications_reach_a_channel_in_order(tmp_path: Path) -> None:
+    with WebhookReceiver() as receiver, WebhookReceiver() as elsewhere:
+        receiver.held.set()
+        channels = [
+            Channel("hook", receiver.url, every_run=True, events=_ENDS),
+            Channel("other", elsewhere.url, jobs=("report",)),
+        ]
+        async with dispatching(tmp_path / "db", channels) as (store, dispatcher, _):
+            await finished_run(store, RunStatus.SUCCEEDED)
+            await finished_run(store, RunStatus.FAILED)
+            await finished_run(store, RunStatus.FAILED, job="report")
+            dispatcher.wake()
+            await until(lambda: len(receiver.requests) == 2 and len(elsewhere.requests) == 1)
+            # the other job's lane and the other channel were not held up; "backup"'s
+            # failure waits until its success was answered, so it cannot overtake it
+            await asyncio.sleep(0.3)
+            assert sorted(r.json()["job"] for r in receiver.requests) == ["backup", "report"]
+            receiver.release()
+            await until(lambda: len(receiver.requests) == 3)
+        events = [r.json()["event"] for r in receiver.requests if r.json()["job"] == "backup"]
+        assert events == ["succeeded", "failed"]
+
+
 @synchronous
 async def test_slack_format(tmp_path: Path) -> None:
     with WebhookReceiver() as receiver:

@@ -84,6 +84,9 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._closing = False
         self._sending: set[asyncio.Task[None]] = set()
+        # (channel, job) -> the latest send of that lane: one job's notifications reach
+        # a channel in the order they were claimed (which is the order they happened)
+        self._lanes: dict[tuple[str, str], asyncio.Task[None]] = {}
         self._complaints: dict[str, tuple[float, int]] = {}  # channel -> (logged at, since)
         self._http: httpx.AsyncClient | None = None
 
@@ -183,9 +186,25 @@ class Dispatcher:
         return FanOut(event.id, chosen)
 
     def _start(self, delivery: Delivery) -> None:
-        task = asyncio.get_running_loop().create_task(self._deliver(delivery))
+        lane = (delivery.channel, delivery.event.job)
+        ahead = self._lanes.get(lane)
+        task = asyncio.get_running_loop().create_task(self._deliver_after(ahead, delivery))
+        self._lanes[lane] = task
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
+        task.add_done_callback(lambda done: self._leave_lane(lane, done))
+
+    def _leave_lane(self, lane: tuple[str, str], done: asyncio.Task[None]) -> None:
+        if self._lanes.get(lane) is done:
+            del self._lanes[lane]
+
+    async def _deliver_after(self, ahead: asyncio.Task[None] | None, delivery: Delivery) -> None:
+        """Send `delivery` once the send ahead of it in its lane has ended (concurrent
+        sends over separate connections would arrive in any order: a `started` after its
+        `overdue`)."""
+        if ahead is not None:
+            await asyncio.wait([ahead])
+        await self._deliver(delivery)
 
     async def _deliver(self, delivery: Delivery) -> None:
         event = delivery.event
