@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -103,6 +104,36 @@ def test_job_lifecycle_and_errors(start_daemon: Any) -> None:
     assert daemon.api("POST", "/api/v1/jobs/report/resume")["paused"] is False
     daemon.api("DELETE", "/api/v1/jobs/report", 204)
     daemon.api("GET", "/api/v1/jobs/report", 404)
+
+
+def test_concurrent_changes_neither_undo_each_other_nor_revive_a_deleted_job(
+    start_daemon: Any,
+) -> None:
+    daemon: DaemonProcess = start_daemon()
+    changes = [{"description": "d"}, {"timeout": "5m"}, {"command": "echo x"}, {"retries": 2}]
+
+    def send(method: str, path: str, body: dict[str, Any] | None = None) -> int:
+        with httpx.Client(base_url=daemon.url, headers=dict(daemon.http.headers)) as client:
+            return client.request(method, path, json=body).status_code
+
+    with ThreadPoolExecutor(len(changes) + 1) as pool:
+        for round_ in range(4):
+            name = f"j{round_}"
+            daemon.add_job(name=name, schedule="@yearly", command="true")
+            path = f"/api/v1/jobs/{name}"
+            answers = [f.result() for f in [pool.submit(send, "PATCH", path, c) for c in changes]]
+            assert answers == [200] * len(changes)
+            job = daemon.api("GET", path)
+            assert (job["description"], job["timeout"], job["command"], job["retries"]) == (
+                "d",
+                300.0,
+                "echo x",
+                2,
+            )
+            patched = [pool.submit(send, "PATCH", path, change) for change in changes]
+            assert send("DELETE", path) == 204
+            assert {future.result() for future in patched} <= {200, 404}
+            daemon.api("GET", path, 404)  # no PATCH brought it back
 
 
 def test_config_jobs_cannot_be_changed_through_the_api(start_daemon: Any, tmp_path: Path) -> None:

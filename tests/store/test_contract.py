@@ -93,6 +93,22 @@ class TestJobs:
         created = await asyncio.gather(*(store.create_job(job, NOW) for job in jobs))
         assert sorted(created) == [False] * 9 + [True]
 
+    async def test_an_update_holds_only_while_nothing_changed_meanwhile(self, store: Store) -> None:
+        await store.create_job(a_job(), NOW)
+        read = await store.get_job("backup")
+        assert read is not None
+        later = NOW + dt.timedelta(seconds=1)
+        assert await store.update_job(a_job(description="a"), later, read.updated_at)
+        # a second writer that read the same version loses: its merge is stale
+        assert not await store.update_job(a_job(description="b"), later, read.updated_at)
+        again = await store.get_job("backup")
+        assert again is not None and again.job.description == "a"
+        assert again.updated_at == later and again.created_at == NOW
+        await store.delete_job("backup")
+        # a deleted job is not brought back by an update
+        assert not await store.update_job(a_job(description="c"), later, again.updated_at)
+        assert await store.get_job("backup") is None
+
     async def test_pause_survives_an_update(self, store: Store) -> None:
         await store.put_job(a_job(), NOW)
         assert await store.set_paused("backup", True)

@@ -83,16 +83,25 @@ async def get_job(name: str, request: Request) -> JobOut:
     return job_out(await _stored(context, name), fire, show_secrets=reads_secrets(request))
 
 
+_PATCH_TRIES = 5
+"""Reads and merges of one PATCH when other changes of the job keep coming in between."""
+
+
 @router.patch("/{name}", response_model=JobOut, responses=_ERRORS)
 async def change_job(name: str, patch: JobPatch, request: Request) -> JobOut:
     """Change some fields of an API-made job; takes effect at once."""
     context = context_of(request)
-    stored = await _stored(context, name)
-    _refuse_config_job(stored, "changed")
-    data = {**stored.job.to_mapping(), **patch.model_dump(exclude_unset=True)}
-    data = {key: value for key, value in data.items() if value is not None}
-    job = _from_api(data)
-    await context.store.put_job(job, dt.datetime.now(dt.UTC))
+    changes = patch.model_dump(exclude_unset=True)
+    for _ in range(_PATCH_TRIES):
+        stored = await _stored(context, name)
+        _refuse_config_job(stored, "changed")
+        data = {**stored.job.to_mapping(), **changes}
+        job = _from_api({key: value for key, value in data.items() if value is not None})
+        if await context.store.update_job(job, dt.datetime.now(dt.UTC), stored.updated_at):
+            break
+        # deleted (the next read answers 404) or changed meanwhile: apply to the latest
+    else:
+        raise ApiError(409, f'job "{name}" kept changing meanwhile; try again')
     await context.jobs.reload(name)
     return job_out(await _stored(context, name), context.jobs.next_fires.get(name))
 

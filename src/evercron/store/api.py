@@ -99,6 +99,13 @@ class Store(Protocol):
         """Create or replace a job, keeping its paused flag; True when it was created."""
         ...
 
+    async def update_job(self, job: Job, now: dt.datetime, was: dt.datetime) -> bool:
+        """Replace the definition of the stored job `job.name` (keeping its paused flag),
+        only while it is unchanged since it read as `was` (its `updated_at`); False when
+        it was deleted or changed meanwhile, so a read-modify-write can neither bring a
+        deleted job back nor undo a concurrent change."""
+        ...
+
     async def delete_job(self, name: str) -> bool:
         """Remove a job (its runs stay in the history); True when it existed."""
         ...

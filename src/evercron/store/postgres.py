@@ -32,6 +32,7 @@ from evercron.store.postgres_definitions import (
     notify,
     put_job,
     reconcile,
+    update_job,
 )
 from evercron.store.postgres_link import Connection, Link, cut
 from evercron.store.postgres_outbox import OutboxCalls, record_results
@@ -163,6 +164,11 @@ class PostgresStore(OutboxCalls):
         """See `Store.put_job`."""
         async with self.link.transaction() as conn:
             return await put_job(conn, job, now, self.node)
+
+    async def update_job(self, job: Job, now: dt.datetime, was: dt.datetime) -> bool:
+        """See `Store.update_job`."""
+        async with self.link.transaction() as conn:
+            return await update_job(conn, job, now, was, self.node)
 
     async def delete_job(self, name: str) -> bool:
         """See `Store.delete_job`."""

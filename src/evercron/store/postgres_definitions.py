@@ -148,6 +148,20 @@ async def put_job(conn: Connection, job: Job, now: dt.datetime, node: str | None
     return await create_job(conn, job, now, node)
 
 
+async def update_job(
+    conn: Connection, job: Job, now: dt.datetime, was: dt.datetime, node: str | None
+) -> bool:
+    """Replace a job's definition while it is unchanged since `was`; True when replaced."""
+    cursor = await conn.execute(
+        "UPDATE jobs SET definition = %s, source = %s, updated_at = %s, applied_by = %s "
+        "WHERE name = %s AND updated_at = %s",
+        (definition(job), job.source, now, node, job.name, was),
+    )
+    if cursor.rowcount:
+        await notify(conn, "job", job.name)
+    return cursor.rowcount > 0
+
+
 async def delete_job(conn: Connection, name: str) -> bool:
     """Remove a job; True when it existed."""
     cursor = await conn.execute("DELETE FROM jobs WHERE name = %s", (name,))

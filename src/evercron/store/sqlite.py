@@ -112,6 +112,10 @@ class SqliteStore:
         """See `Store.put_job`."""
         return await self._worker.call(self._database.put_job, job, now, write=True)
 
+    async def update_job(self, job: Job, now: dt.datetime, was: dt.datetime) -> bool:
+        """See `Store.update_job`."""
+        return await self._worker.call(self._database.update_job, job, now, was, write=True)
+
     async def delete_job(self, name: str) -> bool:
         """See `Store.delete_job`."""
         return await self._worker.call(self._database.delete_job, name, write=True)

@@ -217,6 +217,16 @@ class SqliteDatabase:
                 return False
         return self.create_job(job, now)
 
+    def update_job(self, job: Job, now: dt.datetime, was: dt.datetime) -> bool:
+        """See `Store.update_job`."""
+        with self.step() as db:
+            cursor = db.execute(
+                "UPDATE jobs SET definition = ?, source = ?, updated_at = ? "
+                "WHERE name = ? AND updated_at = ?",
+                (_definition(job), job.source, to_text(now), job.name, to_text(was)),
+            )
+            return cursor.rowcount > 0
+
     def delete_job(self, name: str) -> bool:
         """See `Store.delete_job`."""
         with self.step() as db:
