@@ -5,9 +5,11 @@ connection is refused while the processes change hands)."""
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import socket
 
+log = logging.getLogger("evercron.daemon")
 SD_LISTEN_FDS_START = 3  # systemd passes sockets from this descriptor on
 
 
@@ -75,6 +77,24 @@ def from_systemd() -> dict[str, socket.socket]:
             name = f"{name}.{fd}"
         sockets[name] = adopt(fd, "socket activation")
     return sockets
+
+
+def open_listeners(inherited: dict[str, int], host: str, port: int) -> dict[str, socket.socket]:
+    """The API's listening sockets by name: those of the previous generation (its
+    descriptors named `listen:NAME` in `inherited`), else systemd's, else one bound to
+    `host`:`port`; raises `ListenError` when none can be had."""
+    found = {
+        name.removeprefix("listen:"): adopt(fd, "upgrade")
+        for name, fd in inherited.items()
+        if name.startswith("listen:")
+    }
+    if found:
+        return found
+    activated = from_systemd()
+    if activated:
+        log.info("socket activation: listening on %s", ", ".join(activated))
+        return activated
+    return {"api": bind(host, port)}
 
 
 def address_of(sock: socket.socket) -> tuple[str, int]:

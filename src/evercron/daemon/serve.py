@@ -45,7 +45,7 @@ import uvicorn
 
 from evercron import __version__
 from evercron.config import Config
-from evercron.daemon import chores, collector, init, listeners, logs, state
+from evercron.daemon import chores, collector, init, listeners, logs, state, tokens
 from evercron.daemon.connections import ACCEPT_BACKLOG, ConnectionGuard
 from evercron.daemon.control import Control
 from evercron.daemon.http import HttpServer
@@ -68,7 +68,6 @@ from evercron.server.context import ApiContext, GenerationInfo
 from evercron.store import NodeInfo, RetryPolicy, Store, open_store
 
 log = logging.getLogger("evercron.daemon")
-MIN_REMOTE_TOKEN = 16  # characters of a token that other machines can try to guess
 
 
 class ServeError(RuntimeError):
@@ -168,9 +167,12 @@ class Daemon:
     async def run(self) -> None:
         """Serve until asked to stop or handed over; raises `ServeError` when it cannot
         start (a successor reports that error to the old process)."""
-        token = self.settings.token or os.environ.get("EVERCRON_TOKEN") or None
-        if token is not None and self._viewer_token() == token:
-            raise ServeError("the viewer token must differ from the API token")
+        token = tokens.api_token(self.settings.token)
+        viewer = tokens.viewer_token(self.settings.viewer_token)
+        try:
+            tokens.check_tokens(token, viewer, ())
+        except tokens.TokenError as error:
+            raise ServeError(str(error)) from None
         _raise_open_file_limit()
         try:
             state.prepare(self.state_dir)
@@ -182,8 +184,7 @@ class Daemon:
         now = dt.datetime.now(dt.UTC)
         state.write_generation(self.state_dir, self.owner, self._generation_info(now))
         try:
-            self._sockets = self._listening_sockets()
-            self._check_token(token)
+            self._sockets = self._open_doors(token, viewer)
             await self._live(token or state.load_or_create_token(self.state_dir))
         finally:
             for sock in self._sockets.values():
@@ -252,7 +253,7 @@ class Daemon:
             token,
             started,
             str(self.state_dir),
-            viewer_token=self._viewer_token(),
+            viewer_token=tokens.viewer_token(self.settings.viewer_token),
             metrics=scraper,
             notify=operations.dispatcher,
             node=info.name,
@@ -527,54 +528,21 @@ class Daemon:
                 f"serving state dir {self.state_dir}"
             )
 
-    def _listening_sockets(self) -> dict[str, socket.socket]:
+    def _open_doors(self, token: str | None, viewer: str | None) -> dict[str, socket.socket]:
+        """The listening sockets (inherited, activated or bound), once the tokens suit
+        the addresses they listen on."""
+        inherited = self.predecessor.fds if self.predecessor is not None else {}
         try:
-            if self.predecessor is not None:
-                found = {
-                    name.removeprefix("listen:"): listeners.adopt(fd, "upgrade")
-                    for name, fd in self.predecessor.fds.items()
-                    if name.startswith("listen:")
-                }
-                if found:
-                    return found
-            activated = listeners.from_systemd()
-            if activated:
-                log.info("socket activation: listening on %s", ", ".join(activated))
-                return activated
-            return {"api": listeners.bind(self.settings.host, self.settings.port)}
-        except listeners.ListenError as error:
+            sockets = listeners.open_listeners(inherited, self.settings.host, self.settings.port)
+            try:
+                tokens.check_tokens(token, viewer, sockets.values())
+            except tokens.TokenError:
+                for sock in sockets.values():
+                    sock.close()
+                raise
+        except (listeners.ListenError, tokens.TokenError) as error:
             raise ServeError(str(error)) from None
-
-    def _viewer_token(self) -> str | None:
-        """The read-only token: [daemon] viewer_token, else EVERCRON_VIEWER_TOKEN."""
-        return self.settings.viewer_token or os.environ.get("EVERCRON_VIEWER_TOKEN") or None
-
-    def _check_token(self, token: str | None) -> None:
-        """Refuse a token (the API's or the viewer's) that cannot travel in a header,
-        and, on an address other machines reach (as bound: the real one), no API token
-        or a token shorter than `MIN_REMOTE_TOKEN`."""
-        tokens = [
-            ("the API token", "a token", token),
-            ("the viewer token", "a viewer token", self._viewer_token()),
-        ]
-        for name, _, value in tokens:
-            if value is not None and not all("!" <= char <= "~" for char in value):
-                raise ServeError(f"{name} must be printable ASCII characters without spaces")
-        for sock in self._sockets.values():
-            if listeners.is_loopback(listeners.address_of(sock)[0]):
-                continue
-            where = listeners.shown_address(sock)
-            if token is None:
-                raise ServeError(
-                    f"listening on {where} (not loopback) needs a token: set "
-                    "EVERCRON_TOKEN or [daemon] token"
-                )
-            for _, needed, value in tokens:
-                if value is not None and len(value) < MIN_REMOTE_TOKEN:
-                    raise ServeError(
-                        f"listening on {where} (not loopback) needs {needed} of at least "
-                        f"{MIN_REMOTE_TOKEN} characters (this one has {len(value)})"
-                    )
+        return sockets
 
     def _inheritance(self) -> dict[str, int]:
         fds = {f"listen:{name}": sock.fileno() for name, sock in self._sockets.items()}
