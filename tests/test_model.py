@@ -14,6 +14,7 @@ from evercron.model import (
     Misfire,
     NotifyEvent,
     RunStatus,
+    possible_events,
     result_events,
 )
 
@@ -154,6 +155,12 @@ class TestResultEvents:
         self, status: RunStatus, previous: RunStatus | None, facts: list[EventFact]
     ) -> None:
         assert result_events(status, previous) == facts
+
+    def test_possible_events_are_those_some_history_makes(self) -> None:
+        assert possible_events(self.S) == {NotifyEvent.SUCCEEDED, NotifyEvent.RECOVERED}
+        assert possible_events(RunStatus.KILLED) == {NotifyEvent.FAILED}
+        assert possible_events(RunStatus.SKIPPED) == {NotifyEvent.MISSED}
+        assert possible_events(RunStatus.RUNNING) == set()
 
     def test_ten_failures_are_one_change_then_a_recovery(self) -> None:
         history = [self.S] + [self.F] * 10 + [self.S]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -495,6 +496,15 @@ class EventFact:
 
     event: NotifyEvent
     repeat: bool = False
+
+
+@functools.cache
+def possible_events(status: RunStatus) -> frozenset[NotifyEvent]:
+    """Every event `result_events` can make for a run that ended with `status`, whatever
+    ended before it: when none of them is wanted, a result needs no look at the past."""
+    return frozenset(
+        fact.event for previous in (None, *RunStatus) for fact in result_events(status, previous)
+    )
 
 
 def result_events(status: RunStatus, previous: RunStatus | None) -> list[EventFact]:

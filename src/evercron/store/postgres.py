@@ -227,26 +227,9 @@ class PostgresStore(OutboxCalls):
 
     async def list_runs(self, query: RunQuery) -> list[Run]:
         """See `Store.list_runs`."""
-        clauses: list[str] = []
-        values: list[object] = []
-        if query.job is not None:
-            clauses.append("job = %s")
-            values.append(query.job)
-        if query.status is not None:
-            clauses.append("status = %s")
-            values.append(str(query.status))
-        if query.before is not None:
-            clauses.append("id < %s")
-            values.append(query.before)
-        if query.since is not None:
-            clauses.append("scheduled_at >= %s")
-            values.append(query.since)
-        if query.until is not None:
-            clauses.append("scheduled_at < %s")
-            values.append(query.until)
-        if query.retry_of is not None:
-            clauses.append("retry_of = %s")
-            values.append(query.retry_of)
+        conditions = query.conditions()
+        clauses = [f"{test} %s" for test, _ in conditions]
+        values = [value for _, value in conditions]
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         async with self.link.connection() as conn:
             cursor = await conn.execute(

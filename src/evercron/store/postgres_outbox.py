@@ -16,7 +16,7 @@ import json
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
-from evercron.model import OUTCOMES, NotifyEvent, RunStatus, Trigger, result_events
+from evercron.model import OUTCOMES, NotifyEvent, RunStatus, Trigger, possible_events, result_events
 from evercron.store.postgres_link import Connection, Link
 from evercron.store.postgres_rows import storable
 from evercron.store.records import (
@@ -33,14 +33,6 @@ from evercron.store.records import (
     TotalKind,
 )
 
-_CANDIDATES = {
-    RunStatus.SUCCEEDED: {NotifyEvent.SUCCEEDED, NotifyEvent.RECOVERED},
-    RunStatus.FAILED: {NotifyEvent.FAILED},
-    RunStatus.TIMED_OUT: {NotifyEvent.FAILED},
-    RunStatus.KILLED: {NotifyEvent.FAILED},
-    RunStatus.LOST: {NotifyEvent.LOST},
-    RunStatus.SKIPPED: {NotifyEvent.MISSED},
-}
 _OUTCOMES = sorted(str(status) for status in OUTCOMES)
 _FACTS = (
     "id, job, status, trigger, scheduled_at, attempt, started_at, finished_at, exit_code, "
@@ -56,7 +48,7 @@ _COMBINED = "CASE min(kind) WHEN 'max' THEN max(value) ELSE sum(value) END"
 
 def may_make_events(status: RunStatus, policy: EventPolicy) -> bool:
     """Whether a run ending with `status` can make an event that is wanted."""
-    return not _CANDIDATES.get(status, set()).isdisjoint(policy.events)
+    return not possible_events(status).isdisjoint(policy.events)
 
 
 # -- facts that make events ------------------------------------------------------------

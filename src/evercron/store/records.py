@@ -157,6 +157,20 @@ class RunQuery:
     until: dt.datetime | None = None
     retry_of: int | None = None
 
+    def conditions(self) -> list[tuple[str, object]]:
+        """The filters that are set, as (column and comparison, value) pairs that every
+        backend turns into its SQL (times stay aware datetimes)."""
+        status = None if self.status is None else str(self.status)
+        tests = (
+            ("job =", self.job),
+            ("status =", status),
+            ("id <", self.before),
+            ("scheduled_at >=", self.since),
+            ("scheduled_at <", self.until),
+            ("retry_of =", self.retry_of),
+        )
+        return [(test, value) for test, value in tests if value is not None]
+
 
 @dataclass(frozen=True, slots=True)
 class RunMark:

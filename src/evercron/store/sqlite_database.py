@@ -364,26 +364,9 @@ class SqliteDatabase:
 
     def list_runs(self, query: RunQuery) -> list[Run]:
         """See `Store.list_runs`."""
-        clauses: list[str] = []
-        values: list[object] = []
-        if query.job is not None:
-            clauses.append("job = ?")
-            values.append(query.job)
-        if query.status is not None:
-            clauses.append("status = ?")
-            values.append(str(query.status))
-        if query.before is not None:
-            clauses.append("id < ?")
-            values.append(query.before)
-        if query.since is not None:
-            clauses.append("scheduled_at >= ?")
-            values.append(to_text(query.since))
-        if query.until is not None:
-            clauses.append("scheduled_at < ?")
-            values.append(to_text(query.until))
-        if query.retry_of is not None:
-            clauses.append("retry_of = ?")
-            values.append(query.retry_of)
+        conditions = query.conditions()
+        clauses = [f"{test} ?" for test, _ in conditions]
+        values = [to_text(v) if isinstance(v, dt.datetime) else v for _, v in conditions]
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         rows = self._db.execute(
             f"SELECT {_RUN_COLUMNS} FROM runs {where} ORDER BY id DESC LIMIT ?",

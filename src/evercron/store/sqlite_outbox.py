@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from evercron.model import OUTCOMES, NotifyEvent, RunStatus, Trigger, result_events
+from evercron.model import OUTCOMES, NotifyEvent, RunStatus, Trigger, possible_events, result_events
 from evercron.store.records import (
     Claim,
     Claimed,
@@ -29,14 +29,6 @@ from evercron.store.records import (
 )
 from evercron.store.sqlite_database import SqliteDatabase, from_text, storable, to_text
 
-_CANDIDATES = {
-    RunStatus.SUCCEEDED: {NotifyEvent.SUCCEEDED, NotifyEvent.RECOVERED},
-    RunStatus.FAILED: {NotifyEvent.FAILED},
-    RunStatus.TIMED_OUT: {NotifyEvent.FAILED},
-    RunStatus.KILLED: {NotifyEvent.FAILED},
-    RunStatus.LOST: {NotifyEvent.LOST},
-    RunStatus.SKIPPED: {NotifyEvent.MISSED},
-}
 _OUTCOMES = tuple(sorted(str(status) for status in OUTCOMES))
 _FACT_COLUMNS = (
     "id, job, status, trigger, scheduled_at, attempt, started_at, finished_at, exit_code, "
@@ -53,7 +45,7 @@ _PENDING = str(DeliveryState.PENDING)
 def may_make_events(status: RunStatus, wanted: frozenset[NotifyEvent]) -> bool:
     """Whether a run ending with `status` can make an event that is wanted (if not, no
     statement is added to its result's)."""
-    return not _CANDIDATES.get(status, set()).isdisjoint(wanted)
+    return not possible_events(status).isdisjoint(wanted)
 
 
 class SqliteOutbox:
