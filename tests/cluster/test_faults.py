@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from tests.cluster.checker import SOLO_LINE, TICK_LINE, check, events_of, runs_of
 from tests.cluster.proxy import BlackHoleProxy
 from tests.daemon.conftest import DaemonProcess
@@ -54,6 +56,16 @@ def run_of(node: DaemonProcess, run_id: int) -> dict[str, Any]:
     return run
 
 
+def lost_counted(node: DaemonProcess) -> float:
+    """The node's count of lost manual runs of the job "long"."""
+    for family in text_string_to_metric_families(node.http.get("/metrics").text):
+        for sample in family.samples:
+            wanted = {"job_name": "long", "status": "lost", "trigger": "manual"}
+            if sample.name == "evercron_runs_total" and sample.labels == wanted:
+                return sample.value
+    return 0.0
+
+
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -76,6 +88,8 @@ def test_kills_a_stop_past_the_lease_and_a_database_restart(
     lost = wait_for(lambda: run_of(a, long_on_b)["status"] == "lost", LEASE + 8, "b's run lost")
     assert lost and time.monotonic() - killed_at < LEASE + 5
     assert "node b stopped renewing its lease" in run_of(a, long_on_b)["error"]
+    # counted once, by the node that reaped it (b's own counts died with it)
+    wait_for(lambda: lost_counted(a) + lost_counted(c) == 1, 5, "the lost run counted")
     for pid in marker.alive():  # (another machine's process in real life)
         os.kill(pid, signal.SIGKILL)
 

@@ -6,7 +6,8 @@ One loop wakes every `TICK` and, in this order:
    ever reaps a run that is still running here;
 2. sends a renewal every third of the lease (sooner after a failed one), each in a task
    of its own so that a silent database never delays step 1;
-3. reaps, every `REAP_EVERY`, the runs of nodes whose lease expired (`Store.reap`) and
+3. reaps, every `REAP_EVERY`, the runs of nodes whose lease expired (`Store.reap`),
+   counts them in this node's metrics (and wakes their `lost` notifications),
    starts the `on_lost` retries it claimed for itself;
 4. re-reads every job every `RESYNC_EVERY` (hints from other nodes are only hints).
 
@@ -26,6 +27,7 @@ from typing import Any
 
 from evercron.model import OnLost
 from evercron.scheduler import Scheduler
+from evercron.scheduler.observer import RunEnded
 from evercron.scheduler.placement import Cluster
 from evercron.store import NodeInfo, Store, StoreError, StoreUnavailable
 
@@ -180,6 +182,9 @@ class Membership:
                     run.node,
                     f"; retried here as run {lost.retry.run_id}" if lost.retry else "",
                 )
+                if run.finished_at is not None:  # counted, and its events sent, here
+                    ended = RunEnded(run.job, run.id, run.trigger, run.status, run.finished_at)
+                    scheduler.launcher.observer.run_ended(ended)
                 scheduler.launch_reaped(lost)
 
     async def _resync(self, scheduler: Scheduler) -> None:
