@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -116,3 +117,46 @@ def test_steering_through_any_node_takes_effect_on_every_node_within_a_second(
         "/api/v1/jobs/pinned/trigger", headers={"Authorization": f"Bearer {b.token}"}
     )
     assert refused.status_code == 409 and "lacks the tag(s) here" in refused.json()["error"]
+
+
+def test_a_run_by_hand_through_a_node_without_the_tags_runs_on_one_with_them(
+    start_node: Any, tmp_path: Path
+) -> None:
+    a = start_node("a")
+    b = start_node("b", "--node-tag", "gpu")
+    wait_for(lambda: len(a.api("GET", "/api/v1/nodes")) == 2)
+    where = tmp_path / "where"
+    a.add_job(name="render", schedule="@yearly", run_on=["gpu"],
+              command=f"echo $EVERCRON_NODE > {where}")  # fmt: skip
+    a.add_job(name="fold", schedule="@yearly", run_on=["tpu"], command="true")
+    wait_for(lambda: b.http.get("/api/v1/jobs/render").status_code == 200)
+
+    asked = a.api("POST", "/api/v1/jobs/render/trigger", 202)
+    run = a.wait_for_run(asked["id"])
+    assert (run["status"], run["node"], run["trigger"]) == ("succeeded", "b", "manual")
+    assert where.read_text() == "b\n"
+
+    # no live node has the tag: refused at once, recorded with the reason
+    refused = a.http.post("/api/v1/jobs/fold/trigger")
+    assert refused.status_code == 409
+    assert (
+        "lacks the tag(s) tpu; nodes that have them: none alive and taking work"
+        in refused.json()["error"]
+    )
+
+    # the one node that could is stopped: nobody answers, the firing is recorded here
+    b.process.send_signal(signal.SIGSTOP)
+    try:
+        unanswered = a.http.post("/api/v1/jobs/render/trigger")
+    finally:
+        b.process.send_signal(signal.SIGCONT)
+    assert unanswered.status_code == 409, unanswered.text
+    assert "this node (a) lacks the tag(s) gpu" in unanswered.json()["error"]
+    wait_for(lambda: a.api("GET", "/api/v1/nodes")[1]["state"] == "alive")
+    time.sleep(1.5)  # b's look at open requests: the withdrawn one is not answered late
+    runs = a.api("GET", "/api/v1/runs?job=render")
+    assert [(r["status"], r["node"]) for r in runs] == [("skipped", "a"), ("succeeded", "b")]
+
+    b.api("POST", "/api/v1/nodes/b/drain")  # a draining node takes no work
+    refused = a.http.post("/api/v1/jobs/render/trigger")
+    assert "nodes that have them: none alive and taking work" in refused.json()["error"]

@@ -189,6 +189,43 @@ class TestClaims:
         assert await claim_one(store, Claim("backup", NOW, Trigger.SCHEDULE)) is None
 
 
+class TestTriggerRequests:
+    async def test_a_request_is_answered_by_one_claim_only(self, store: Store) -> None:
+        request = await store.request_trigger("backup", NOW)
+        (waiting,) = await store.open_trigger_requests(NOW - dt.timedelta(minutes=1))
+        assert (waiting.id, waiting.job, waiting.requested_at, waiting.run_id) == (
+            request, "backup", NOW, None,
+        )  # fmt: skip
+        claim = Claim("backup", NOW, Trigger.MANUAL, request=request, token="t1")
+        other = Claim("backup", NOW, Trigger.MANUAL, request=request, token="t2")
+        first, second = await asyncio.gather(
+            store.claim([claim], "owner-a"), store.claim([other], "owner-b")
+        )
+        answers = [outcome.run_id for outcome in (*first, *second)]
+        assert answers.count(None) == 1  # of two nodes answering at once, one does
+        (run_id,) = [answer for answer in answers if answer is not None]
+        answered = await store.trigger_request(request)
+        assert answered is not None and answered.run_id == run_id
+        assert await store.open_trigger_requests(NOW - dt.timedelta(minutes=1)) == []
+        # the same claim again (its answer was lost on the way back) finds its run
+        (again,) = await store.claim([claim if first[0].run_id else other], "owner-a")
+        assert again.run_id in (run_id, None)
+        assert await store.withdraw_trigger_request(request) is False  # it had its run
+        assert await store.trigger_request(request) is None
+
+    async def test_a_withdrawn_request_is_answered_by_nobody(self, store: Store) -> None:
+        request = await store.request_trigger("backup", NOW)
+        assert await store.withdraw_trigger_request(request) is True
+        claim = Claim("backup", NOW, Trigger.MANUAL, request=request)
+        assert [o.run_id for o in await store.claim([claim], "owner-a")] == [None]
+        assert await store.list_runs(RunQuery()) == []
+        late = await store.request_trigger("backup", NOW - dt.timedelta(hours=1))
+        assert [
+            r.id for r in await store.open_trigger_requests(NOW - dt.timedelta(minutes=1))
+        ] == []
+        assert await store.trigger_request(late) is not None
+
+
 class TestFences:
     async def test_each_claim_gets_a_greater_fence_and_the_node(self, store: Store) -> None:
         outcomes = await store.claim(

@@ -9,7 +9,9 @@ One loop wakes every `TICK` and, in this order:
 3. reaps, every `REAP_EVERY`, the runs of nodes whose lease expired (`Store.reap`),
    counts them in this node's metrics (and wakes their `lost` notifications),
    starts the `on_lost` retries it claimed for itself;
-4. re-reads every job every `RESYNC_EVERY` (hints from other nodes are only hints).
+4. answers, as often, the trigger requests of other nodes (`evercron.scheduler.requests`)
+   - at once when hinted;
+5. re-reads every job every `RESYNC_EVERY` (hints from other nodes are only hints).
 
 Hints (`Store.listen`) make other nodes' changes felt at once: a job edited, paused or
 deleted is reloaded, a drain takes effect, a resync follows every reconnection. With
@@ -101,6 +103,8 @@ class Membership:
                 if now - self._last_reap >= REAP_EVERY and self.cluster.healthy():
                     self._last_reap = now
                     self._start("reap", self._reap(scheduler))
+                    if len(self.cluster.live_with(())) > 1:  # (alone: nobody asks)
+                        self._start("answer", _quietly(scheduler.answer_trigger_requests()))
                 if now - self._last_resync >= RESYNC_EVERY:
                     self._last_resync = now
                     self._start("resync", self._resync(scheduler))
@@ -199,6 +203,8 @@ class Membership:
             self._hinted(self._look_at_nodes())
         elif kind == "resync":
             self._hinted(self._resync(scheduler))
+        elif kind == "trigger":
+            self._hinted(scheduler.answer_trigger_requests())
 
     async def _look_at_nodes(self) -> None:
         with contextlib.suppress(StoreUnavailable):

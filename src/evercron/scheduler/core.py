@@ -22,6 +22,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from evercron.model import Concurrency, RunStatus, Trigger
+from evercron.scheduler import requests
 from evercron.scheduler.boot import current_boot
 from evercron.scheduler.clock import Clock, SystemClock
 from evercron.scheduler.firing import Firing, FiringPath
@@ -53,7 +54,7 @@ _JUST_BEFORE = dt.timedelta(microseconds=1)
 
 class ForbiddenConcurrency(RuntimeError):
     """A manual trigger recorded as skipped: the job forbids overlap and is running, or
-    (with several nodes) this node lacks a tag the job's `run_on` asks for."""
+    (with several nodes) no live node has every tag the job's `run_on` asks for."""
 
     def __init__(self, message: str, run_id: int | None) -> None:
         super().__init__(message)
@@ -267,12 +268,27 @@ class Scheduler:
             raise KeyError(name)
         self._jobs.setdefault(name, stored)
         now = dt.datetime.fromtimestamp(self.clock.time(), dt.UTC)
+        if requests.forwarded(self.cluster, stored):
+            answered = await requests.forward(self.store, self.clock, name, now)
+            if answered is not None:
+                run = await self.store.get_run(answered)
+                if run is not None and run.status is RunStatus.SKIPPED:
+                    raise ForbiddenConcurrency(run.error or "not started", answered)
+                return answered
+            # no node answered in time: recorded skipped here, saying which could
         (outcome,) = await self._path.fire([Firing(name, now, Trigger.MANUAL)])
         if outcome.run_id is None:
             raise RuntimeError("this daemon process is stopping; it starts nothing")
         if outcome.status is RunStatus.SKIPPED:
             raise ForbiddenConcurrency(outcome.error or "not started", outcome.run_id)
         return outcome.run_id
+
+    async def answer_trigger_requests(self) -> None:
+        """Start the manual runs other nodes asked for of jobs this node can run
+        (`evercron.scheduler.requests`)."""
+        await requests.answer_requests(
+            self.store, self._path, self._jobs.get, self.cluster, self.clock
+        )
 
     async def kill(self, run_id: int) -> KillOutcome:
         """End a running run wherever it runs: here (its process tree), in another live

@@ -48,6 +48,8 @@ class Firing:
     skip_reason: str | None = None
     stands_for: int = 1
     """How many firings a skipped one stands for (a gap's summary row)."""
+    request: int | None = None
+    """The trigger request of another node this manual firing answers, if any."""
 
 
 def decide(firing: Firing, stored: StoredJob | None, now: float) -> Claim | None:
@@ -55,7 +57,8 @@ def decide(firing: Firing, stored: StoredJob | None, now: float) -> Claim | None
     nothing is to be recorded (a scheduled firing of a job that is gone or paused does
     not exist). Applies, once: the job's state, `misfire_grace` for scheduled firings,
     and the concurrency policy (as flags the store acts on)."""
-    claim = Claim(firing.job, firing.scheduled_at, firing.trigger, firing.attempt, firing.retry_of)
+    claim = Claim(firing.job, firing.scheduled_at, firing.trigger, firing.attempt, firing.retry_of,
+                  request=firing.request)  # fmt: skip
     if firing.skip_reason is not None:
         return replace(claim, skip_reason=firing.skip_reason)
     inactive = _inactive(stored, firing.trigger)
@@ -231,7 +234,7 @@ class FiringPath:
 
     def _not_here(self, job: Job) -> str:
         tags = sorted(set(job.run_on) - set(self._cluster.me.tags))
-        able = ", ".join(self._cluster.live_with(job.run_on)) or "none is alive"
+        able = ", ".join(self._cluster.live_with(job.run_on)) or "none alive and taking work"
         return (
             f"run_on: this node ({self._cluster.me.name}) lacks the tag(s) {', '.join(tags)}; "
             f"nodes that have them: {able}"

@@ -35,6 +35,7 @@ from evercron.store.records import (
     StoreUnavailable,
     Total,
     TotalKind,
+    TriggerRequest,
 )
 from evercron.store.retry import RetryPolicy, persist
 from evercron.store.sqlite import SqliteStore
@@ -70,6 +71,7 @@ __all__ = [
     "StoredJob",
     "Total",
     "TotalKind",
+    "TriggerRequest",
     "open_store",
     "persist",
 ]

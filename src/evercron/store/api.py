@@ -55,6 +55,7 @@ from evercron.store.records import (
     StoredChunk,
     StoredJob,
     Total,
+    TriggerRequest,
 )
 
 
@@ -185,6 +186,23 @@ class Store(Protocol):
 
     async def request_kill(self, run_id: int, at: dt.datetime) -> bool:
         """Ask the owner of a running run to end it; False when it is not running."""
+        ...
+
+    async def request_trigger(self, job: str, at: dt.datetime) -> int:
+        """Ask the nodes that can run `job` for a manual run (a `TriggerRequest`, woken
+        at once on the nodes that listen); its id."""
+        ...
+
+    async def open_trigger_requests(self, since: dt.datetime) -> list[TriggerRequest]:
+        """The requests made from `since` on that no run answered yet, oldest first."""
+        ...
+
+    async def trigger_request(self, request_id: int) -> TriggerRequest | None:
+        """One request as it is now (None once withdrawn)."""
+        ...
+
+    async def withdraw_trigger_request(self, request_id: int) -> bool:
+        """Remove a request; True when no run had answered it (none will now)."""
         ...
 
     async def kill_requests(self, owner: str) -> list[int]:

@@ -20,6 +20,7 @@ import psycopg
 
 from evercron.model import Job, NotifyEvent, Run, RunStatus, Trigger
 from evercron.store import postgres_nodes
+from evercron.store import postgres_requests as requests
 from evercron.store.postgres_batch import WriteBatcher
 from evercron.store.postgres_claims import claim_all
 from evercron.store.postgres_definitions import (
@@ -55,6 +56,7 @@ from evercron.store.records import (
     StoredJob,
     StoreError,
     StoreUnavailable,
+    TriggerRequest,
 )
 from evercron.store.schema import Migration
 
@@ -196,11 +198,29 @@ class PostgresStore(OutboxCalls):
         """See `Store.claim` (`evercron.store.postgres_claims`)."""
         now = dt.datetime.now(dt.UTC)
         async with self.link.transaction() as conn:
-            outcomes = await claim_all(conn, claims, owner, self.node, now)
+            outcomes = await self._claim_answering(conn, claims, owner, now)
             if NotifyEvent.MISSED in self.policy.events:
                 skipped = [o.run_id for o in outcomes if o.run_id and o.status is RunStatus.SKIPPED]
                 await record_results(conn, skipped, self.policy, now)
             return outcomes
+
+    async def _claim_answering(
+        self, conn: Connection, claims: Sequence[Claim], owner: str, now: dt.datetime
+    ) -> list[Claimed]:
+        """`claim_all`, leaving out each claim whose trigger request was answered or
+        withdrawn meanwhile, and answering the others' requests with their runs."""
+        if all(claim.request is None for claim in claims):
+            return await claim_all(conn, claims, owner, self.node, now)
+        open_ = [
+            c.request is None or await requests.unanswered(conn, c.request, c.token) for c in claims
+        ]
+        wanted = [claim for claim, is_open in zip(claims, open_, strict=True) if is_open]
+        made = iter(await claim_all(conn, wanted, owner, self.node, now))
+        outcomes = [next(made) if is_open else Claimed(None) for is_open in open_]
+        for claim, outcome in zip(claims, outcomes, strict=True):
+            if claim.request is not None and outcome.run_id is not None:
+                await requests.answer(conn, claim.request, outcome.run_id)
+        return outcomes
 
     async def mark_started(
         self,
@@ -305,6 +325,26 @@ class PostgresStore(OutboxCalls):
             if row is not None:
                 await notify(conn, "kill", f"{run_id} {row[0]}")
             return row is not None
+
+    async def request_trigger(self, job: str, at: dt.datetime) -> int:
+        """See `Store.request_trigger` (`evercron.store.postgres_requests`)."""
+        async with self.link.transaction() as conn:
+            return await requests.request_trigger(conn, job, at, self.node)
+
+    async def open_trigger_requests(self, since: dt.datetime) -> list[TriggerRequest]:
+        """See `Store.open_trigger_requests`."""
+        async with self.link.connection() as conn:
+            return await requests.open_requests(conn, since)
+
+    async def trigger_request(self, request_id: int) -> TriggerRequest | None:
+        """See `Store.trigger_request`."""
+        async with self.link.connection() as conn:
+            return await requests.one_request(conn, request_id)
+
+    async def withdraw_trigger_request(self, request_id: int) -> bool:
+        """See `Store.withdraw_trigger_request`."""
+        async with self.link.transaction() as conn:
+            return await requests.withdraw(conn, request_id)
 
     async def kill_requests(self, owner: str) -> list[int]:
         """See `Store.kill_requests`."""

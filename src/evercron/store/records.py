@@ -76,6 +76,9 @@ class Claim:
     - `skip_reason`: record the firing as `skipped` with this reason (a missed firing, a
       paused job's retry): nothing runs, nothing is silent.
     - `token`: see below.
+    - `request`: the trigger request (`TriggerRequest`) this manual claim answers: it is
+      made only while nobody answered the request (else nothing is written and the
+      outcome is `Claimed(None)`), and the request then names its run.
     """
 
     job: str
@@ -90,6 +93,7 @@ class Claim:
     """Names this claim (not the firing): a store whose answer can be lost after its
     commit (a network between) finds the row a retry of the same claim wrote, instead of
     taking it for another process's - or, for a manual run, writing a second one."""
+    request: int | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +174,19 @@ class RunQuery:
             ("retry_of =", self.retry_of),
         )
         return [(test, value) for test, value in tests if value is not None]
+
+
+@dataclass(frozen=True)
+class TriggerRequest:
+    """A manual run asked for through a node that cannot run the job (it lacks a tag of
+    the job's `run_on`), for a node that can: the first one to claim it answers it."""
+
+    id: int
+    job: str
+    requested_at: dt.datetime
+    by_node: str | None
+    run_id: int | None
+    """The run that answered it (started, or recorded skipped); None until then."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,4 +153,14 @@ MIGRATIONS: list[Migration] = [
     # 7: the node that ran each run (several nodes share a PostgreSQL store; one node
     # names itself here too).
     Migration("ALTER TABLE runs ADD COLUMN node TEXT"),
+    # 8: manual runs asked for through a node that cannot run the job, for one that can.
+    Migration("""
+    CREATE TABLE trigger_requests (
+        id INTEGER PRIMARY KEY,
+        job TEXT NOT NULL,
+        requested_at TEXT NOT NULL,
+        by_node TEXT,
+        run_id INTEGER
+    )
+    """),
 ]

@@ -42,6 +42,7 @@ from evercron.store.records import (
     StoredChunk,
     StoredJob,
     Total,
+    TriggerRequest,
 )
 from evercron.store.schema import MIGRATIONS, Migration
 from evercron.store.sqlite_database import SqliteDatabase
@@ -193,6 +194,24 @@ class SqliteStore:
     async def request_kill(self, run_id: int, at: dt.datetime) -> bool:
         """See `Store.request_kill`."""
         return await self._worker.call(self._database.request_kill, run_id, at, write=True)
+
+    async def request_trigger(self, job: str, at: dt.datetime) -> int:
+        """See `Store.request_trigger`."""
+        return await self._worker.call(self._database.request_trigger, job, at, write=True)
+
+    async def open_trigger_requests(self, since: dt.datetime) -> list[TriggerRequest]:
+        """See `Store.open_trigger_requests`."""
+        return await self._worker.call(self._database.open_trigger_requests, since, write=False)
+
+    async def trigger_request(self, request_id: int) -> TriggerRequest | None:
+        """See `Store.trigger_request`."""
+        return await self._worker.call(self._database.trigger_request, request_id, write=False)
+
+    async def withdraw_trigger_request(self, request_id: int) -> bool:
+        """See `Store.withdraw_trigger_request`."""
+        return await self._worker.call(
+            self._database.withdraw_trigger_request, request_id, write=True
+        )
 
     async def kill_requests(self, owner: str) -> list[int]:
         """See `Store.kill_requests`."""

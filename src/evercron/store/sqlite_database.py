@@ -32,6 +32,7 @@ from evercron.store.records import (
     StoredJob,
     StoreError,
     StoreUnavailable,
+    TriggerRequest,
 )
 from evercron.store.schema import MIGRATIONS, Migration
 from evercron.text import printable
@@ -41,6 +42,15 @@ BUSY_TIMEOUT_MS = 5000
 _RUNNING = str(RunStatus.RUNNING)
 _SKIPPED = str(RunStatus.SKIPPED)
 _SCHEDULED = (str(Trigger.SCHEDULE), str(Trigger.CATCH_UP))
+
+
+_REQUEST_COLUMNS = "id, job, requested_at, by_node, run_id"
+
+
+def _request(row: tuple[Any, ...]) -> TriggerRequest:
+    at = from_text(row[2])
+    assert at is not None
+    return TriggerRequest(row[0], row[1], at, row[3], row[4])
 
 
 def to_text(moment: dt.datetime) -> str:
@@ -266,7 +276,22 @@ class SqliteDatabase:
     def claim(self, claims: Sequence[Claim], owner: str, now: dt.datetime) -> list[Claimed]:
         """See `Store.claim` (inside `write()`: the whole list is one transaction)."""
         finished = to_text(now)
-        return [self._claim_one(claim, owner, finished) for claim in claims]
+        return [self._claim_answering(claim, owner, finished) for claim in claims]
+
+    def _claim_answering(self, claim: Claim, owner: str, now: str) -> Claimed:
+        """`_claim_one`, made only while its trigger request (if any) is unanswered."""
+        if claim.request is None:
+            return self._claim_one(claim, owner, now)
+        row = self._db.execute(
+            "SELECT run_id FROM trigger_requests WHERE id = ?", (claim.request,)
+        ).fetchone()
+        if row is None or row[0] is not None:
+            return Claimed(None)  # withdrawn, or answered by another node
+        outcome = self._claim_one(claim, owner, now)
+        self._db.execute(
+            "UPDATE trigger_requests SET run_id = ? WHERE id = ?", (outcome.run_id, claim.request)
+        )
+        return outcome
 
     def _claim_one(self, claim: Claim, owner: str, now: str) -> Claimed:
         db = self._db
@@ -427,6 +452,38 @@ class SqliteDatabase:
             (to_text(at), run_id, _RUNNING),
         )
         return cursor.rowcount > 0
+
+    def request_trigger(self, job: str, at: dt.datetime) -> int:
+        """See `Store.request_trigger`."""
+        cursor = self._db.execute(
+            "INSERT INTO trigger_requests (job, requested_at, by_node) VALUES (?, ?, ?)",
+            (job, to_text(at), self.node),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def open_trigger_requests(self, since: dt.datetime) -> list[TriggerRequest]:
+        """See `Store.open_trigger_requests`."""
+        rows = self._db.execute(
+            f"SELECT {_REQUEST_COLUMNS} FROM trigger_requests "
+            "WHERE run_id IS NULL AND requested_at >= ? ORDER BY id",
+            (to_text(since),),
+        ).fetchall()
+        return [_request(row) for row in rows]
+
+    def trigger_request(self, request_id: int) -> TriggerRequest | None:
+        """See `Store.trigger_request`."""
+        row = self._db.execute(
+            f"SELECT {_REQUEST_COLUMNS} FROM trigger_requests WHERE id = ?", (request_id,)
+        ).fetchone()
+        return None if row is None else _request(row)
+
+    def withdraw_trigger_request(self, request_id: int) -> bool:
+        """See `Store.withdraw_trigger_request`."""
+        row = self._db.execute(
+            "DELETE FROM trigger_requests WHERE id = ? RETURNING run_id", (request_id,)
+        ).fetchone()
+        return row is not None and row[0] is None
 
     def kill_requests(self, owner: str) -> list[int]:
         """See `Store.kill_requests`."""
