@@ -5,6 +5,7 @@ import { api, canChange, keepToken, savedToken, session, Unauthorized } from "/u
 import * as jobPage from "/ui/job.js";
 import * as jobsPage from "/ui/jobs.js";
 import { h, show } from "/ui/dom.js";
+import * as nodesPage from "/ui/nodes.js";
 import * as notificationsPage from "/ui/notifications.js";
 import { navigate, say } from "/ui/parts.js";
 import * as runPage from "/ui/run.js";
@@ -16,11 +17,13 @@ const ROUTES = [
   [/^\/jobs\/([^/]+)$/, jobPage, "Job"],
   [/^\/runs$/, runsPage, "Runs"],
   [/^\/runs\/(\d+)$/, runPage, "Run"],
+  [/^\/nodes$/, nodesPage, "Nodes"],
   [/^\/notifications$/, notificationsPage, "Notifications"],
 ];
 // The navigation link of each page's section: a job is among the jobs, a run among the runs.
 const SECTIONS = [
   [/^\/runs(\/|$)/, "/runs"],
+  [/^\/nodes$/, "/nodes"],
   [/^\/notifications$/, "/notifications"],
 ];
 
