@@ -1,10 +1,10 @@
 """The nodes page (`/nodes`) in Chromium: two nodes on one PostgreSQL - each node's page
 lists both, with their state, tags, heartbeat, version, pid and running runs (linked to
-the run); a drain through one node's page shows on the other's, live, and so does an
-undrain and a node that left; the definitions the nodes' files disagree on; the viewer
-token sees no drain button and is refused one. And a single node on SQLite: itself,
-alive, with what several nodes need; a phone in dark mode; the keyboard alone drains and
-undrains it."""
+the run, whose page names its node, linked back, and fence); a drain through one node's
+page shows on the other's, live, and so does an undrain and a node that left; the
+definitions the nodes' files disagree on; the viewer token sees no drain button and is
+refused one. And a single node on SQLite: itself, alive, with what several nodes need; a
+phone in dark mode; the keyboard alone drains and undrains it."""
 
 from __future__ import annotations
 
@@ -86,8 +86,12 @@ def test_two_nodes_drained_and_undrained_through_the_page(
     running = _cell(row_a, "running").get_by_role("link", name=f"#{run['id']}")
     running.click()
     expect(page).to_have_url(f"{b.url}/runs/{run['id']}")
-    expect(page.locator('#run-details dd[data-field="node"]')).to_have_text("a")
-    page.go_back()
+    details = page.locator("#run-details")
+    expect(details.locator('dd[data-field="node"]')).to_have_text("a")
+    fence = b.api("GET", f"/api/v1/runs/{run['id']}")["fence"]
+    assert fence >= 1
+    expect(details.locator('dd[data-field="fence"]')).to_have_text(str(fence))
+    details.locator('dd[data-field="node"] a').click()
     expect(page).to_have_url(f"{b.url}/nodes")
 
     # Drained through b's page: b shows it at once, a's own page shows it too.
