@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.daemon.conftest import DaemonProcess, serving
 from tests.daemon.web import job_row, opened, output_text, page_width_fits, sign_in_link
@@ -28,7 +28,7 @@ schedule = "0 0 1 1 *"
 command = "echo '<img src=x onerror=window.pwned=1>'"
 description = "<b onmouseover=window.pwned=2>bold</b>"
 """
-PAGES = ("/", "/jobs/hello", "/runs", "/runs/1", "/notifications")
+PAGES = ("/", "/jobs/hello", "/runs", "/runs/1", "/nodes", "/notifications")
 
 
 @pytest.fixture(scope="module")
@@ -123,6 +123,34 @@ def test_deep_links_survive_a_reload_and_are_shared(daemon: DaemonProcess, page:
         expect(other.locator("#view")).to_contain_text("no run 99999")
         other.goto(f"{daemon.url}/jobs/nobody")
         expect(other.locator("#view")).to_contain_text('no job named "nobody"')
+
+
+def test_a_page_still_loading_never_draws_over_the_one_gone_back_to(
+    daemon: DaemonProcess, page: Page
+) -> None:
+    page.goto(sign_in_link(daemon, "/runs"))
+    expect(page.locator("#view h1")).to_have_text("Runs")
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:
+        held.append(route)
+
+    page.route(f"{daemon.url}/api/v1/runs/1", hold)
+    page.locator('#runs a[href="/runs/1"]').click()
+    expect(page).to_have_url(f"{daemon.url}/runs/1")
+    for _ in range(500):  # until the run's page asks for its run (held meanwhile)
+        if held:
+            break
+        page.wait_for_timeout(20)
+    assert len(held) == 1
+    page.go_back()
+    expect(page.locator("#view h1")).to_have_text("Runs")
+    held[0].continue_()
+    # The run's page sets the tab's title as it draws itself: it has finished loading.
+    expect(page).to_have_title("run 1 of hello · evercron")
+    expect(page.locator("#view h1")).to_have_text("Runs")
+    expect(page.locator("#run-details")).to_have_count(0)
+    assert page.url == f"{daemon.url}/runs"
 
 
 def test_names_commands_and_output_are_shown_as_text(daemon: DaemonProcess, page: Page) -> None:

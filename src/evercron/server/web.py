@@ -14,7 +14,7 @@ from evercron.server.errors import ApiError
 router = APIRouter(include_in_schema=False)
 
 # Routes the page draws itself (deep links that survive a reload).
-PAGE_ROUTES = ("/", "/jobs/{name}", "/runs", "/runs/{run_id}", "/notifications")
+PAGE_ROUTES = ("/", "/jobs/{name}", "/runs", "/runs/{run_id}", "/nodes", "/notifications")
 _MEDIA_TYPES = {
     ".js": "text/javascript; charset=utf-8",
     ".css": "text/css; charset=utf-8",

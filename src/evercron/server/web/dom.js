@@ -61,6 +61,17 @@ export function show(container, ...children) {
   return container;
 }
 
+// Make `tbody` hold `rows` in order: rows no longer shown go first, so that rows kept
+// never move (moving one would take the keyboard's focus from a link or button in it).
+export function placeRows(tbody, rows) {
+  const kept = new Set(rows);
+  for (const row of [...tbody.children]) if (!kept.has(row)) row.remove();
+  rows.forEach((row, index) => {
+    const there = tbody.children[index];
+    if (there !== row) tbody.insertBefore(row, there || null);
+  });
+}
+
 // Call `action` once input has paused for `ms`.
 export function debounce(action, ms) {
   let timer = null;

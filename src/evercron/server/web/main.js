@@ -5,6 +5,7 @@ import { api, canChange, keepToken, savedToken, session, Unauthorized } from "/u
 import * as jobPage from "/ui/job.js";
 import * as jobsPage from "/ui/jobs.js";
 import { h, show } from "/ui/dom.js";
+import * as nodesPage from "/ui/nodes.js";
 import * as notificationsPage from "/ui/notifications.js";
 import { navigate, say } from "/ui/parts.js";
 import * as runPage from "/ui/run.js";
@@ -16,11 +17,13 @@ const ROUTES = [
   [/^\/jobs\/([^/]+)$/, jobPage, "Job"],
   [/^\/runs$/, runsPage, "Runs"],
   [/^\/runs\/(\d+)$/, runPage, "Run"],
+  [/^\/nodes$/, nodesPage, "Nodes"],
   [/^\/notifications$/, notificationsPage, "Notifications"],
 ];
 // The navigation link of each page's section: a job is among the jobs, a run among the runs.
 const SECTIONS = [
   [/^\/runs(\/|$)/, "/runs"],
+  [/^\/nodes$/, "/nodes"],
   [/^\/notifications$/, "/notifications"],
 ];
 
@@ -97,8 +100,11 @@ async function draw(keepMessage = false) {
   if (!found) return show(view, h("h1", {}, "Not found"), h("p", {}, "No such page. ", h("a", { href: "/" }, "See the jobs.")));
   const [match, page, title] = found;
   document.title = `${title} · evercron`;
-  show(view, h("p", { class: "hint" }, "Loading…"));
-  const shown = await page.mount(view, match.slice(1), new URLSearchParams(location.search));
+  // Each page draws into a holder of its own: one still loading when another is asked for
+  // (Back pressed at once) finishes into a holder no longer shown, never over the next.
+  const holder = h("div", { class: "page" }, h("p", { class: "hint" }, "Loading…"));
+  show(view, holder);
+  const shown = await page.mount(holder, match.slice(1), new URLSearchParams(location.search));
   if (ticket !== drawing) {
     if (shown && shown.unmount) shown.unmount(); // another page was asked for meanwhile
     return;

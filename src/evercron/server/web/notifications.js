@@ -5,7 +5,7 @@
 // leaves the keyboard's focus where it was.
 
 import { api, Unauthorized } from "/ui/api.js";
-import { h, show } from "/ui/dom.js";
+import { h, placeRows, show } from "/ui/dom.js";
 import { say, signedOut } from "/ui/parts.js";
 import { relative, when } from "/ui/time.js";
 
@@ -103,7 +103,7 @@ class NotificationsPage {
     this.table.hidden = false;
     const rows = deliveries.map((delivery) => this.rowOf(delivery));
     this.rows = new Map(deliveries.map((delivery, index) => [delivery.id, { key: JSON.stringify(delivery), row: rows[index] }]));
-    place(this.tbody, rows);
+    placeRows(this.tbody, rows);
     for (const time of this.tbody.querySelectorAll(".when time")) {
       time.nextElementSibling.textContent = relative(time.getAttribute("datetime"));
     }
@@ -142,17 +142,6 @@ function stateOf(delivery) {
     h("span", { class: `state delivery-${delivery.state}` }, delivery.state),
     retrying ? h("span", { class: "hint" }, " (retrying)") : null,
   ];
-}
-
-// Make `tbody` hold `rows` in order: rows no longer shown go first, so that rows kept
-// never move (moving one would take the focus from a link in it).
-function place(tbody, rows) {
-  const kept = new Set(rows);
-  for (const row of [...tbody.children]) if (!kept.has(row)) row.remove();
-  rows.forEach((row, index) => {
-    const there = tbody.children[index];
-    if (there !== row) tbody.insertBefore(row, there || null);
-  });
 }
 
 // The empty page: how a channel is made, since no delivery exists before there is one.

@@ -1,6 +1,6 @@
-// `/runs/{id}`: one run - status, times, exit, CPU and memory, trigger, its attempt chain -
-// and its output, live while it runs (resuming across a hot upgrade), with follow/pause,
-// search and a download of everything stored.
+// `/runs/{id}`: one run - status, times, exit, CPU and memory, trigger, the node that ran
+// it and its fence, its attempt chain - and its output, live while it runs (resuming
+// across a hot upgrade), with follow/pause, search and a download of everything stored.
 
 import { api, canChange, request } from "/ui/api.js";
 import { button, debounce, h, show } from "/ui/dom.js";
@@ -86,7 +86,8 @@ class RunPage {
       ["memory", run.max_rss_kb === null ? "-" : `${bytes(run.max_rss_kb * 1024)} peak resident`],
       ["process", run.pid === null ? "-" : `pid ${run.pid}`],
       ["output", `${bytes(run.output_bytes)}${run.output_truncated ? " (the middle was not kept: max_output)" : ""}`],
-      run.node ? ["node", run.node] : null,
+      run.node ? ["node", h("a", { href: "/nodes", title: "every node and its state" }, run.node)] : null,
+      run.fence === null || run.fence === undefined ? null : ["fence", String(run.fence)],
       run.error ? ["error", h("span", { class: "error" }, run.error)] : null,
     ];
     show(
