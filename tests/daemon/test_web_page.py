@@ -153,6 +153,30 @@ def test_a_page_still_loading_never_draws_over_the_one_gone_back_to(
     assert page.url == f"{daemon.url}/runs"
 
 
+def test_a_slow_daemon_gets_one_refresh_at_a_time(daemon: DaemonProcess, page: Page) -> None:
+    page.clock.install()
+    page.goto(sign_in_link(daemon, "/runs"))
+    expect(page.locator("#view h1")).to_have_text("Runs")
+    held: list[Route] = []
+
+    def hold(route: Route) -> None:  # a daemon that does not answer
+        held.append(route)
+
+    page.route(f"{daemon.url}/api/v1/status", hold)
+    for _ in range(50):  # ticks of the page's refresh timer until one is under way
+        page.clock.run_for(3_000)
+        page.wait_for_timeout(100)  # (a request the page made reaches the route)
+        if held:
+            break
+    page.clock.run_for(3_000 * 4)  # four ticks more while it waits
+    page.wait_for_timeout(300)
+    assert len(held) == 1  # not one more per tick: they would take every connection
+    held[0].continue_()
+    page.unroute(f"{daemon.url}/api/v1/status")
+    page.clock.run_for(3_000)
+    expect(page.locator("#status")).to_contain_text("jobs")
+
+
 def test_names_commands_and_output_are_shown_as_text(daemon: DaemonProcess, page: Page) -> None:
     page.goto(sign_in_link(daemon))
     expect(job_row(page, "markup")).to_contain_text("<img src=x onerror=window.pwned=1>")

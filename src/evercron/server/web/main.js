@@ -112,13 +112,22 @@ async function draw(keepMessage = false) {
   current = shown;
 }
 
+// One refresh at a time: when the daemon answers slower than the timer ticks, refreshes
+// must not pile up and take every connection the browser allows the daemon's address
+// (an action of the user - a preview, a save - would wait behind them).
+let refreshing = false;
+
 async function refresh() {
+  if (refreshing) return;
+  refreshing = true;
   try {
     showStatus(await api("GET", "/api/v1/status"));
     if (current && current.refresh) await current.refresh();
   } catch (error) {
     if (error instanceof Unauthorized) showLogin(error.message);
     else $("status").textContent = `cannot reach the daemon: ${error.message}`;
+  } finally {
+    refreshing = false;
   }
 }
 
