@@ -163,7 +163,7 @@ def serving(work: Path, *args: str) -> Iterator[subprocess.Popen[bytes]]:
             stderr=subprocess.STDOUT,
         )
         try:
-            _wait_for(lambda: "listening on" in log_path.read_text(), 300)
+            _wait_for(lambda: _listening(daemon, log_path), 300)
             yield daemon
         finally:
             daemon.send_signal(signal.SIGTERM)
@@ -244,6 +244,16 @@ def run_floor(n: int, duration: float, work: Path) -> Sample:
         cpu_total / duration * 100,
         rss_mb(os.getpid()),
     )
+
+
+def _listening(daemon: subprocess.Popen[bytes], log_path: Path) -> bool:
+    """Whether the daemon says it listens; an exit before that ends the benchmark with its
+    log rather than a wait for the timeout."""
+    if "listening on" in log_path.read_text():
+        return True
+    if daemon.poll() is not None:
+        raise RuntimeError(f"the daemon exited ({daemon.returncode}):\n{log_path.read_text()}")
+    return False
 
 
 def _wait_for(condition: object, timeout: float) -> None:

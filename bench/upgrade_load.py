@@ -161,9 +161,10 @@ def follow(url: str, headers: dict[str, str], results: Results, done: Any) -> No
                         elif line.startswith("data: "):
                             data.append(line[6:])
                         elif not line and kind:
-                            if kind == "stdout":
-                                offsets.append(int(last or -1))
-                                text += "\n".join(data)
+                            if kind == "stdout":  # data: {"offset": N, "text": "..."}
+                                chunk = json.loads("\n".join(data))
+                                offsets.append(chunk["offset"])
+                                text += chunk["text"]
                             ended = kind == "end"
                             kind, data = "", []
             except httpx.HTTPError:
