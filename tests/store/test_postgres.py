@@ -170,6 +170,66 @@ async def test_a_lost_connection_is_a_passing_failure(
         await store.close()
 
 
+async def test_a_claim_commits_without_waiting_for_its_callers_event_loop(
+    postgres_url: str,
+) -> None:
+    """Another node claiming the same firing must not wait while this node's event loop
+    is busy elsewhere (it was: the claim's COMMIT waited for the loop)."""
+    store = PostgresStore(postgres_url, node="a")
+    await store.migrate()
+    try:
+        with (
+            psycopg.connect(postgres_url) as blocker,
+            psycopg.connect(postgres_url, autocommit=True) as other,
+        ):
+            blocker.execute("LOCK TABLE runs IN ACCESS EXCLUSIVE MODE")
+            claiming = asyncio.create_task(
+                store.claim([Claim("job", NOW, Trigger.SCHEDULE, token="a")], "owner-a")
+            )
+            while not _waiting_for_a_lock(other):
+                await asyncio.sleep(0.01)
+            # From here on this test's event loop - the claiming node's - is held busy.
+            blocker.commit()
+            deadline = time.monotonic() + 10
+            while not (_claimed_row(other) or _open_claim(other)):
+                assert time.monotonic() < deadline, "the claim never got the table"
+                time.sleep(0.01)
+            other.execute("SET statement_timeout = '2s'")
+            taken = other.execute(
+                "INSERT INTO runs (job, trigger, scheduled_at, attempt, status) "
+                "VALUES ('job', 'schedule', %s, 1, 'running') ON CONFLICT DO NOTHING "
+                "RETURNING id",
+                (NOW,),
+            ).fetchone()
+            assert taken is None  # the key was the first node's, committed, at once
+        (claimed,) = await claiming
+        assert claimed.owned
+    finally:
+        await store.close()
+
+
+def _waiting_for_a_lock(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    return bool(
+        conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'evercron' "
+            "AND wait_event_type = 'Lock'"
+        ).fetchone()
+    )
+
+
+def _claimed_row(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    return bool(conn.execute("SELECT 1 FROM runs WHERE claim_token = 'a'").fetchone())
+
+
+def _open_claim(conn: psycopg.Connection[tuple[object, ...]]) -> bool:
+    return bool(
+        conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'evercron' "
+            "AND state = 'idle in transaction'"
+        ).fetchone()
+    )
+
+
 async def test_a_silent_database_is_cut_off_at_the_deadline(
     postgres_server: PostgresServer, postgres_url: str
 ) -> None:

@@ -11,13 +11,22 @@ at that moment) is retried by its caller; the retry finds the row it wrote by th
 `token` and owns it again rather than losing the firing (or, for a manual run, which has
 no key, rather than writing a second one). Another claim of the same firing - even by the
 same process - has another token and finds the key taken, as it must.
+
+Every busy second's claims need nothing but their keys (`keyed_only`): they go in one
+statement, sent with its BEGIN and COMMIT in one round trip (`claim_keyed`), so that no
+claim's rows stay uncommitted while its node's event loop is busy elsewhere - other
+nodes claiming the same keys would wait for them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Sequence
 from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
 
 from evercron.model import RunStatus, Trigger
 from evercron.store.postgres_link import Connection
@@ -33,63 +42,111 @@ _INSERT = (
 )
 _BULK_INSERT = (
     "INSERT INTO runs (job, trigger, scheduled_at, attempt, retry_of, claim_token, status, "
-    "owner, node) SELECT job, trigger, scheduled_at, attempt, retry_of, claim_token, "
-    "'running', %s, %s FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::int[], "
-    "%s::bigint[], %s::text[]) AS c(job, trigger, scheduled_at, attempt, retry_of, "
-    "claim_token) ORDER BY job, scheduled_at, attempt "
-    "ON CONFLICT DO NOTHING RETURNING id, job, scheduled_at, attempt, fence"
+    "error, finished_at, owner, node) SELECT job, trigger, scheduled_at, attempt, retry_of, "
+    "claim_token, status, error, CASE WHEN status = 'skipped' THEN %s::timestamptz END, %s, "
+    "%s FROM unnest(%s::text[], %s::text[], %s::timestamptz[], %s::int[], %s::bigint[], "
+    "%s::text[], %s::text[], %s::text[]) AS c(job, trigger, scheduled_at, attempt, retry_of, "
+    "claim_token, status, error) ORDER BY job, scheduled_at, attempt "
+    "ON CONFLICT DO NOTHING RETURNING id, job, scheduled_at, attempt, status, error, fence"
 )
 Key = tuple[str, dt.datetime, int]
 
 
 async def claim_all(
-    conn: Connection, claims: Sequence[Claim], owner: str, node: str | None, now: dt.datetime
+    conn: Connection,
+    claims: Sequence[Claim],
+    owner: str,
+    node: str | None,
+    now: dt.datetime,
 ) -> list[Claimed]:
-    """Own or record each claim, in order, inside the caller's transaction."""
-    if claims and all(_plain(claim) for claim in claims):
-        return await _claim_plain(conn, claims, owner, node)
-    return [await _claim_one(conn, claim, owner, node, now) for claim in claims]
+    """Own or record each claim, in order, inside the caller's transaction: the keyed
+    ones in one statement, the others one by one."""
+    keyed = [claim for claim in claims if keyed_only(claim)]
+    won: dict[Key, Claimed] = {}
+    if keyed:
+        cursor = await conn.execute(_BULK_INSERT, _bulk_values(keyed, owner, node, now))
+        won = await _settle(conn, keyed, await cursor.fetchall())
+    return [
+        won.get(_key(claim), Claimed(None))
+        if keyed_only(claim)
+        else await _claim_one(conn, claim, owner, node, now)
+        for claim in claims
+    ]
 
 
-def _plain(claim: Claim) -> bool:
-    """Whether a claim needs nothing but its key (the bulk of every busy second)."""
-    return not (
-        claim.exclusive
-        or claim.replace
-        or claim.skip_reason is not None
-        or claim.trigger is Trigger.MANUAL
+async def claim_keyed(
+    conn: Connection,
+    claims: Sequence[Claim],
+    owner: str,
+    node: str | None,
+    now: dt.datetime,
+    deadline: float,
+) -> list[Claimed]:
+    """Keyed claims (`keyed_only`) on a connection in autocommit, in one round trip: the
+    transaction is sent whole (begin, insert, commit), so its rows are committed as soon
+    as the database gets to it, and another node claiming the same keys never waits for
+    this node's event loop to get round to a COMMIT. The database gives the transaction
+    at most half the caller's `deadline` (seconds): one the caller gave up on cannot
+    commit later, unseen by its retry."""
+    try:
+        # (Not `conn.transaction()`: in a pipeline it waits for the answers before COMMIT.)
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            await conn.execute(
+                "SELECT set_config('statement_timeout', %s, true)", (f"{int(deadline * 500)}ms",)
+            )
+            cursor = await conn.execute(_BULK_INSERT, _bulk_values(claims, owner, node, now))
+            await conn.execute("COMMIT")
+    except psycopg.Error:
+        if conn.info.transaction_status is TransactionStatus.INERROR:
+            with contextlib.suppress(psycopg.Error):  # (the pool drops a broken one)
+                await conn.execute("ROLLBACK")
+        raise
+    won = await _settle(conn, claims, await cursor.fetchall())
+    return [won.get(_key(c), Claimed(None)) for c in claims]
+
+
+def keyed_only(claim: Claim) -> bool:
+    """Whether a claim needs nothing but its key - a run to own or a firing to record
+    `skipped` (the bulk of every busy second): no concurrency check, not a manual run."""
+    return not (claim.exclusive or claim.replace or claim.trigger is Trigger.MANUAL)
+
+
+def _bulk_values(
+    claims: Sequence[Claim], owner: str, node: str | None, now: dt.datetime
+) -> tuple[Any, ...]:
+    """`_BULK_INSERT`'s values. Rows go in in key order: two nodes claiming overlapping
+    firings at once then wait for each other in one order, never in a cycle (a
+    deadlock)."""
+    return (
+        now,
+        owner,
+        node,
+        [c.job for c in claims],
+        [str(c.trigger) for c in claims],
+        [c.scheduled_at for c in claims],
+        [c.attempt for c in claims],
+        [c.retry_of for c in claims],
+        [c.token for c in claims],
+        [_RUNNING if c.skip_reason is None else _SKIPPED for c in claims],
+        [storable(c.skip_reason) for c in claims],
     )
 
 
-async def _claim_plain(
-    conn: Connection, claims: Sequence[Claim], owner: str, node: str | None
-) -> list[Claimed]:
-    """Every claim in one statement; the keys someone else holds come back as None.
-    Rows go in in key order: two nodes claiming overlapping firings at once then wait
-    for each other in one order, never in a cycle (a deadlock)."""
-    rows = await (
-        await conn.execute(
-            _BULK_INSERT,
-            (
-                owner,
-                node,
-                [c.job for c in claims],
-                [str(c.trigger) for c in claims],
-                [c.scheduled_at for c in claims],
-                [c.attempt for c in claims],
-                [c.retry_of for c in claims],
-                [c.token for c in claims],
-            ),
-        )
-    ).fetchall()
+async def _settle(
+    conn: Connection, claims: Sequence[Claim], rows: list[tuple[Any, ...]]
+) -> dict[Key, Claimed]:
+    """The outcome of each claim by key, from the rows the insert returned; a key it
+    did not insert is looked up (in a statement of its own, which sees what committed
+    meanwhile): an earlier try of the same claims may hold it."""
     won: dict[Key, Claimed] = {
-        (job, _utc(at), attempt): Claimed(run_id, fence=fence)
-        for run_id, job, at, attempt, fence in rows
+        (job, _utc(at), attempt): Claimed(run_id, RunStatus(status), error, fence=fence)
+        for run_id, job, at, attempt, status, error, fence in rows
     }
     lost = [c for c in claims if _key(c) not in won]
     if lost:
         won.update(await _own_rows(conn, lost))
-    return [won.get(_key(c), Claimed(None)) for c in claims]
+    return won
 
 
 async def _claim_one(
