@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from evercron.model import Job, Run, RunStatus, Trigger
 from evercron.process import descriptors
 from evercron.process.cgroup import discover
 from evercron.scheduler import Scheduler, boot, core
-from evercron.store import RunQuery
+from evercron.store import Claim, Claimed, RunQuery
+from evercron.store.sqlite import SqliteStore
 from tests.scheduler.harness import opened_store
 
 
@@ -198,6 +200,45 @@ def test_misfire_run_all_and_skip(tmp_path: Path) -> None:
     # A restart does not run them again: the claims are in the store.
     asyncio.run(run_schedulers(tmp_path / "db", ["b"], 0.5))
     assert len(runs_of(tmp_path / "db", "all")) == len(missed)
+
+
+class CountingStore(SqliteStore):
+    """The real store, noting how many firings each claim call carried."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.claim_calls: list[int] = []
+
+    async def claim(self, claims: Sequence[Claim], owner: str) -> list[Claimed]:
+        self.claim_calls.append(len(claims))
+        return await super().claim(claims, owner)
+
+
+def test_jobs_found_late_together_are_claimed_in_one_store_call(tmp_path: Path) -> None:
+    """A daemon that falls behind finds a thousand jobs late at once: one claim for all
+    of them, not one each (which made it fall further behind)."""
+    created = dt.datetime.now(dt.UTC) - dt.timedelta(days=800)
+    for n in range(30):
+        job = {"name": f"yearly-{n}", "schedule": "0 0 1 1 *", "command": "true",
+               "misfire": "skip", "misfire_grace": "0s", "timezone": "UTC"}  # fmt: skip
+        put_job(tmp_path / "db", Job.from_mapping(job), created)
+
+    async def run() -> list[int]:
+        store = CountingStore(tmp_path / "db")
+        await store.migrate()
+        scheduler = Scheduler(store, "a")
+        await scheduler.load()
+        loop = asyncio.create_task(scheduler.run())
+        while len(await store.list_runs(RunQuery(None, RunStatus.SKIPPED, 1000))) < 60:
+            await asyncio.sleep(0.02)
+        scheduler.stop()
+        await loop
+        await scheduler.close()
+        await store.close()
+        return store.claim_calls
+
+    calls = asyncio.run(run())
+    assert calls == [sum(calls)] and sum(calls) >= 60  # two or three missed years each
 
 
 def test_retries_are_linked_to_the_original(tmp_path: Path) -> None:

@@ -370,12 +370,13 @@ class Scheduler:
 
     def _take_due(self, now: float, jump: tuple[float, float] | None) -> None:
         prepared: list[tuple[str, dt.datetime]] = []
+        late: list[tuple[str, list[Planned]]] = []
         for name, fire_at in self._plan.take_due(now + PREPARE_LEAD):
             stored = self._jobs.get(name)
             if stored is None:
                 continue
             if fire_at.timestamp() <= now:
-                self._spawn(self._fire_planned(name, self._settle_late(stored, fire_at, now, jump)))
+                late.append((name, self._settle_late(stored, fire_at, now, jump)))
                 self._plan_next(name, now)
                 continue
             self._plan_next(name, fire_at.timestamp())
@@ -385,6 +386,8 @@ class Scheduler:
                 self._spawn(self._fire_when_due(name, fire_at))
         if prepared:
             self._spawn(self._fire_prepared(prepared))
+        if late:
+            self._spawn(self._fire_planned(late))
 
     def _settle_late(
         self, stored: StoredJob, fire_at: dt.datetime, now: float, jump: tuple[float, float] | None
@@ -416,22 +419,38 @@ class Scheduler:
 
     # -- firing ------------------------------------------------------------------------
 
-    async def _fire_planned(self, name: str, plans: list[Planned]) -> None:
-        """Settle a gap: skipped rows and late firings are claimed at once. Catch-ups of
-        a `forbid` job run one after the other, each claimed when the one before ended
-        (run-all means each of them runs)."""
-        firings = [
-            Firing(
-                name, p.scheduled_at, p.trigger, skip_reason=p.skip_reason, stands_for=p.stands_for
-            )
-            for p in plans
-        ]
-        stored = self._jobs.get(name)
-        one_by_one = stored is not None and stored.job.concurrency is Concurrency.FORBID
-        queued = [
-            f for f in firings if one_by_one and f.trigger is Trigger.CATCH_UP and not f.skip_reason
-        ]
-        await self._path.fire([f for f in firings if f not in queued])
+    async def _fire_planned(self, gaps: list[tuple[str, list[Planned]]]) -> None:
+        """Settle the gaps of jobs found due together: skipped rows and late firings are
+        claimed at once, in one store call (a thousand jobs late together make one
+        claim, not a thousand). Catch-ups of a `forbid` job run one after the other,
+        each claimed when the one before ended (run-all means each of them runs)."""
+        at_once: list[Firing] = []
+        one_by_one: list[tuple[str, list[Firing]]] = []
+        for name, plans in gaps:
+            firings = [
+                Firing(
+                    name,
+                    p.scheduled_at,
+                    p.trigger,
+                    skip_reason=p.skip_reason,
+                    stands_for=p.stands_for,
+                )
+                for p in plans
+            ]
+            stored = self._jobs.get(name)
+            forbid = stored is not None and stored.job.concurrency is Concurrency.FORBID
+            queued = [
+                f for f in firings if forbid and f.trigger is Trigger.CATCH_UP and not f.skip_reason
+            ]
+            at_once += [f for f in firings if f not in queued]
+            if queued:
+                one_by_one.append((name, queued))
+        await self._path.fire(at_once)
+        for name, queued in one_by_one:
+            self._spawn(self._catch_up_one_by_one(name, queued))
+
+    async def _catch_up_one_by_one(self, name: str, queued: list[Firing]) -> None:
+        """A `forbid` job's catch-ups, each claimed once the run before it ended."""
         for firing in queued:
             for run_id in self.launcher.running_of(name):
                 await self.launcher.finished(run_id)
@@ -460,7 +479,7 @@ class Scheduler:
             return
         now = self.clock.time()
         due = Due(1, fire_at, (fire_at,))
-        await self._fire_planned(name, plan_gap(stored.job, due, now, self._gap_cause(now)))
+        await self._fire_planned([(name, plan_gap(stored.job, due, now, self._gap_cause(now)))])
 
     async def _fire_reboot(self, stored: StoredJob) -> None:
         # Keyed by the boot's start time as first recorded for this boot id (and node,
