@@ -31,6 +31,9 @@ from evercron.store import Claim, Claimed, RetryPolicy, RunEnd, Store, StoredJob
 MANUAL_PATIENCE = 5.0
 """Seconds a manual trigger waits for a store that refuses writes before it is refused."""
 
+_NOT_HERE = Claimed(None)
+"""A firing not claimed here (one shared instance: a thousand firings a second need no
+thousand equal records)."""
 Planned = tuple[int, "Firing", Claim]
 """A firing about to be claimed: its index in the call, the firing, its claim."""
 
@@ -143,7 +146,7 @@ class FiringPath:
         instant in `crowded` are so many that CPU bounds how soon they run (see
         `LaunchMode.DIRECT`). Once `closed`, only retries are claimed: their keys belong
         to this process's runs, nobody else claims them."""
-        results = [Claimed(None) for _ in firings]
+        results = [_NOT_HERE] * len(firings)
         turns = self._plan(firings)
         started = self._clock.time()
         for delay in sorted(turns):
