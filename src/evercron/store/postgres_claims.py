@@ -208,25 +208,30 @@ async def _insert_skipped(
 async def _own_rows(conn: Connection, claims: Sequence[Claim]) -> dict[Key, Claimed]:
     """Rows with these keys that these very claims wrote (by their tokens): an earlier
     try of the same claim call, committed though its answer was lost. Found by key (the
-    claim index: one probe per key, whatever the planner thinks of the tokens)."""
-    mine = {_key(c): c.token for c in claims if c.token is not None}
+    claim index: one probe per key, whatever the planner thinks of the tokens); another
+    claimer's row (the usual case) is passed over in the database."""
+    mine = [c for c in claims if c.token is not None]
     if not mine:
         return {}
     rows = await (
         await conn.execute(
-            "SELECT r.id, r.job, r.scheduled_at, r.attempt, r.status, r.error, r.fence, "
-            "r.claim_token FROM unnest(%s::text[], %s::timestamptz[], %s::int[]) AS "
-            "k(job, scheduled_at, attempt) JOIN runs r ON r.job = k.job AND "
-            "r.scheduled_at = k.scheduled_at AND r.attempt = k.attempt AND r.trigger <> 'manual'",
-            ([k[0] for k in mine], [k[1] for k in mine], [k[2] for k in mine]),
+            "SELECT r.id, r.job, r.scheduled_at, r.attempt, r.status, r.error, r.fence "
+            "FROM unnest(%s::text[], %s::timestamptz[], %s::int[], %s::text[]) AS "
+            "k(job, scheduled_at, attempt, token) JOIN runs r ON r.job = k.job AND "
+            "r.scheduled_at = k.scheduled_at AND r.attempt = k.attempt "
+            "AND r.trigger <> 'manual' AND r.claim_token = k.token",
+            (
+                [c.job for c in mine],
+                [c.scheduled_at for c in mine],
+                [c.attempt for c in mine],
+                [c.token for c in mine],
+            ),
         )
     ).fetchall()
-    found: dict[Key, Claimed] = {}
-    for run_id, job, at, attempt, status, error, fence, token in rows:
-        key = (job, _utc(at), attempt)
-        if token is not None and mine.get(key) == token:
-            found[key] = Claimed(run_id, RunStatus(status), error, fence=fence)
-    return found
+    return {
+        (job, _utc(at), attempt): Claimed(run_id, RunStatus(status), error, fence=fence)
+        for run_id, job, at, attempt, status, error, fence in rows
+    }
 
 
 async def _own_manual(conn: Connection, claim: Claim) -> Claimed | None:
