@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -82,3 +85,19 @@ def test_only_the_store_knows_sqlite_and_its_backends() -> None:
         names = imports_of(path)
         assert "sqlite3" not in names, path
         assert not any(n.startswith("store.sqlite") for n in names), path
+
+
+def test_a_single_node_never_loads_the_postgresql_driver() -> None:
+    """psycopg costs start-up time and memory: only a daemon with a database URL (or
+    `migrate-store`) loads it."""
+    check = (
+        "import sys, evercron.cli.main, evercron.daemon.serve, evercron.store;"
+        "from pathlib import Path;"
+        "evercron.store.open_store(Path(sys.argv[1]));"
+        "print(sorted(m for m in sys.modules if m.startswith('psycopg')))"
+    )
+    with tempfile.TemporaryDirectory() as state_dir:
+        found = subprocess.run(
+            [sys.executable, "-c", check, state_dir], capture_output=True, text=True, check=True
+        )
+    assert found.stdout.strip() == "[]"

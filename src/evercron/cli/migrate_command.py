@@ -11,7 +11,6 @@ from evercron.cli.errors import CliError
 from evercron.config import default_state_dir
 from evercron.daemon import state
 from evercron.store import StoreError
-from evercron.store.transfer import move_history
 
 
 @click.command("migrate-store")
@@ -29,6 +28,9 @@ def migrate_store_command(url: str, state_dir: str | None, merge: bool) -> None:
     lock = state.FileLock(where / "serve.lock")
     if not lock.try_acquire():
         raise CliError(f"a daemon is serving {where}: stop it first (evercron stop)")
+    # (imported here: every other command, `serve` on SQLite too, goes without psycopg)
+    from evercron.store.transfer import move_history  # noqa: PLC0415
+
     try:
         done = asyncio.run(move_history(path, url, merge, _show))
     except StoreError as error:

@@ -20,7 +20,10 @@ log = logging.getLogger("evercron.daemon")
 KILL_REQUESTS_EVERY = 0.25
 PRUNE_EVERY = 3600.0
 CONTRACT_CHECK_EVERY = 1.0
-FLUSH_EVERY = 1.0
+FLUSH_EVERY = 5.0
+"""Seconds between writes of the changed metric totals: a series that changes every
+second is written once per period, not once per change (scrapes read this process's
+values from memory; a handover and a stop write them at once)."""
 
 
 async def serve_kill_requests(store: Store, scheduler: Scheduler, owner: str) -> None:

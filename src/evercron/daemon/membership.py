@@ -15,7 +15,8 @@ One loop wakes every `TICK` and, in this order:
 
 Hints (`Store.listen`) make other nodes' changes felt at once: a job edited, paused or
 deleted is reloaded, a drain takes effect, a resync follows every reconnection. With
-one node (SQLite) the loop still runs; its lease never fails and nothing is reaped.
+one node (SQLite: a store nobody else writes to) the loop only keeps the lease, which
+never fails: there is nothing to reap, answer or re-read.
 """
 
 from __future__ import annotations
@@ -100,14 +101,8 @@ class Membership:
                 if now - self._last_try >= wait:
                     self._last_try = now
                     self._start("renew", self._renew(now))
-                if now - self._last_reap >= REAP_EVERY and self.cluster.healthy():
-                    self._last_reap = now
-                    self._start("reap", self._reap(scheduler))
-                    if len(self.cluster.live_with(())) > 1:  # (alone: nobody asks)
-                        self._start("answer", _quietly(scheduler.answer_trigger_requests()))
-                if now - self._last_resync >= RESYNC_EVERY:
-                    self._last_resync = now
-                    self._start("resync", self._resync(scheduler))
+                if self.store.shared:  # (else nobody else writes to the store)
+                    self._look_at_the_others(scheduler, now)
                 await asyncio.sleep(TICK)
         finally:
             listening.cancel()
@@ -117,6 +112,17 @@ class Membership:
             await asyncio.gather(*pending, return_exceptions=True)
 
     # -- the steps ---------------------------------------------------------------------
+
+    def _look_at_the_others(self, scheduler: Scheduler, now: float) -> None:
+        """Steps 3 to 5: what other nodes did or left behind."""
+        if now - self._last_reap >= REAP_EVERY and self.cluster.healthy():
+            self._last_reap = now
+            self._start("reap", self._reap(scheduler))
+            if len(self.cluster.live_with(())) > 1:  # (alone: nobody asks)
+                self._start("answer", _quietly(scheduler.answer_trigger_requests()))
+        if now - self._last_resync >= RESYNC_EVERY:
+            self._last_resync = now
+            self._start("resync", self._resync(scheduler))
 
     def _check_fence(self, scheduler: Scheduler) -> None:
         healthy = self.cluster.healthy()

@@ -121,7 +121,10 @@ class Cluster:
         if not able:
             able = list(self._live)
             reason = f"no live node has the tags run_on = {sorted(wanted)}"
-        order = [node.name for node in sorted(able, key=_ranking(job, scheduled_at, attempt))]
+        if len(able) == 1:  # (one node, the common case: no ranking to compute)
+            order = [able[0].name]
+        else:
+            order = [node.name for node in sorted(able, key=_ranking(job, scheduled_at, attempt))]
         if self.me.name not in order:
             return None
         place = order.index(self.me.name)

@@ -5,7 +5,6 @@ daemon events, the notification outbox and metric totals. Callers hold a `Store`
 from pathlib import Path
 
 from evercron.store.api import Store
-from evercron.store.postgres import PostgresStore
 from evercron.store.records import (
     MERGED,
     BrokenJob,
@@ -82,5 +81,9 @@ def open_store(state_dir: Path, database_url: str | None = None, node: str | Non
     `database_url` (several nodes), else the SQLite file in its state dir; opened for the
     node called `node`."""
     if database_url:
+        # Imported only here: psycopg costs a single node on SQLite start-up time and
+        # memory for nothing.
+        from evercron.store.postgres import PostgresStore  # noqa: PLC0415
+
         return PostgresStore(database_url, node)
     return SqliteStore(state_dir / "evercron.db", node)

@@ -67,6 +67,13 @@ class Store(Protocol):
         """Where the data lives, for logs and `status` (never a password)."""
         ...
 
+    @property
+    def shared(self) -> bool:
+        """Whether other nodes may use this store at the same time: then they change
+        jobs and runs behind this node's back, and leases and reaping matter. A store
+        only one node can use (SQLite) changes only through this node."""
+        ...
+
     async def migrate(self, *, expand_only: bool = False) -> int:
         """Bring the schema up to this version's; the version it is at now. With
         `expand_only` (an older release still uses the store) stop before the first

@@ -85,6 +85,11 @@ class PostgresStore(OutboxCalls):
         """The database, without its password."""
         return self.link.description
 
+    @property
+    def shared(self) -> bool:
+        """A database several nodes use: yes."""
+        return True
+
     async def migrate(
         self, *, expand_only: bool = False, migrations: Sequence[Migration] = MIGRATIONS
     ) -> int:

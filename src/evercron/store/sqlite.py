@@ -73,6 +73,11 @@ class SqliteStore:
         """The database file."""
         return f"sqlite {self.path}"
 
+    @property
+    def shared(self) -> bool:
+        """A file one node uses: no."""
+        return False
+
     async def migrate(
         self, *, expand_only: bool = False, migrations: Sequence[Migration] = MIGRATIONS
     ) -> int:
