@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from tests.daemon.conftest import DaemonProcess
+from tests.notify.receivers import WebhookReceiver
 
 
 def config(tmp_path: Path, **daemon: str) -> str:
@@ -109,6 +110,28 @@ def test_a_store_locked_by_another_process_loses_no_firing(
     log = daemon.log()
     assert "the store refuses writes" in log and "accepts writes again" in log
     assert log.count("the store refuses writes") == 1  # told once, not per write
+    assert "Task exception was never retrieved" not in log and "Traceback" not in log
+
+
+def test_a_locked_store_pauses_the_chores_it_fails_never_ends_them(
+    start_daemon: Any, tmp_path: Path
+) -> None:
+    with WebhookReceiver() as receiver:
+        path = tmp_path / "evercron.toml"
+        path.write_text(
+            '[daemon]\nstore_retry_interval = "0.5s"\n'
+            f'[[notify]]\nname = "hook"\nurl = "{receiver.url}"\nevery_run = true\n'
+            '[[job]]\nname = "bad"\nschedule = "0 0 1 1 *"\ncommand = "exit 3"\n'
+        )
+        daemon: DaemonProcess = start_daemon("--config", str(path))
+        with write_lock_held(daemon.state_dir / "evercron.db"):
+            time.sleep(8)  # beyond SQLite's busy timeout: the delivery loop's claim fails
+        run = daemon.wait_for_run(daemon.api("POST", "/api/v1/jobs/bad/trigger", 202)["id"])
+        (sent,) = receiver.wait_for(1)
+        assert sent.json()["run"]["id"] == run["id"] and sent.json()["event"] == "failed"
+        log = daemon.log()
+        assert daemon.stop() == 0
+    assert "notification delivery paused: " in log
     assert "Task exception was never retrieved" not in log and "Traceback" not in log
 
 

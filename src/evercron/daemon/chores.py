@@ -1,20 +1,25 @@
 """The daemon's background chores: kill requests from other processes, retention, contract
 migrations once alone, notifications sent, metric totals saved and merged. Each is a loop
-that runs until cancelled. (The overdue watch needs none: it arms a timer per run.)"""
+that runs until cancelled, kept alive by `kept_alive`: a store that fails for a moment (a
+lock held, a full disk, a database restart) pauses a chore, never ends it. (The overdue
+watch needs none: it arms a timer per run.)"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import logging
+import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any
 
 from evercron.daemon import state
 from evercron.logfields import about
 from evercron.metrics import RunMetrics, Scraper
 from evercron.notify.dispatcher import Dispatcher
 from evercron.scheduler import Scheduler
-from evercron.store import RetryPolicy, Store
+from evercron.store import RetryPolicy, Store, StoreUnavailable
 
 log = logging.getLogger("evercron.daemon")
 KILL_REQUESTS_EVERY = 0.25
@@ -24,6 +29,30 @@ FLUSH_EVERY = 5.0
 """Seconds between writes of the changed metric totals: a series that changes every
 second is written once per period, not once per change (scrapes read this process's
 values from memory; a handover and a stop write them at once)."""
+
+
+RESTART_AFTER = 1.0
+"""Seconds before a chore the store failed starts again."""
+SAY_EVERY = 60.0
+"""A chore's store failures are logged at most once per this many seconds."""
+
+
+async def kept_alive(what: str, start: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run the chore `start()` makes, and again `RESTART_AFTER` seconds after each
+    failure: a store unavailable for a moment (said once a minute at most) or anything
+    else (logged with its traceback), so that no chore silently stops for good."""
+    said_at = -SAY_EVERY
+    while True:
+        try:
+            await start()
+            return
+        except StoreUnavailable as error:
+            if time.monotonic() - said_at >= SAY_EVERY:
+                said_at = time.monotonic()
+                log.warning("%s paused: %s; trying again every %gs", what, error, RESTART_AFTER)
+        except Exception:
+            log.exception("%s failed; started again in %gs", what, RESTART_AFTER)
+        await asyncio.sleep(RESTART_AFTER)
 
 
 async def serve_kill_requests(store: Store, scheduler: Scheduler, owner: str) -> None:

@@ -36,7 +36,7 @@ import resource
 import signal
 import socket
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -285,21 +285,30 @@ class Daemon:
         self._install_signals()
         self._enter(Phase.SERVING)
         store, scheduler = serving.store, serving.scheduler
-        self._spawn(chores.serve_kill_requests(store, scheduler, self.owner))
+        self._keep(
+            "kill requests", lambda: chores.serve_kill_requests(store, scheduler, self.owner)
+        )
         self._spawn(serving.membership.run(scheduler))
         if self.predecessor is not None:
             if await self.predecessor.report_ready():
                 log.info("generation %d: the old process let go", self.generation)
             for name in await self._recover_and_reconcile(store, serving.operations):
                 await scheduler.reload(name)
-            self._spawn(chores.contract_when_alone(store, self.state_dir, self.owner))
-        self._spawn(
-            chores.prune_forever(store, self.settings.retention_runs, self.settings.retention_days)
+            self._keep(
+                "contract migrations",
+                lambda: chores.contract_when_alone(store, self.state_dir, self.owner),
+            )
+        runs, days = self.settings.retention_runs, self.settings.retention_days
+        self._keep("retention", lambda: chores.prune_forever(store, runs, days))
+        dispatcher = serving.operations.dispatcher
+        self._keep("notification delivery", lambda: chores.deliver_notifications(dispatcher))
+        counts, retry = serving.operations.counts, serving.scheduler.retry
+        self._keep("metric totals", lambda: chores.save_metrics(counts, store, retry))
+        scraper = serving.scraper
+        self._keep(
+            "metric merging",
+            lambda: chores.merge_metric_totals(scraper, self.state_dir, self.owner),
         )
-        self._spawn(chores.deliver_notifications(serving.operations.dispatcher))
-        retry = serving.scheduler.retry
-        self._spawn(chores.save_metrics(serving.operations.counts, store, retry))
-        self._spawn(chores.merge_metric_totals(serving.scraper, self.state_dir, self.owner))
         self._spawn(logs.flush_forever())
         self._publish(url, token, serving.started)
         await store.add_event(
@@ -643,6 +652,10 @@ class Daemon:
             backlog=ACCEPT_BACKLOG,
             ws="none",  # no WebSocket: every connection stays one the guard counts
         )
+
+    def _keep(self, what: str, start: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run a chore no passing failure may end (`chores.kept_alive`)."""
+        self._spawn(chores.kept_alive(what, start))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coroutine)

@@ -35,6 +35,7 @@ from evercron.store import (
     FanOut,
     OutboxEvent,
     Store,
+    StoreUnavailable,
 )
 
 log = logging.getLogger("evercron.notify")
@@ -204,7 +205,16 @@ class Dispatcher:
         `overdue`)."""
         if ahead is not None:
             await asyncio.wait([ahead])
-        await self._deliver(delivery)
+        try:
+            await self._deliver(delivery)
+        except StoreUnavailable as error:
+            log.warning(
+                "notification %d (%s): its outcome could not be recorded (%s); it is "
+                "sent again once its claim runs out",
+                delivery.id,
+                delivery.channel,
+                error,
+            )
 
     async def _deliver(self, delivery: Delivery) -> None:
         event = delivery.event
