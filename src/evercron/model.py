@@ -97,7 +97,7 @@ class JobError(ValueError):
         self.problems = list(problems)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Job:
     """One scheduled command and its policies. Create with `Job.from_mapping` to validate
     user input; the constructor trusts its arguments.
