@@ -456,6 +456,9 @@ class PostgresStore(OutboxCalls):
             doomed = [row[0] for row in await cursor.fetchall()]
             await conn.execute("DELETE FROM output WHERE run_id = ANY(%s)", (doomed,))
             await conn.execute("DELETE FROM runs WHERE id = ANY(%s)", (doomed,))
+            await conn.execute(
+                "DELETE FROM trigger_requests WHERE requested_at < %s", (older_than,)
+            )
             return len(doomed)
 
     # -- nodes -----------------------------------------------------------------------
