@@ -17,7 +17,7 @@ from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.cluster.conftest import start_node  # noqa: F401 - the cluster's fixture, reused
 from tests.daemon.conftest import DaemonProcess
-from tests.daemon.web import opened, page_width_fits, sign_in_link
+from tests.daemon.web import cell, opened, page_width_fits, sign_in_link
 
 VIEWER = "a-viewer-token-for-the-nodes-page"
 TIME = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)? \S+$")  # "2026-12-07 02:30:05 UTC"
@@ -31,10 +31,6 @@ def page(browser: Browser) -> Iterator[Page]:
 
 def _row(page: Page, name: str) -> Locator:
     return page.locator(f'#nodes tbody tr[data-node="{name}"]')
-
-
-def _cell(row: Locator, label: str) -> Locator:
-    return row.locator(f'td[data-label="{label}"]')
 
 
 def _apply(node: DaemonProcess, command: str) -> None:
@@ -63,17 +59,17 @@ def test_two_nodes_drained_and_undrained_through_the_page(
     expect(rows).to_have_count(2)
     assert [row.get_attribute("data-node") for row in rows.all()] == ["a", "b"]
     row_a, row_b = _row(page, "a"), _row(page, "b")
-    expect(_cell(row_a, "state")).to_have_text("alive")
-    expect(_cell(row_a, "tags")).to_have_text("gpu")
-    expect(_cell(row_b, "tags")).to_have_text("-")
-    expect(_cell(row_b, "node")).to_have_text("b (this node)")
-    expect(_cell(row_a, "node")).to_have_text("a")
-    expect(_cell(row_a, "pid")).to_have_text(str(a.process.pid))
-    expect(_cell(row_a, "version")).to_have_text(a.api("GET", "/api/v1/status")["version"])
-    beat = _cell(row_a, "heartbeat").locator("time")
+    expect(cell(row_a, "state")).to_have_text("alive")
+    expect(cell(row_a, "tags")).to_have_text("gpu")
+    expect(cell(row_b, "tags")).to_have_text("-")
+    expect(cell(row_b, "node")).to_have_text("b (this node)")
+    expect(cell(row_a, "node")).to_have_text("a")
+    expect(cell(row_a, "pid")).to_have_text(str(a.process.pid))
+    expect(cell(row_a, "version")).to_have_text(a.api("GET", "/api/v1/status")["version"])
+    beat = cell(row_a, "heartbeat").locator("time")
     expect(beat).to_have_text(TIME)  # in the daemon's zone, named
     expect(beat).to_have_attribute("title", re.compile(r"\(\d{4}-\d\d-\d\dT[\d:.]+(Z|\+00:00)\)$"))
-    expect(_cell(row_a, "heartbeat").locator(".relative")).to_have_text(re.compile(r"ago$|^now$"))
+    expect(cell(row_a, "heartbeat").locator(".relative")).to_have_text(re.compile(r"ago$|^now$"))
     expect(page.locator("#nodes-store")).to_contain_text("2 of 2 nodes live on postgresql://")
     expect(page.locator("#nodes-note")).to_be_hidden()
     disagreement = page.locator('#disagreements li[data-job="nightly"][data-node="a"]')
@@ -83,7 +79,7 @@ def test_two_nodes_drained_and_undrained_through_the_page(
     )
 
     # The run a runs is linked from a's row (it was started on a, seen from b).
-    running = _cell(row_a, "running").get_by_role("link", name=f"#{run['id']}")
+    running = cell(row_a, "running").get_by_role("link", name=f"#{run['id']}")
     running.click()
     expect(page).to_have_url(f"{b.url}/runs/{run['id']}")
     details = page.locator("#run-details")
@@ -96,19 +92,19 @@ def test_two_nodes_drained_and_undrained_through_the_page(
 
     # Drained through b's page: b shows it at once, a's own page shows it too.
     _row(page, "a").get_by_role("button", name="drain node a").click()
-    expect(_cell(row_a, "state")).to_have_text("draining")
+    expect(cell(row_a, "state")).to_have_text("draining")
     expect(page.locator("#error")).to_have_text(re.compile("^Node a is draining"))
     expect(page.locator(":focus")).to_have_accessible_name("undrain node a")
     assert [n["state"] for n in a.api("GET", "/api/v1/nodes")] == ["draining", "alive"]
     with opened(browser) as on_a:
         on_a.goto(sign_in_link(a, "/nodes"))
-        expect(_cell(_row(on_a, "a"), "state")).to_have_text("draining")
-        expect(_cell(_row(on_a, "a"), "node")).to_have_text("a (this node)")
+        expect(cell(_row(on_a, "a"), "state")).to_have_text("draining")
+        expect(cell(_row(on_a, "a"), "node")).to_have_text("a (this node)")
         # Undrained through a's page: b's page shows it by refreshing itself.
         page.evaluate("window.notReloaded = true")
         _row(on_a, "a").get_by_role("button", name="undrain node a").click()
-        expect(_cell(_row(on_a, "a"), "state")).to_have_text("alive")
-    expect(_cell(row_a, "state")).to_have_text("alive")
+        expect(cell(_row(on_a, "a"), "state")).to_have_text("alive")
+    expect(cell(row_a, "state")).to_have_text("alive")
     assert page.evaluate("window.notReloaded") is True
 
     # The viewer sees no button, and the API refuses it a drain.
@@ -116,7 +112,7 @@ def test_two_nodes_drained_and_undrained_through_the_page(
         viewer.goto(a.url + "/nodes")
         viewer.fill("#token", VIEWER)
         viewer.click("#login-form button")
-        expect(_cell(_row(viewer, "b"), "state")).to_have_text("alive")
+        expect(cell(_row(viewer, "b"), "state")).to_have_text("alive")
         expect(viewer.locator("#nodes button")).to_have_count(0)
         refused = viewer.evaluate(
             """async () => {
@@ -132,9 +128,9 @@ def test_two_nodes_drained_and_undrained_through_the_page(
     # a's run ends; a stops gracefully and leaves: b's page shows it.
     a.api("POST", f"/api/v1/runs/{run['id']}/kill", 202)
     assert a.wait_for_run(run["id"])["status"] == "killed"
-    expect(_cell(row_a, "running")).to_have_text("-")
+    expect(cell(row_a, "running")).to_have_text("-")
     assert a.stop() == 0
-    expect(_cell(row_a, "state")).to_have_text("left")
+    expect(cell(row_a, "state")).to_have_text("left")
     expect(page.locator("#nodes-store")).to_contain_text("1 of 2 nodes live")
     expect(page.locator("#disagreements")).to_be_hidden()  # a left: its files count no more
 
@@ -150,12 +146,12 @@ def test_a_single_sqlite_node_shows_itself_on_a_phone_in_dark_mode(
         expect(rows).to_have_count(1)
         name = daemon.api("GET", "/api/v1/status")["node"]
         row = _row(page, name)
-        expect(_cell(row, "node")).to_have_text(f"{name} (this node)")
-        expect(_cell(row, "state")).to_have_text("alive")
-        expect(_cell(row, "state").locator(".state")).to_have_class("state node-alive")
-        expect(_cell(row, "tags")).to_have_text("local")
-        expect(_cell(row, "pid")).to_have_text(str(daemon.process.pid))
-        expect(_cell(row, "heartbeat").locator("time")).to_have_text(TIME)
+        expect(cell(row, "node")).to_have_text(f"{name} (this node)")
+        expect(cell(row, "state")).to_have_text("alive")
+        expect(cell(row, "state").locator(".state")).to_have_class("state node-alive")
+        expect(cell(row, "tags")).to_have_text("local")
+        expect(cell(row, "pid")).to_have_text(str(daemon.process.pid))
+        expect(cell(row, "heartbeat").locator("time")).to_have_text(TIME)
         store = page.locator("#nodes-store")
         expect(store).to_contain_text(f"SQLite ({daemon.state_dir}")
         expect(store).to_contain_text("so it is the only node there is.")
@@ -168,7 +164,7 @@ def test_a_single_sqlite_node_shows_itself_on_a_phone_in_dark_mode(
         background = page.evaluate("getComputedStyle(document.body).backgroundColor")
         assert sum(int(x) for x in re.findall(r"\d+", background)) < 150  # dark
         page.reload()  # the deep link survives a reload
-        expect(_cell(_row(page, name), "state")).to_have_text("alive")
+        expect(cell(_row(page, name), "state")).to_have_text("alive")
 
 
 def test_the_keyboard_reaches_the_nodes_page_and_drains(start_daemon: Any, page: Page) -> None:
@@ -187,7 +183,7 @@ def test_the_keyboard_reaches_the_nodes_page_and_drains(start_daemon: Any, page:
     tab_to('nav a[href="/nodes"]')
     page.keyboard.press("Enter")
     expect(page).to_have_url(f"{daemon.url}/nodes")
-    state = _cell(_row(page, name), "state")
+    state = cell(_row(page, name), "state")
     expect(state).to_have_text("alive")
     tab_to("#nodes td.actions button")
     page.keyboard.press("Enter")

@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
 from tests.daemon.conftest import DaemonProcess, serving
-from tests.daemon.web import opened, page_width_fits, sign_in_link
+from tests.daemon.web import cell, opened, page_width_fits, sign_in_link
 from tests.notify.receivers import WebhookReceiver
 
 VIEWER = "a-viewer-token-for-notifications"
@@ -84,17 +84,13 @@ def _row(page: Page, channel: str) -> Locator:
     return page.locator(f'#notifications tbody tr[data-channel="{channel}"]')
 
 
-def _cell(row: Locator, label: str) -> Locator:
-    return row.locator(f'td[data-label="{label}"]')
-
-
 def test_a_failing_delivery_then_delivered_live(setup: Setup, page: Page) -> None:
     page.goto(sign_in_link(setup.daemon, "/notifications"))
     hook = _row(page, "hook")
-    expect(_cell(hook, "last error")).to_have_text("HTTP 500: ok")  # the receiver refused
+    expect(cell(hook, "last error")).to_have_text("HTTP 500: ok")  # the receiver refused
     expect(hook).to_have_attribute("data-state", "pending")
-    expect(_cell(hook, "state")).to_have_text("pending (retrying)")
-    expect(_cell(hook, "next try").locator("time")).to_have_count(1)
+    expect(cell(hook, "state")).to_have_text("pending (retrying)")
+    expect(cell(hook, "next try").locator("time")).to_have_count(1)
     dead = _row(page, "dead")
     expect(dead).to_have_attribute("data-state", "failed")  # given up on
     # The focus is on a row that does not change: redrawing the row beside it keeps it.
@@ -105,22 +101,22 @@ def test_a_failing_delivery_then_delivered_live(setup: Setup, page: Page) -> Non
     expect(hook).to_have_attribute("data-state", "sent")  # the page refreshed itself
     assert page.evaluate("window.notReloaded") is True
     assert page.evaluate(f"document.activeElement.matches({focused!r})")
-    expect(_cell(hook, "answer")).to_have_text("HTTP 200")
-    expect(_cell(hook, "next try")).to_have_text("")
-    expect(_cell(hook, "last error")).to_have_text("HTTP 500: ok")
-    assert int(_cell(hook, "attempts").inner_text()) >= 2
+    expect(cell(hook, "answer")).to_have_text("HTTP 200")
+    expect(cell(hook, "next try")).to_have_text("")
+    expect(cell(hook, "last error")).to_have_text("HTTP 500: ok")
+    assert int(cell(hook, "attempts").inner_text()) >= 2
     assert [r.answered for r in setup.hook.requests].count(200) == 1
     for column in ("event", "job", "run"):
-        expect(_cell(hook, column)).to_have_text(
+        expect(cell(hook, column)).to_have_text(
             {"event": "failed", "job": "flaky", "run": f"#{setup.run['id']}"}[column]
         )
     # Times in the daemon's zone, named, relative beside them, the exact instant on hover.
-    sent = _cell(hook, "sent").locator("time")
+    sent = cell(hook, "sent").locator("time")
     expect(sent).to_have_text(re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d(:\d\d)? \S+$"))
     expect(sent).to_have_attribute("title", re.compile(r"\(\d{4}-\d\d-\d\dT[\d:.]+(Z|\+00:00)\)$"))
-    expect(_cell(hook, "sent").locator(".relative")).to_have_text(re.compile(r"ago$|^now$"))
+    expect(cell(hook, "sent").locator(".relative")).to_have_text(re.compile(r"ago$|^now$"))
     # The receiver's answer is text, never markup.
-    expect(_cell(dead, "last error")).to_have_text(f"HTTP 503: {MARKUP}")
+    expect(cell(dead, "last error")).to_have_text(f"HTTP 503: {MARKUP}")
     assert page.locator("#view img").count() == 0
     assert page.evaluate("window.pwned") is None
 
@@ -151,7 +147,7 @@ def test_filters_live_in_the_address_and_the_run_is_a_link(setup: Setup, page: P
     expect(rows.first).to_have_attribute("data-channel", "hook")
     expect(page).to_have_url(f"{setup.daemon.url}/notifications?channel=hook")
     run = setup.run["id"]
-    _cell(_row(page, "hook"), "run").get_by_role("link", name=f"#{run}").click()
+    cell(_row(page, "hook"), "run").get_by_role("link", name=f"#{run}").click()
     expect(page).to_have_url(f"{setup.daemon.url}/runs/{run}")
     expect(page.locator("#view h1")).to_have_text(f"Run {run} of flaky")
     page.go_back()

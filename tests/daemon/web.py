@@ -57,6 +57,12 @@ def job_row(page: Page, name: str) -> Locator:
     return page.locator(f'#jobs tbody tr[data-job="{name}"]')
 
 
+def cell(row: Locator, label: str) -> Locator:
+    """The cell of a table row named by its column (`data-label`, as the page marks
+    each cell for the phone layout)."""
+    return row.locator(f'td[data-label="{label}"]')
+
+
 def output_text(page: Page) -> str:
     """The text of the output view as a reader sees it (textContent)."""
     text: str = page.locator("pre.output").evaluate("element => element.textContent")

@@ -224,6 +224,10 @@ class TestTriggerRequests:
             r.id for r in await store.open_trigger_requests(NOW - dt.timedelta(minutes=1))
         ] == []
         assert await store.trigger_request(late) is not None
+        recent = await store.request_trigger("backup", NOW)
+        await store.prune(100, NOW - dt.timedelta(minutes=1))  # (a request left behind)
+        assert await store.trigger_request(late) is None
+        assert await store.trigger_request(recent) is not None
 
 
 class TestFences:

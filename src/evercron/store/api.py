@@ -336,7 +336,8 @@ class Store(Protocol):
 
     async def prune(self, keep_per_job: int, older_than: dt.datetime) -> int:
         """Delete finished runs (and their output) beyond the newest `keep_per_job` of
-        each job that also ended before `older_than`; how many went."""
+        each job that also ended before `older_than`, and trigger requests made before
+        it (answered or not: their askers gave up long ago); how many runs went."""
         ...
 
     # -- nodes -----------------------------------------------------------------------

@@ -363,10 +363,12 @@ class PostgresStore(OutboxCalls):
     async def kill_requests(self, owner: str) -> list[int]:
         """See `Store.kill_requests`."""
         async with self.link.connection() as conn:
+            # By node too when there is one: the runs_running index starts with it.
+            mine = "owner = %s" if self.node is None else "node = %s AND owner = %s"
             cursor = await conn.execute(
-                "SELECT id FROM runs WHERE status = 'running' AND owner = %s "
+                f"SELECT id FROM runs WHERE status = 'running' AND {mine} "
                 "AND kill_requested_at IS NOT NULL ORDER BY id",
-                (owner,),
+                (owner,) if self.node is None else (self.node, owner),
             )
             return [row[0] for row in await cursor.fetchall()]
 
@@ -456,6 +458,9 @@ class PostgresStore(OutboxCalls):
             doomed = [row[0] for row in await cursor.fetchall()]
             await conn.execute("DELETE FROM output WHERE run_id = ANY(%s)", (doomed,))
             await conn.execute("DELETE FROM runs WHERE id = ANY(%s)", (doomed,))
+            await conn.execute(
+                "DELETE FROM trigger_requests WHERE requested_at < %s", (older_than,)
+            )
             return len(doomed)
 
     # -- nodes -----------------------------------------------------------------------

@@ -563,6 +563,9 @@ class SqliteDatabase:
             ]
             db.executemany("DELETE FROM output WHERE run_id = ?", [(i,) for i in doomed])
             db.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in doomed])
+            db.execute(
+                "DELETE FROM trigger_requests WHERE requested_at < ?", (to_text(older_than),)
+            )
         return len(doomed)
 
 
