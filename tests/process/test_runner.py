@@ -386,6 +386,11 @@ class TestProcessTree:
             )
         )
         assert result.status is Status.SUCCEEDED
+        # The leftover was forked before the command ended, but it may not have exec'd
+        # its marked program yet: wait for it (a kill would have ended it for good).
+        deadline = time.monotonic() + 5
+        while not marker.alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
         survivors = marker.alive()
         assert len(survivors) == 1
         os.kill(survivors[0], signal.SIGKILL)
