@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -100,7 +101,7 @@ class Membership:
                 wait = self.cluster.period if self._failing_since is None else RETRY_RENEWAL_AFTER
                 if now - self._last_try >= wait:
                     self._last_try = now
-                    self._start("renew", self._renew(now))
+                    self._start("renew", functools.partial(self._renew, now))
                 if self.store.shared:  # (else nobody else writes to the store)
                     self._look_at_the_others(scheduler, now)
                 await asyncio.sleep(TICK)
@@ -117,12 +118,12 @@ class Membership:
         """Steps 3 to 5: what other nodes did or left behind."""
         if now - self._last_reap >= REAP_EVERY and self.cluster.healthy():
             self._last_reap = now
-            self._start("reap", self._reap(scheduler))
+            self._start("reap", lambda: self._reap(scheduler))
             if len(self.cluster.live_with(())) > 1:  # (alone: nobody asks)
-                self._start("answer", _quietly(scheduler.answer_trigger_requests()))
+                self._start("answer", lambda: _quietly(scheduler.answer_trigger_requests()))
         if now - self._last_resync >= RESYNC_EVERY:
             self._last_resync = now
-            self._start("resync", self._resync(scheduler))
+            self._start("resync", lambda: self._resync(scheduler))
 
     def _check_fence(self, scheduler: Scheduler) -> None:
         healthy = self.cluster.healthy()
@@ -218,13 +219,13 @@ class Membership:
 
     # -- tasks -------------------------------------------------------------------------
 
-    def _start(self, name: str, work: Coroutine[Any, Any, None]) -> None:
-        """Run one step in the background unless the last one of its kind still runs."""
+    def _start(self, name: str, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run one step (`work()`) in the background unless the last one of its kind
+        still runs (then nothing of it is made: no coroutine left unawaited)."""
         running = self._tasks.get(name)
         if running is not None and not running.done():
-            work.close()
             return
-        self._tasks[name] = asyncio.create_task(work)
+        self._tasks[name] = asyncio.create_task(work())
 
     def _hinted(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(_quietly(work))
