@@ -264,3 +264,30 @@ def test_processes_racing_for_deliveries_each_get_different_ones(tmp_path: Path)
         await store.close()
 
     asyncio.run(check())
+
+
+def test_results_written_in_one_turn_each_get_their_own_answer(tmp_path: Path) -> None:
+    """Starts and results made in one turn of the loop travel to the store's thread
+    together; each caller still gets its own answer, a cancelled caller takes nobody's
+    answer with it, and a result for a run that is not running is refused alone."""
+
+    async def scenario() -> None:
+        store = await _opened(tmp_path / "evercron.db")
+        claims = [Claim(f"job{n}", NOW, Trigger.SCHEDULE) for n in range(20)]
+        ids = [o.run_id for o in await store.claim(claims, "a")]
+        assert None not in ids
+        await asyncio.gather(*(store.mark_started(i, 100 + n, None, NOW) for n, i in
+                               enumerate(ids) if i is not None))  # fmt: skip
+        end = RunEnd(RunStatus.SUCCEEDED, NOW, exit_code=0)
+        cancelled = asyncio.ensure_future(store.finish(ids[0] or 0, end))
+        answers = asyncio.gather(
+            *(store.finish(i or 0, end) for i in ids[1:]), store.finish(ids[1] or 0, end)
+        )
+        cancelled.cancel()
+        assert await answers == [True] * 19 + [False]  # the second result of one run
+        finished = [await store.get_run(i or 0) for i in ids]
+        assert [r.status if r else None for r in finished[1:]] == [RunStatus.SUCCEEDED] * 19
+        assert [r.pid if r else None for r in finished] == list(range(100, 120))
+        await store.close()
+
+    asyncio.run(scenario())

@@ -48,9 +48,11 @@ from evercron.store.schema import MIGRATIONS, Migration
 from evercron.store.sqlite_database import SqliteDatabase
 from evercron.store.sqlite_outbox import SqliteOutbox
 from evercron.store.sqlite_totals import SqliteTotals
-from evercron.store.worker import StoreWorker
+from evercron.store.worker import StoreWorker, TurnBatch
 
 log = logging.getLogger("evercron.store")
+_Start = tuple[int, int | None, int | None, dt.datetime, Sequence[str]]
+"""A `mark_started` call's arguments."""
 
 
 class SqliteStore:
@@ -64,6 +66,13 @@ class SqliteStore:
         self._outbox = SqliteOutbox(self._database)
         self._totals = SqliteTotals(self._database)
         self._worker = StoreWorker(self._database)
+        # Every run writes its start and its result: a turn's worth travel together.
+        self._starts: TurnBatch[_Start, None] = TurnBatch(
+            self._worker, self._worker.each(self._mark_started), write=True
+        )
+        self._ends: TurnBatch[tuple[int, RunEnd, int | None], bool] = TurnBatch(
+            self._worker, self._worker.each(self._finish), write=True
+        )
         self._reported: set[BrokenJob] = set()  # broken job rows already logged
         self._node: NodeInfo | None = None
         self._drained = False
@@ -86,6 +95,8 @@ class SqliteStore:
 
     async def close(self) -> None:
         """See `Store.close`."""
+        self._starts.flush()
+        self._ends.flush()
         self._worker.close()
         self._database.close()
 
@@ -154,19 +165,17 @@ class SqliteStore:
         cgroups: Sequence[str] = (),
     ) -> None:
         """See `Store.mark_started`."""
-        await self._worker.call(
-            self._outbox.mark_started,
-            run_id,
-            pid,
-            pid_start_ticks,
-            started_at,
-            cgroups,
-            write=True,
-        )
+        await self._starts.call((run_id, pid, pid_start_ticks, started_at, cgroups))
+
+    def _mark_started(self, start: _Start) -> None:  # on the store's thread
+        self._outbox.mark_started(*start)
 
     async def finish(self, run_id: int, end: RunEnd, fence: int | None = None) -> bool:
         """See `Store.finish`."""
-        return await self._worker.call(self._outbox.finish, run_id, end, fence, write=True)
+        return await self._ends.call((run_id, end, fence))
+
+    def _finish(self, end: tuple[int, RunEnd, int | None]) -> bool:  # on the store's thread
+        return self._outbox.finish(*end)
 
     async def get_run(self, run_id: int) -> Run | None:
         """See `Store.get_run`."""

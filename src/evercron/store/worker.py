@@ -6,6 +6,11 @@ cost one commit, not a thousand. Each call's result is delivered only after its 
 committed, so a claim is durable before anything is spawned for it. Reads run outside the
 write transaction, so a lock held by another process delays writes, not reads.
 
+Calls made for every run (its start, its result) are also gathered on the event loop's
+side (`TurnBatch`): those of one turn of the loop travel as one queued call, so a
+thousand runs a second wake the thread and take the GIL a few times per turn, not once
+per run.
+
 Failure rules: a call that raises fails alone (its own changes undone); a passing failure
 (`StoreUnavailable`: disk full, lock held past the busy timeout) fails every write of the
 group with it and commits nothing, since SQLite may already have rolled the transaction
@@ -18,14 +23,18 @@ import asyncio
 import queue
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 from evercron.store.records import StoreUnavailable
 from evercron.store.sqlite_database import SqliteDatabase, translated_errors
 
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - an item of a batch
 _MAX_GROUP = 2000
+
+Outcome = tuple[bool, Any]
+"""(True, the result) or (False, the exception raised)."""
 
 
 @dataclass
@@ -35,7 +44,9 @@ class _Call:
     write: bool
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Any]
-    outcome: tuple[bool, Any] = (False, None)
+    outcome: Outcome = (False, None)
+    futures: list[asyncio.Future[Any]] | None = None
+    """A batch's: one future per item, and the method returns one `Outcome` per item."""
 
 
 class StoreWorker:
@@ -54,6 +65,39 @@ class StoreWorker:
         future: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Call(method, args, write, loop, future))
         return await future
+
+    def submit_batch(
+        self,
+        method: Callable[[list[Any]], list[Outcome]],
+        items: list[Any],
+        futures: list[asyncio.Future[Any]],
+        *,
+        write: bool,
+    ) -> None:
+        """Run `method(items)` on the store thread as one call; its i-th `Outcome` is
+        delivered to `futures[i]` (a failure of the whole call to every one)."""
+        loop = futures[0].get_loop()
+        self._queue.put(_Call(method, (items,), write, loop, futures[0], futures=futures))
+
+    def each(self, method: Callable[[I], T]) -> Callable[[list[I]], list[Outcome]]:
+        """A batch method calling `method(item)` for each item: an item that raises has
+        that error as its outcome (its statement changed nothing), but a passing failure
+        of the store fails the whole batch, as it fails the whole group."""
+        path = self._database.path
+
+        def run_each(items: list[I]) -> list[Outcome]:
+            outcomes: list[Outcome] = []
+            for item in items:
+                try:
+                    with translated_errors(path):
+                        outcomes.append((True, method(item)))
+                except StoreUnavailable:
+                    raise
+                except Exception as error:
+                    outcomes.append((False, error))
+            return outcomes
+
+        return run_each
 
     def close(self) -> None:
         """Finish queued calls and stop the thread."""
@@ -118,10 +162,69 @@ class StoreWorker:
 
 def _deliver(calls: list[_Call]) -> None:
     for call in calls:
-        if call.future.done():
-            continue
         ok, value = call.outcome
-        if ok:
-            call.future.set_result(value)
+        if call.futures is None:
+            _settle(call.future, ok, value)
+        elif ok:
+            for future, (item_ok, item_value) in zip(call.futures, value, strict=True):
+                _settle(future, item_ok, item_value)
         else:
-            call.future.set_exception(value)
+            for future in call.futures:
+                _settle(future, False, value)
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.done():
+        return  # its caller was cancelled
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+class TurnBatch(Generic[I, T]):
+    """Calls of one kind made during one turn of an event loop, sent to the store thread
+    together (`StoreWorker.submit_batch`) once the turn's other callbacks have run; each
+    caller still gets its own result or error, and batches run in the order made."""
+
+    def __init__(
+        self,
+        worker: StoreWorker,
+        method: Callable[[list[I]], list[Outcome]],
+        *,
+        write: bool,
+    ) -> None:
+        self._worker = worker
+        self._method = method
+        self._write = write
+        self._pending: dict[asyncio.AbstractEventLoop, _Pending[I, T]] = {}
+
+    async def call(self, item: I) -> T:
+        """The outcome of `item` once its batch ran (and, for writes, committed)."""
+        loop = asyncio.get_running_loop()
+        pending = self._pending.get(loop)
+        if pending is None:
+            pending = self._pending[loop] = _Pending()
+            loop.call_soon(self._send, loop)
+        future: asyncio.Future[T] = loop.create_future()
+        pending.items.append(item)
+        pending.futures.append(future)
+        return await future
+
+    def flush(self) -> None:
+        """Send every waiting batch now (before the worker closes)."""
+        for loop in list(self._pending):
+            self._send(loop)
+
+    def _send(self, loop: asyncio.AbstractEventLoop) -> None:
+        pending = self._pending.pop(loop, None)
+        if pending is not None:
+            self._worker.submit_batch(
+                self._method, pending.items, pending.futures, write=self._write
+            )
+
+
+@dataclass
+class _Pending(Generic[I, T]):
+    items: list[I] = field(default_factory=list)
+    futures: list[asyncio.Future[T]] = field(default_factory=list)
