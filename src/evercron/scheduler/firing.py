@@ -55,35 +55,39 @@ class Firing:
     """The trigger request of another node this manual firing answers, if any."""
 
 
-def decide(firing: Firing, stored: StoredJob | None, now: float) -> Claim | None:
+def decide(
+    firing: Firing, stored: StoredJob | None, now: float, token: str | None = None
+) -> Claim | None:
     """The claim for `firing` given its job as it is now (None: deleted), or None when
     nothing is to be recorded (a scheduled firing of a job that is gone or paused does
     not exist). Applies, once: the job's state, `misfire_grace` for scheduled firings,
-    and the concurrency policy (as flags the store acts on)."""
-    claim = Claim(firing.job, firing.scheduled_at, firing.trigger, firing.attempt, firing.retry_of,
-                  request=firing.request)  # fmt: skip
+    and the concurrency policy (as flags the store acts on). `token`: see `Claim.token`."""
+
+    def claim(skip_reason: str | None = None, job: Job | None = None) -> Claim:
+        return Claim(
+            firing.job, firing.scheduled_at, firing.trigger, firing.attempt, firing.retry_of,
+            exclusive=job is not None and job.concurrency is Concurrency.FORBID,
+            replace=job is not None and job.concurrency is Concurrency.REPLACE,
+            skip_reason=skip_reason, token=token, request=firing.request,
+        )  # fmt: skip
+
     if firing.skip_reason is not None:
-        return replace(claim, skip_reason=firing.skip_reason)
+        return claim(firing.skip_reason)
     inactive = _inactive(stored, firing.trigger)
     if inactive is not None:
         if firing.trigger in (Trigger.RETRY, Trigger.MANUAL):
-            return replace(claim, skip_reason=inactive)
+            return claim(inactive)
         return None
     assert stored is not None
     job = stored.job
     late = now - firing.scheduled_at.timestamp()
     on_schedule = firing.trigger is Trigger.SCHEDULE and not job.schedule.is_reboot
     if on_schedule and late > job.misfire_grace:
-        return replace(
-            claim,
-            skip_reason=f"missed: it could be claimed only {late:.1f}s late "
-            f"(misfire_grace {job.misfire_grace:g}s)",
+        return claim(
+            f"missed: it could be claimed only {late:.1f}s late "
+            f"(misfire_grace {job.misfire_grace:g}s)"
         )
-    return replace(
-        claim,
-        exclusive=job.concurrency is Concurrency.FORBID,
-        replace=job.concurrency is Concurrency.REPLACE,
-    )
+    return claim(job=job)
 
 
 def _inactive(stored: StoredJob | None, trigger: Trigger) -> str | None:
@@ -188,10 +192,9 @@ class FiringPath:
             stored = self._jobs(firing.job)
             if not self._may_claim(firing, late=False):
                 continue
-            claim = decide(firing, stored, now)
+            claim = decide(firing, stored, now, token=f"{call}.{index}")
             if claim is None:
                 continue
-            claim = replace(claim, token=f"{call}.{index}")
             delay = 0.0
             if placed(firing, stored) and stored is not None:
                 turn = self._cluster.turn(stored.job, firing.scheduled_at, firing.attempt, running)

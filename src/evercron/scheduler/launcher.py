@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import enum
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -329,21 +330,7 @@ class Launcher:
         released: list[float] = []
         if process.pid is None:
             return released
-        process.when_released(released.append)
-        due = launch.release_at or launch.scheduled_at.timestamp()
-        if launch.on_schedule:
-            job = launch.job.name
-            process.when_released(lambda at: self.lag.started(job, at - due))
-        process.when_released(
-            lambda at: self.observer.run_started(
-                RunStarted(
-                    launch.job,
-                    launch.run_id,
-                    launch.trigger,
-                    at - due if launch.on_schedule else None,
-                )
-            )
-        )
+        process.when_released(functools.partial(self._released, launch, released))
         began = max(launch.release_at or 0.0, self._clock.time())
         await persist(
             self._retry,
@@ -357,6 +344,16 @@ class Launcher:
             ),
         )
         return released
+
+    def _released(self, launch: Launch, released: list[float], at: float) -> None:
+        """The command of `launch` was let run at `at`: noted in `released`, its lag and
+        observers told."""
+        released.append(at)
+        lateness = None
+        if launch.on_schedule:
+            lateness = at - (launch.release_at or launch.scheduled_at.timestamp())
+            self.lag.started(launch.job.name, lateness)
+        self.observer.run_started(RunStarted(launch.job, launch.run_id, launch.trigger, lateness))
 
     async def _record(self, launch: Launch, end: RunEnd) -> None:
         """Write the result (waiting for the store as long as it takes), then tell
