@@ -118,6 +118,35 @@ def test_a_crowded_instant_runs_its_firings_without_a_shell(
         assert all(in_run_groups)
 
 
+@pytest.mark.parametrize("crowd_per_cpu", [0, 100])
+def test_a_crowd_of_late_firings_runs_without_a_shell_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, crowd_per_cpu: int
+) -> None:
+    """Firings found late together in a crowd start as a crowded instant's do: a daemon
+    that fell behind must not switch to the costlier start (a shell joining a cgroup),
+    which kept three nodes at a thousand jobs a second from ever catching up."""
+    descriptors.seal_inherited_descriptors()
+    monkeypatch.setattr(descriptors, "_sealed", True)
+    monkeypatch.setattr(core, "CROWD_PER_CPU", crowd_per_cpu)
+    log = tmp_path / "groups"
+    created = dt.datetime.now(dt.UTC) - dt.timedelta(days=400)
+    for n in range(3):
+        job = {"name": f"yearly-{n}", "schedule": "0 0 1 1 *", "timezone": "UTC",
+               "misfire": "run-once", "concurrency": "allow",
+               "command": f"cat /proc/self/cgroup >> {log}"}  # fmt: skip
+        put_job(tmp_path / "db", Job.from_mapping(job), created)
+    asyncio.run(run_schedulers(tmp_path / "db", ["a"], 1.5))
+    unified = [line for line in log.read_text().splitlines() if line.startswith("0::")]
+    runs = [run for n in range(3) for run in runs_of(tmp_path / "db", f"yearly-{n}")]
+    assert len(unified) == len(runs) == 3
+    assert all(r.status is RunStatus.SUCCEEDED for r in runs)
+    in_run_groups = ["evercron-runs" in line for line in unified]
+    if crowd_per_cpu == 0:
+        assert not any(in_run_groups)
+    elif discover() is not None:
+        assert all(in_run_groups)
+
+
 def test_two_schedulers_share_the_work_exactly_once(tmp_path: Path) -> None:
     log = tmp_path / "ticks"
     put_job(tmp_path / "db", every_second_job(log))

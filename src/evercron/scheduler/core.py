@@ -18,7 +18,7 @@ import datetime as dt
 import enum
 import logging
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from evercron.model import Concurrency, RunStatus, Trigger
@@ -445,7 +445,7 @@ class Scheduler:
             at_once += [f for f in firings if f not in queued]
             if queued:
                 one_by_one.append((name, queued))
-        await self._path.fire(at_once)
+        await self._path.fire(at_once, crowds(at_once))
         for name, queued in one_by_one:
             self._spawn(self._catch_up_one_by_one(name, queued))
 
@@ -461,14 +461,13 @@ class Scheduler:
     async def _fire_prepared(self, due: list[tuple[str, dt.datetime]]) -> None:
         """Scheduled firings of preparable jobs, due together: claimed in one store call
         (a thousand jobs a second make a thousand claims a second), then launched held."""
-        at_once = collections.Counter(fire_at for _, fire_at in due)
-        crowd = crowded_instant()
-        crowded = {fire_at for fire_at, count in at_once.items() if count > crowd}
+        firings = [Firing(n, at, Trigger.SCHEDULE) for n, at in due]
+        crowded = crowds(firings)
         if crowded:
             # The previous crowded instant's starts use every CPU; claiming and preparing
             # this one's meanwhile would only make them later. Its starts need no lead.
             await self.launcher.direct_started(min(crowded).timestamp() - CROWDED_LEAD)
-        await self._path.fire([Firing(n, at, Trigger.SCHEDULE) for n, at in due], crowded)
+        await self._path.fire(firings, crowded)
 
     async def _fire_when_due(self, name: str, fire_at: dt.datetime) -> None:
         # Whether an earlier run is still going is decided at the fire time itself. A
@@ -512,6 +511,14 @@ class Scheduler:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def crowds(firings: Sequence[Firing]) -> set[dt.datetime]:
+    """The times for which `firings` are a crowd (more than `crowded_instant()` of them
+    for the same time): whether due ahead or late, CPU bounds how soon they start."""
+    crowd = crowded_instant()
+    at_once = collections.Counter(firing.scheduled_at for firing in firings)
+    return {fire_at for fire_at, count in at_once.items() if count > crowd}
 
 
 def crowded_instant() -> int:

@@ -43,21 +43,23 @@ class LaunchMode(enum.Enum):
     """Prepared now behind a waiting /bin/sh and released at `release_at`, together with
     every other firing due then (one write releases them all)."""
     DIRECT = "direct"
-    """At a crowded instant: started at `release_at` itself, without a shell - one exec
-    per run instead of two, when CPU rather than timing bounds how soon firings run.
-    Tracked by its session and `EVERCRON_RUN_ID` (only a shell could join a cgroup
-    before the command runs)."""
+    """In a crowd (an instant with more firings than the CPUs start comfortably, or as
+    many late firings caught up together): started at `release_at` itself, or at once
+    when that has passed, without a shell - one exec per run instead of two, when CPU
+    rather than timing bounds how soon firings run. Tracked by its session and
+    `EVERCRON_RUN_ID` (only a shell could join a cgroup before the command runs)."""
 
 
 def launch_mode(
     command: Command, release_at: float | None, now: float, crowded: bool
 ) -> LaunchMode:
-    """The one place a launch mode is chosen: held until a future instant, directly at a
-    crowded future instant when the command needs no shell, else now."""
-    if release_at is None or release_at <= now:
-        return LaunchMode.NOW
+    """The one place a launch mode is chosen: directly in a crowd when the command needs
+    no shell, else held until a future instant, else now. (A crowd that is late takes
+    the direct start too: the costlier start would only make it later still.)"""
     if crowded and runs_without_shell(command):
         return LaunchMode.DIRECT
+    if release_at is None or release_at <= now:
+        return LaunchMode.NOW
     return LaunchMode.HELD
 
 
@@ -255,7 +257,8 @@ class Launcher:
         release_at = launch.release_at
         if self._stopping and (release_at is None or release_at > self._clock.time() + 0.5):
             return self._ended(RunStatus.SKIPPED, _STOPPED)
-        if launch.mode is LaunchMode.DIRECT and release_at is not None:
+        direct = launch.mode is LaunchMode.DIRECT
+        if direct and release_at is not None and release_at > self._clock.time():
             await self._instant(release_at)
         missed = await self._spawn_turn(launch)
         if missed is not None:
@@ -268,9 +271,9 @@ class Launcher:
                 launch.command,
                 sink.add,
                 held=self._held_group(launch),
-                # Scheduled firings come in bulk (a second's worth at a time): never block
-                # the loop on their spawns; a manual trigger starts right away.
-                in_bulk=launch.release_at is not None,
+                # Scheduled firings and crowds come in bulk (a second's worth at a time):
+                # never block the loop on their spawns; a manual trigger starts at once.
+                in_bulk=direct or launch.release_at is not None,
             )
         finally:
             self._spawning.release()
