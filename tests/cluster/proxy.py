@@ -4,7 +4,8 @@ While black-holing, every byte either way is read and dropped, and new connectio
 accepted and then left silent: to the client the database simply stops answering, as
 behind a dead switch - nothing is refused or closed, so only timeouts can tell. `restore`
 closes the silenced connections (as a network partition that heals leaves them broken)
-and forwards new ones again.
+and forwards new ones again. `lose_answers` drops only what the database sends: it still
+gets (and commits) every request, but no answer comes back.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ class BlackHoleProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._holes = False
+        self._deaf = False  # answers dropped
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
 
@@ -46,6 +48,10 @@ class BlackHoleProxy:
     def black_hole(self) -> None:
         """Drop everything from now on."""
         self._holes = True
+
+    def lose_answers(self) -> None:
+        """Forward requests but drop every answer from now on."""
+        self._deaf = True
 
     def restore(self) -> None:
         """Close the silenced connections and forward new ones again."""
@@ -70,7 +76,9 @@ class BlackHoleProxy:
                 return
             up_reader, upstream = await asyncio.open_connection(*self.target)
             self._writers.add(upstream)
-            await asyncio.gather(self._pump(reader, upstream), self._pump(up_reader, writer))
+            await asyncio.gather(
+                self._pump(reader, upstream), self._pump(up_reader, writer, answers=True)
+            )
         except OSError:
             pass
         finally:
@@ -79,9 +87,11 @@ class BlackHoleProxy:
                     self._writers.discard(end)
                     end.close()
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answers: bool = False
+    ) -> None:
         while data := await reader.read(65536):
-            if self._holes:
+            if self._holes or (answers and self._deaf):
                 continue  # dropped on the floor
             writer.write(data)
             await writer.drain()
@@ -92,7 +102,7 @@ class BlackHoleProxy:
             pass
 
     async def _heal(self) -> None:
-        self._holes = False
+        self._holes = self._deaf = False
         for writer in list(self._writers):
             writer.close()
         self._writers.clear()

@@ -30,6 +30,7 @@ from evercron.store.postgres import PostgresStore
 from evercron.store.postgres_link import CHECK_IDLE
 from evercron.store.postgres_schema import MIGRATIONS
 from evercron.store.schema import Migration
+from tests.cluster.proxy import BlackHoleProxy
 from tests.postgres import PostgresServer, free_port
 
 pytestmark = pytest.mark.anyio
@@ -116,6 +117,28 @@ async def test_a_retried_claim_finds_the_row_its_lost_answer_committed(
         assert [o.run_id for o in await store.claim(others[:1], "owner-a")] == [None]
     finally:
         await store.close()
+
+
+async def test_a_silent_database_fails_a_call_on_an_idle_connection_in_time(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    """A connection idle for a while is checked before use; a database that has gone
+    silent meanwhile fails that check at the call's deadline, not minutes later."""
+    with BlackHoleProxy(("127.0.0.1", postgres_server.port)) as proxy:
+        far_url = postgres_url.replace(f":{postgres_server.port}/", f":{proxy.port}/")
+        store = PostgresStore(far_url, node="a")
+        await store.migrate()
+        store.link.timeout = 1.0
+        try:
+            await asyncio.sleep(CHECK_IDLE + 0.2)
+            proxy.lose_answers()
+            began = time.monotonic()
+            with pytest.raises(StoreUnavailable):
+                await store.list_jobs()
+            assert time.monotonic() - began < 3.0
+        finally:
+            proxy.restore()
+            await store.close()
 
 
 async def test_forbid_holds_between_nodes_claiming_at_once(postgres_url: str) -> None:

@@ -97,7 +97,12 @@ class Link:
     async def _check(self, conn: Connection) -> None:
         last = self._last_use.get(conn)
         if last is None or time.monotonic() - last > CHECK_IDLE:
-            await AsyncConnectionPool.check_connection(conn)
+            # The check is a round trip too: a silent database must not hold it forever.
+            cutter = asyncio.get_running_loop().call_later(self.timeout, cut, conn)
+            try:
+                await AsyncConnectionPool.check_connection(conn)
+            finally:
+                cutter.cancel()
 
     async def _returned(self, conn: Connection) -> None:
         self._last_use[conn] = time.monotonic()
