@@ -94,29 +94,37 @@ async def test_contracts_wait_for_expand_only_and_refuse_older_releases(
 
 
 async def test_a_retried_claim_finds_the_row_its_lost_answer_committed(
-    postgres_url: str,
+    postgres_server: PostgresServer, postgres_url: str
 ) -> None:
-    store = PostgresStore(postgres_url, node="a")
-    await store.migrate()
-    try:
-        claims = [
-            Claim("job", NOW, Trigger.SCHEDULE, token="t1"),
-            Claim("forbidding", NOW, Trigger.SCHEDULE, exclusive=True, token="t2"),
-            Claim("skipped", NOW, Trigger.SCHEDULE, skip_reason="missed", token="t3"),
-            Claim("by-hand", NOW, Trigger.MANUAL, token="t4"),
-        ]
-        first = await store.claim(claims, "owner-a")
-        # The same call again, as `persist` makes it when the first answer was lost:
-        again = await store.claim(claims, "owner-a")
-        assert [o.run_id for o in again] == [o.run_id for o in first]
-        assert None not in [o.run_id for o in first]
-        assert [o.status for o in again] == ["running", "running", "skipped", "running"]
-        # Another claim of the same firings - even by the same process - finds them taken:
-        others = [replace(c, token=f"other-{c.token}") for c in claims[:3]]
-        assert [o.run_id for o in await store.claim(others, "owner-a")] == [None] * 3
-        assert [o.run_id for o in await store.claim(others[:1], "owner-a")] == [None]
-    finally:
-        await store.close()
+    """The database commits a second's claims whose answer never arrives (a proxy drops
+    it); the store's retry of the same claims owns the rows the first try wrote."""
+    with BlackHoleProxy(("127.0.0.1", postgres_server.port)) as proxy:
+        far_url = postgres_url.replace(f":{postgres_server.port}/", f":{proxy.port}/")
+        store = PostgresStore(far_url, node="a")
+        await store.migrate()
+        store.link.timeout = 2.0
+        try:
+            claims = [
+                Claim("job", NOW, Trigger.SCHEDULE, token="t1"),
+                Claim("skipped", NOW, Trigger.SCHEDULE, skip_reason="missed", token="t2"),
+            ]
+            # A connection in steady use (not checked before it is handed out):
+            await store.claim([Claim("warm", NOW, Trigger.SCHEDULE, token="t0")], "owner-a")
+            proxy.lose_answers()
+            with pytest.raises(StoreUnavailable):
+                await store.claim(claims, "owner-a")
+            proxy.restore()
+            assert await _count(postgres_url, "SELECT count(*) FROM runs") == 3  # committed
+            again = await store.claim(claims, "owner-a")  # as `persist` retries it
+            assert None not in [o.run_id for o in again]
+            assert [o.status for o in again] == ["running", "skipped"]
+            assert await _count(postgres_url, "SELECT count(*) FROM runs") == 3
+            # Another claim of the same firings - even by the same process - finds them
+            # taken:
+            others = [replace(c, token=f"other-{c.token}") for c in claims]
+            assert [o.run_id for o in await store.claim(others, "owner-a")] == [None] * 2
+        finally:
+            await store.close()
 
 
 async def test_a_silent_database_fails_a_call_on_an_idle_connection_in_time(
@@ -139,6 +147,34 @@ async def test_a_silent_database_fails_a_call_on_an_idle_connection_in_time(
         finally:
             proxy.restore()
             await store.close()
+
+
+async def test_a_claim_made_again_finds_its_own_rows(postgres_url: str) -> None:
+    """Claims that are not a busy second's (a `forbid` job's, a manual run) always look
+    for their own rows when their key is taken, as a retry needs."""
+    store = PostgresStore(postgres_url, node="a")
+    await store.migrate()
+    try:
+        claims = [
+            Claim("forbidding", NOW, Trigger.SCHEDULE, exclusive=True, token="t2"),
+            Claim("by-hand", NOW, Trigger.MANUAL, token="t4"),
+        ]
+        first = await store.claim(claims, "owner-a")
+        again = await store.claim(claims, "owner-a")
+        assert [o.run_id for o in again] == [o.run_id for o in first]
+        assert None not in [o.run_id for o in first]
+        assert [o.status for o in again] == ["running", "running"]
+        others = [replace(c, token=f"other-{c.token}") for c in claims[:1]]
+        assert [o.run_id for o in await store.claim(others, "owner-a")] == [None]
+    finally:
+        await store.close()
+
+
+async def _count(url: str, query: str) -> int:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        row = await (await conn.execute(query)).fetchone()
+        assert row is not None
+        return int(row[0])
 
 
 async def test_forbid_holds_between_nodes_claiming_at_once(postgres_url: str) -> None:

@@ -64,6 +64,7 @@ _SCHEDULED = [str(Trigger.SCHEDULE), str(Trigger.CATCH_UP)]
 LISTEN_CHECK_EVERY = 5.0
 """Seconds between checks that the LISTEN connection still reaches the database."""
 RECONCILE_TIMEOUT = 120.0
+_UNSURE_KEPT = 100_000  # tokens of failed claims remembered for their retries
 log = logging.getLogger("evercron.store")
 
 
@@ -79,6 +80,8 @@ class PostgresStore(OutboxCalls):
         """Renewals have connections of their own: a busy pool never delays them."""
         self.policy = EventPolicy()
         self.batch = WriteBatcher(self.link, lambda: self.policy)
+        self._unsure: dict[str, None] = {}
+        """Tokens of claims whose try failed without a known outcome (see `claim`)."""
 
     @property
     def description(self) -> str:
@@ -206,11 +209,27 @@ class PostgresStore(OutboxCalls):
         transaction)."""
         if not claims:
             return []
+        try:
+            outcomes = await self._claim(claims, owner)
+        except BaseException:  # its outcome is unknown: a retry must look for its rows
+            self._unsure.update(dict.fromkeys(c.token for c in claims if c.token))
+            while len(self._unsure) > _UNSURE_KEPT:
+                del self._unsure[next(iter(self._unsure))]
+            raise
+        if self._unsure:
+            for claim in claims:
+                self._unsure.pop(claim.token or "", None)
+        return outcomes
+
+    async def _claim(self, claims: Sequence[Claim], owner: str) -> list[Claimed]:
         now = dt.datetime.now(dt.UTC)
         missed_events = NotifyEvent.MISSED in self.policy.events
+        retried = self._unsure.keys()
         if all(_at_once(c, missed_events) for c in claims):
             async with self.link.connection() as conn:
-                return await claim_keyed(conn, claims, owner, self.node, now, self.link.timeout)
+                return await claim_keyed(
+                    conn, claims, owner, self.node, now, self.link.timeout, retried
+                )
         async with self.link.transaction() as conn:
             outcomes = await self._claim_answering(conn, claims, owner, now)
             if missed_events:
@@ -223,13 +242,14 @@ class PostgresStore(OutboxCalls):
     ) -> list[Claimed]:
         """`claim_all`, leaving out each claim whose trigger request was answered or
         withdrawn meanwhile, and answering the others' requests with their runs."""
+        retried = self._unsure.keys()
         if all(claim.request is None for claim in claims):
-            return await claim_all(conn, claims, owner, self.node, now)
+            return await claim_all(conn, claims, owner, self.node, now, retried)
         open_ = [
             c.request is None or await requests.unanswered(conn, c.request, c.token) for c in claims
         ]
         wanted = [claim for claim, is_open in zip(claims, open_, strict=True) if is_open]
-        made = iter(await claim_all(conn, wanted, owner, self.node, now))
+        made = iter(await claim_all(conn, wanted, owner, self.node, now, retried))
         outcomes = [next(made) if is_open else Claimed(None) for is_open in open_]
         for claim, outcome in zip(claims, outcomes, strict=True):
             if claim.request is not None and outcome.run_id is not None:

@@ -10,7 +10,9 @@ A claim whose commit reached the database but whose answer was lost (the connect
 at that moment) is retried by its caller; the retry finds the row it wrote by the claim's
 `token` and owns it again rather than losing the firing (or, for a manual run, which has
 no key, rather than writing a second one). Another claim of the same firing - even by the
-same process - has another token and finds the key taken, as it must.
+same process - has another token and finds the key taken, as it must. Only a retry
+looks (`retried`): a first try that finds a key taken lost it to another claimer, and
+with several nodes most tries are of firings another node claimed first.
 
 Every busy second's claims need nothing but their keys (`keyed_only`): they go in one
 statement, sent with its BEGIN and COMMIT in one round trip (`claim_keyed`), so that no
@@ -22,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import psycopg
@@ -58,14 +60,16 @@ async def claim_all(
     owner: str,
     node: str | None,
     now: dt.datetime,
+    retried: Collection[str] = (),
 ) -> list[Claimed]:
     """Own or record each claim, in order, inside the caller's transaction: the keyed
-    ones in one statement, the others one by one."""
+    ones in one statement, the others one by one. `retried`: the tokens of claims tried
+    before without a known outcome."""
     keyed = [claim for claim in claims if keyed_only(claim)]
     won: dict[Key, Claimed] = {}
     if keyed:
         cursor = await conn.execute(_BULK_INSERT, _bulk_values(keyed, owner, node, now))
-        won = await _settle(conn, keyed, await cursor.fetchall())
+        won = await _settle(conn, keyed, await cursor.fetchall(), retried)
     return [
         won.get(_key(claim), Claimed(None))
         if keyed_only(claim)
@@ -81,13 +85,14 @@ async def claim_keyed(
     node: str | None,
     now: dt.datetime,
     deadline: float,
+    retried: Collection[str] = (),
 ) -> list[Claimed]:
     """Keyed claims (`keyed_only`) on a connection in autocommit, in one round trip: the
     transaction is sent whole (begin, insert, commit), so its rows are committed as soon
     as the database gets to it, and another node claiming the same keys never waits for
     this node's event loop to get round to a COMMIT. The database gives the transaction
     at most half the caller's `deadline` (seconds): one the caller gave up on cannot
-    commit later, unseen by its retry."""
+    commit later, unseen by its retry. `retried`: as for `claim_all`."""
     try:
         # (Not `conn.transaction()`: in a pipeline it waits for the answers before COMMIT.)
         async with conn.pipeline():
@@ -102,7 +107,7 @@ async def claim_keyed(
             with contextlib.suppress(psycopg.Error):  # (the pool drops a broken one)
                 await conn.execute("ROLLBACK")
         raise
-    won = await _settle(conn, claims, await cursor.fetchall())
+    won = await _settle(conn, claims, await cursor.fetchall(), retried)
     return [won.get(_key(c), Claimed(None)) for c in claims]
 
 
@@ -134,16 +139,21 @@ def _bulk_values(
 
 
 async def _settle(
-    conn: Connection, claims: Sequence[Claim], rows: list[tuple[Any, ...]]
+    conn: Connection,
+    claims: Sequence[Claim],
+    rows: list[tuple[Any, ...]],
+    retried: Collection[str],
 ) -> dict[Key, Claimed]:
-    """The outcome of each claim by key, from the rows the insert returned; a key it
-    did not insert is looked up (in a statement of its own, which sees what committed
-    meanwhile): an earlier try of the same claims may hold it."""
+    """The outcome of each claim by key, from the rows the insert returned; a key it did
+    not insert for a claim in `retried` is looked up (in a statement of its own, which
+    sees what committed meanwhile): an earlier try of the same claim may hold it."""
     won: dict[Key, Claimed] = {
         (job, _utc(at), attempt): Claimed(run_id, RunStatus(status), error, fence=fence)
         for run_id, job, at, attempt, status, error, fence in rows
     }
-    lost = [c for c in claims if _key(c) not in won]
+    if not retried:
+        return won
+    lost = [c for c in claims if c.token in retried and _key(c) not in won]
     if lost:
         won.update(await _own_rows(conn, lost))
     return won
