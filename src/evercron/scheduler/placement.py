@@ -124,7 +124,8 @@ class Cluster:
         if len(able) == 1:  # (one node, the common case: no ranking to compute)
             order = [able[0].name]
         else:
-            order = [node.name for node in sorted(able, key=_ranking(job, scheduled_at, attempt))]
+            ranked = sorted(able, key=_ranking(job, scheduled_at, attempt), reverse=True)
+            order = [node.name for node in ranked]
         if self.me.name not in order:
             return None
         place = order.index(self.me.name)
@@ -144,13 +145,13 @@ class Cluster:
         return [node.name for node in self._live if set(tags) <= set(node.tags)]
 
 
-def _ranking(job: Job, scheduled_at: dt.datetime, attempt: int) -> Callable[[Node], bytes]:
+def _ranking(job: Job, scheduled_at: dt.datetime, attempt: int) -> Callable[[Node], int]:
+    """A node's weight for one firing (rendezvous hashing: the highest goes first)."""
     firing = f"{job.name}\0{scheduled_at.timestamp():.6f}\0{attempt}\0".encode()
 
-    def rank(node: Node) -> bytes:
-        # Highest hash first (rendezvous hashing): the inverted digest sorts ascending.
+    def rank(node: Node) -> int:
         digest = hashlib.blake2b(firing + node.name.encode(), digest_size=8).digest()
-        return bytes(255 - b for b in digest)
+        return int.from_bytes(digest, "big")
 
     return rank
 
