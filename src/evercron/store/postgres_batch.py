@@ -7,7 +7,9 @@ everything waits. So these writes queue here, and one task writes whatever queue
 meanwhile in one transaction of a few multi-row statements - as the SQLite store's
 thread groups its writes. Each call's answer comes once its group committed; a group
 that fails fails every call in it (`StoreUnavailable`: the callers retry, and every
-statement here may be repeated without harm).
+statement here may be repeated without harm). A group that makes no notification event
+needs no transaction (each statement stands alone, and any may be repeated): its
+statements commit as they run, which spares a BEGIN and a COMMIT round trip.
 """
 
 from __future__ import annotations
@@ -79,9 +81,13 @@ class WriteBatcher:
     async def _write_all(self) -> None:
         while self._queue:
             group, self._queue = self._queue[:_MAX_GROUP], self._queue[_MAX_GROUP:]
+            policy = self._policy()
+            connect = (
+                self._link.transaction if _makes_events(group, policy) else self._link.connection
+            )
             try:
-                async with self._link.transaction() as conn:
-                    results = await _write(conn, group, self._policy())
+                async with connect() as conn:
+                    results = await _write(conn, group, policy)
             except Exception as error:
                 for write in group:
                     if not write.future.done():
@@ -90,6 +96,19 @@ class WriteBatcher:
             for write, result in zip(group, results, strict=True):
                 if not write.future.done():
                     write.future.set_result(result)
+
+
+def _makes_events(group: list[_Write], policy: EventPolicy) -> bool:
+    """Whether a write of the group may make a notification event (written in the same
+    transaction as its fact)."""
+    if not policy.events:
+        return False
+    started = NotifyEvent.STARTED in policy.events
+    return any(
+        (w.kind == "start" and started)
+        or (w.kind == "finish" and may_make_events(w.args[1].status, policy))
+        for w in group
+    )
 
 
 async def _write(conn: Connection, group: list[_Write], policy: EventPolicy) -> list[Any]:
