@@ -566,3 +566,27 @@ async def test_nodes_racing_to_fan_out_and_take_deliveries_each_get_different_on
     finally:
         for node in nodes:
             await node.close()
+
+
+async def test_a_listing_reads_back_only_the_rows_that_changed(postgres_url: str) -> None:
+    """Each node re-lists every job every few seconds: rows unchanged since the last
+    listing are not parsed again, and a changed, added or removed row is seen."""
+    store = PostgresStore(postgres_url, node="a")
+    await store.migrate()
+    try:
+        for name in ("a", "b"):
+            job = Job.from_mapping({"name": name, "schedule": "@hourly", "command": "true"})
+            await store.put_job(job, NOW)
+        first = {s.job.name: s for s in await store.list_jobs()}
+        await store.set_paused("b", True)
+        await store.put_job(
+            Job.from_mapping({"name": "c", "schedule": "@daily", "command": "true"}), NOW
+        )
+        second = {s.job.name: s for s in await store.list_jobs()}
+        assert second["a"] is first["a"]  # unchanged: the same record, not parsed again
+        assert second["b"] is not first["b"] and second["b"].paused
+        assert sorted(second) == ["a", "b", "c"]
+        assert await store.delete_job("a")
+        assert sorted(s.job.name for s in await store.list_jobs()) == ["b", "c"]
+    finally:
+        await store.close()

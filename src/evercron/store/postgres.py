@@ -82,6 +82,8 @@ class PostgresStore(OutboxCalls):
         self.batch = WriteBatcher(self.link, lambda: self.policy)
         self._unsure: dict[str, None] = {}
         """Tokens of claims whose try failed without a known outcome (see `claim`)."""
+        self._read: dict[tuple[Any, ...], StoredJob | BrokenJob] = {}
+        """The last full listing's rows, read back (see `_job_rows`)."""
 
     @property
     def description(self) -> str:
@@ -159,10 +161,13 @@ class PostgresStore(OutboxCalls):
                 cursor = await conn.execute(
                     f'SELECT {JOB_COLUMNS} FROM jobs ORDER BY name COLLATE "C"'
                 )
-            else:
-                cursor = await conn.execute(
-                    f"SELECT {JOB_COLUMNS} FROM jobs WHERE name = %s", (name,)
-                )
+                # Every node re-reads every job every few seconds (the resync behind
+                # lost hints): a row unchanged since the last listing is not parsed
+                # again (a thousand jobs' cron parses, each time, on the event loop).
+                read = {row: self._read.get(row) or job_row(row) for row in await cursor.fetchall()}
+                self._read = read
+                return list(read.values())
+            cursor = await conn.execute(f"SELECT {JOB_COLUMNS} FROM jobs WHERE name = %s", (name,))
             return [job_row(row) for row in await cursor.fetchall()]
 
     async def create_job(self, job: Job, now: dt.datetime) -> bool:
