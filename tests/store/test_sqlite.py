@@ -266,9 +266,9 @@ def test_processes_racing_for_deliveries_each_get_different_ones(tmp_path: Path)
     asyncio.run(check())
 
 
-def test_results_written_in_one_turn_each_get_their_own_answer(tmp_path: Path) -> None:
-    """Starts and results made in one turn of the loop travel to the store's thread
-    together; each caller still gets its own answer, a cancelled caller takes nobody's
+def test_results_written_together_each_get_their_own_answer(tmp_path: Path) -> None:
+    """Starts and results made together travel to the store's thread as one call; each
+    caller still gets its own answer, a cancelled caller takes nobody's
     answer with it, and a result for a run that is not running is refused alone."""
 
     async def scenario() -> None:

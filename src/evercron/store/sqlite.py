@@ -48,7 +48,7 @@ from evercron.store.schema import MIGRATIONS, Migration
 from evercron.store.sqlite_database import SqliteDatabase
 from evercron.store.sqlite_outbox import SqliteOutbox
 from evercron.store.sqlite_totals import SqliteTotals
-from evercron.store.worker import StoreWorker, TurnBatch
+from evercron.store.worker import CallBatch, StoreWorker
 
 log = logging.getLogger("evercron.store")
 _Start = tuple[int, int | None, int | None, dt.datetime, Sequence[str]]
@@ -66,11 +66,12 @@ class SqliteStore:
         self._outbox = SqliteOutbox(self._database)
         self._totals = SqliteTotals(self._database)
         self._worker = StoreWorker(self._database)
-        # Every run writes its start and its result: a turn's worth travel together.
-        self._starts: TurnBatch[_Start, None] = TurnBatch(
+        # Every run writes its start and its result: a few milliseconds' worth travel
+        # together (`BATCH_DELAY`).
+        self._starts: CallBatch[_Start, None] = CallBatch(
             self._worker, self._worker.each(self._mark_started), write=True
         )
-        self._ends: TurnBatch[tuple[int, RunEnd, int | None], bool] = TurnBatch(
+        self._ends: CallBatch[tuple[int, RunEnd, int | None], bool] = CallBatch(
             self._worker, self._worker.each(self._finish), write=True
         )
         self._reported: set[BrokenJob] = set()  # broken job rows already logged

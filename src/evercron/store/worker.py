@@ -7,9 +7,9 @@ committed, so a claim is durable before anything is spawned for it. Reads run ou
 write transaction, so a lock held by another process delays writes, not reads.
 
 Calls made for every run (its start, its result) are also gathered on the event loop's
-side (`TurnBatch`): those of one turn of the loop travel as one queued call, so a
-thousand runs a second wake the thread and take the GIL a few times per turn, not once
-per run.
+side (`CallBatch`): those made within `BATCH_DELAY` travel as one queued call, so a
+thousand runs a second wake the thread and take the GIL a few hundred times a second,
+not once per run.
 
 Failure rules: a call that raises fails alone (its own changes undone); a passing failure
 (`StoreUnavailable`: disk full, lock held past the busy timeout) fails every write of the
@@ -32,6 +32,11 @@ from evercron.store.sqlite_database import SqliteDatabase, translated_errors
 T = TypeVar("T")
 I = TypeVar("I")  # noqa: E741 - an item of a batch
 _MAX_GROUP = 2000
+BATCH_DELAY = 0.005
+"""Seconds a `CallBatch` gathers calls before sending them: a start or a result is
+recorded that much later (nothing waits on it but its caller), and at a thousand runs a
+second the store's thread costs a quarter less CPU than with a batch per loop turn
+(docs/BENCHMARKS.md, redesign check)."""
 
 Outcome = tuple[bool, Any]
 """(True, the result) or (False, the exception raised)."""
@@ -182,10 +187,10 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
-class TurnBatch(Generic[I, T]):
-    """Calls of one kind made during one turn of an event loop, sent to the store thread
-    together (`StoreWorker.submit_batch`) once the turn's other callbacks have run; each
-    caller still gets its own result or error, and batches run in the order made."""
+class CallBatch(Generic[I, T]):
+    """Calls of one kind made on an event loop within `BATCH_DELAY` of the first, sent
+    to the store thread together (`StoreWorker.submit_batch`); each caller still gets
+    its own result or error, and batches run in the order made."""
 
     def __init__(
         self,
@@ -205,7 +210,7 @@ class TurnBatch(Generic[I, T]):
         pending = self._pending.get(loop)
         if pending is None:
             pending = self._pending[loop] = _Pending()
-            loop.call_soon(self._send, loop)
+            loop.call_later(BATCH_DELAY, self._send, loop)
         future: asyncio.Future[T] = loop.create_future()
         pending.items.append(item)
         pending.futures.append(future)
