@@ -68,12 +68,8 @@ class SqliteStore:
         self._worker = StoreWorker(self._database)
         # Every run writes its start and its result: a few milliseconds' worth travel
         # together (`BATCH_DELAY`).
-        self._starts: CallBatch[_Start, None] = CallBatch(
-            self._worker, self._worker.each(self._mark_started), write=True
-        )
-        self._ends: CallBatch[tuple[int, RunEnd, int | None], bool] = CallBatch(
-            self._worker, self._worker.each(self._finish), write=True
-        )
+        self._starts = CallBatch(self._worker, self._mark_started, write=True)
+        self._ends = CallBatch(self._worker, self._finish, write=True)
         self._reported: set[BrokenJob] = set()  # broken job rows already logged
         self._node: NodeInfo | None = None
         self._drained = False

@@ -188,19 +188,13 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
 
 
 class CallBatch(Generic[I, T]):
-    """Calls of one kind made on an event loop within `BATCH_DELAY` of the first, sent
-    to the store thread together (`StoreWorker.submit_batch`); each caller still gets
-    its own result or error, and batches run in the order made."""
+    """Calls of `method(item)` made on an event loop within `BATCH_DELAY` of the first,
+    run on the store thread as one call (`StoreWorker.submit_batch`, `StoreWorker.each`);
+    each caller still gets its own result or error, and batches run in the order made."""
 
-    def __init__(
-        self,
-        worker: StoreWorker,
-        method: Callable[[list[I]], list[Outcome]],
-        *,
-        write: bool,
-    ) -> None:
+    def __init__(self, worker: StoreWorker, method: Callable[[I], T], *, write: bool) -> None:
         self._worker = worker
-        self._method = method
+        self._method = worker.each(method)
         self._write = write
         self._pending: dict[asyncio.AbstractEventLoop, _Pending[I, T]] = {}
 
