@@ -13,7 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+from collections.abc import Coroutine
 from types import TracebackType
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 class BlackHoleProxy:
@@ -59,7 +63,7 @@ class BlackHoleProxy:
 
     # -- on the proxy's loop -----------------------------------------------------------
 
-    def _call(self, work):  # type: ignore[no-untyped-def]
+    def _call(self, work: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(work, self._loop).result(10)
 
     async def _listen(self) -> asyncio.Server:

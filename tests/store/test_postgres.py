@@ -9,6 +9,7 @@ import contextlib
 import datetime as dt
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import psycopg
@@ -98,32 +99,48 @@ async def test_a_retried_claim_finds_the_row_its_lost_answer_committed(
 ) -> None:
     """The database commits a second's claims whose answer never arrives (a proxy drops
     it); the store's retry of the same claims owns the rows the first try wrote."""
-    with BlackHoleProxy(("127.0.0.1", postgres_server.port)) as proxy:
-        far_url = postgres_url.replace(f":{postgres_server.port}/", f":{proxy.port}/")
-        store = PostgresStore(far_url, node="a")
+    async with _behind_a_proxy(postgres_server, postgres_url, timeout=2.0) as (store, proxy):
+        claims = [
+            Claim("job", NOW, Trigger.SCHEDULE, token="t1"),
+            Claim("skipped", NOW, Trigger.SCHEDULE, skip_reason="missed", token="t2"),
+        ]
+        # A connection in steady use (not checked before it is handed out):
+        await store.claim([Claim("warm", NOW, Trigger.SCHEDULE, token="t0")], "owner-a")
+        proxy.lose_answers()
+        with pytest.raises(StoreUnavailable):
+            await store.claim(claims, "owner-a")
+        proxy.restore()
+        assert await _count(postgres_url, "SELECT count(*) FROM runs") == 3  # committed
+        again = await store.claim(claims, "owner-a")  # as `persist` retries it
+        assert None not in [o.run_id for o in again]
+        assert [o.status for o in again] == ["running", "skipped"]
+        assert await _count(postgres_url, "SELECT count(*) FROM runs") == 3
+        # Another claim of the same firings - even by the same process - finds them taken:
+        others = [replace(c, token=f"other-{c.token}") for c in claims]
+        assert [o.run_id for o in await store.claim(others, "owner-a")] == [None] * 2
+
+
+async def _count(url: str, query: str) -> int:
+    async with await psycopg.AsyncConnection.connect(url) as conn:
+        row = await (await conn.execute(query)).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+@contextlib.asynccontextmanager
+async def _behind_a_proxy(
+    server: PostgresServer, url: str, timeout: float
+) -> AsyncIterator[tuple[PostgresStore, BlackHoleProxy]]:
+    """A migrated store reaching the database through a `BlackHoleProxy`, with calls
+    cut at `timeout` seconds; closed (and the proxy restored) afterwards."""
+    with BlackHoleProxy(("127.0.0.1", server.port)) as proxy:
+        store = PostgresStore(url.replace(f":{server.port}/", f":{proxy.port}/"), node="a")
         await store.migrate()
-        store.link.timeout = 2.0
+        store.link.timeout = timeout
         try:
-            claims = [
-                Claim("job", NOW, Trigger.SCHEDULE, token="t1"),
-                Claim("skipped", NOW, Trigger.SCHEDULE, skip_reason="missed", token="t2"),
-            ]
-            # A connection in steady use (not checked before it is handed out):
-            await store.claim([Claim("warm", NOW, Trigger.SCHEDULE, token="t0")], "owner-a")
-            proxy.lose_answers()
-            with pytest.raises(StoreUnavailable):
-                await store.claim(claims, "owner-a")
-            proxy.restore()
-            assert await _count(postgres_url, "SELECT count(*) FROM runs") == 3  # committed
-            again = await store.claim(claims, "owner-a")  # as `persist` retries it
-            assert None not in [o.run_id for o in again]
-            assert [o.status for o in again] == ["running", "skipped"]
-            assert await _count(postgres_url, "SELECT count(*) FROM runs") == 3
-            # Another claim of the same firings - even by the same process - finds them
-            # taken:
-            others = [replace(c, token=f"other-{c.token}") for c in claims]
-            assert [o.run_id for o in await store.claim(others, "owner-a")] == [None] * 2
+            yield store, proxy
         finally:
+            proxy.restore()
             await store.close()
 
 
@@ -132,21 +149,13 @@ async def test_a_silent_database_fails_a_call_on_an_idle_connection_in_time(
 ) -> None:
     """A connection idle for a while is checked before use; a database that has gone
     silent meanwhile fails that check at the call's deadline, not minutes later."""
-    with BlackHoleProxy(("127.0.0.1", postgres_server.port)) as proxy:
-        far_url = postgres_url.replace(f":{postgres_server.port}/", f":{proxy.port}/")
-        store = PostgresStore(far_url, node="a")
-        await store.migrate()
-        store.link.timeout = 1.0
-        try:
-            await asyncio.sleep(CHECK_IDLE + 0.2)
-            proxy.lose_answers()
-            began = time.monotonic()
-            with pytest.raises(StoreUnavailable):
-                await store.list_jobs()
-            assert time.monotonic() - began < 3.0
-        finally:
-            proxy.restore()
-            await store.close()
+    async with _behind_a_proxy(postgres_server, postgres_url, timeout=1.0) as (store, proxy):
+        await asyncio.sleep(CHECK_IDLE + 0.2)
+        proxy.lose_answers()
+        began = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await store.list_jobs()
+        assert time.monotonic() - began < 3.0
 
 
 async def test_a_claim_made_again_finds_its_own_rows(postgres_url: str) -> None:
@@ -168,13 +177,6 @@ async def test_a_claim_made_again_finds_its_own_rows(postgres_url: str) -> None:
         assert [o.run_id for o in await store.claim(others, "owner-a")] == [None]
     finally:
         await store.close()
-
-
-async def _count(url: str, query: str) -> int:
-    async with await psycopg.AsyncConnection.connect(url) as conn:
-        row = await (await conn.execute(query)).fetchone()
-        assert row is not None
-        return int(row[0])
 
 
 async def test_forbid_holds_between_nodes_claiming_at_once(postgres_url: str) -> None:
